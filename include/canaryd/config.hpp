@@ -1,0 +1,171 @@
+// canaryd's configuration as plain structs with in-class defaults (SPEC §2).
+// Loaded from YAML by config::load(); a reload builds a new Config and swaps a
+// std::shared_ptr<const Config>. Secrets are resolved from the environment at
+// load time into the `*_value` fields and never printed (see to_yaml_redacted).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace canaryd::config {
+
+using Duration = std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+struct ServerConfig {
+  std::string listen = "0.0.0.0:8080";
+  std::string listen_host = "0.0.0.0";   // resolved from listen
+  std::uint16_t listen_port = 8080;      // resolved from listen (0 = any free port)
+  int threads = 0;                        // 0 = one per core
+  std::uint64_t max_body_bytes = 10 * 1024 * 1024;
+  std::uint32_t max_header_bytes = 16 * 1024;   // 431 above
+  std::uint32_t max_connections = 10000;        // accepted and closed above
+  Duration header_timeout = 10s;
+  Duration idle_timeout = 60s;
+  Duration drain_delay = 5s;
+  Duration shutdown_grace = 30s;
+  std::string client_keys_env;                  // optional
+  std::vector<std::string> client_keys_value;   // secret, from the env var (comma-separated)
+  std::string admin_token_env;                  // optional; unset = /admin/* off
+  std::string admin_token_value;                // secret
+  std::vector<std::string> trusted_proxies;     // CIDRs whose X-Forwarded-For is believed
+  bool access_log = true;                       // one JSON line per request
+};
+
+struct UpstreamConfig {
+  std::string name;        // the map key; the `provider` metric label
+  std::string base_url;    // "https://api.openai.com/v1"
+  // resolved from base_url
+  bool tls = true;
+  std::string host;
+  std::uint16_t port = 443;
+  std::string base_path;   // "/v1" (no trailing slash; may be empty)
+  std::string api_key_env;
+  std::string api_key_value;  // secret
+  Duration connect_timeout = 3s;
+  Duration timeout = 30s;             // whole non-streaming call; first byte of a stream
+  Duration stream_idle_timeout = 60s; // max gap between two chunks of a relayed stream
+  std::uint32_t max_connections = 256;
+  Duration pool_wait = 1s;            // wait for a free connection, then 503
+  std::uint64_t max_response_bytes = 64 * 1024 * 1024;  // non-streaming bodies
+  bool tls_verify = true;
+  std::string ca_file;
+  std::string proxy;                  // "http://host:3128" (HTTP CONNECT), "" = direct
+  // resolved from proxy
+  std::string proxy_host;
+  std::uint16_t proxy_port = 0;
+  std::map<std::string, std::string> models;  // requested model -> model sent
+};
+
+struct SplitConfig {
+  std::string control;
+  std::string canary;
+  std::vector<std::string> sticky_key = {"header:X-User-ID", "body:user", "client_ip"};
+  std::string salt;
+  Duration pin_ttl = 1h;   // 0 = hash only
+  std::string override_header = "X-Canary";
+};
+
+struct RolloutStep {
+  double weight = 0;       // percent of users on the canary, two decimals
+  Duration pause = 0ms;    // 0 = no pause (the last step has none)
+};
+
+struct AnalysisConfig {
+  Duration interval = 10s;
+  Duration window = 5min;
+  std::uint64_t min_requests = 100;
+  double max_error_rate = 0.01;
+  Duration max_p99_latency = 1000ms;
+  bool relative_to_control = true;
+};
+
+enum class OnFailure { rollback, pause };
+
+struct RolloutConfig {
+  std::vector<RolloutStep> steps;  // empty: no automatic rollout, weight 0 until set by hand
+  AnalysisConfig analysis;
+  OnFailure on_failure = OnFailure::rollback;
+  bool auto_promote = true;
+};
+
+struct FallbackConfig {
+  bool enabled = true;
+  // any of: connect_error, tls_error, timeout, 5xx, 429
+  std::vector<std::string> on = {"connect_error", "tls_error", "timeout", "5xx", "429"};
+  std::map<std::string, std::string> models;
+  double budget = 0.2;
+};
+
+struct RedisConfig {
+  std::string url = "redis://127.0.0.1:6379/0";
+  // resolved from url
+  bool tls = false;
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  int db = 0;
+  std::string password_env;
+  std::string password_value;  // secret
+  Duration timeout = 20ms;
+  std::string ns = "canaryd";  // YAML key: namespace
+  bool tls_verify = true;
+  std::string ca_file;
+};
+
+struct Price {
+  double input = 0;   // USD per million prompt tokens
+  double output = 0;  // USD per million completion tokens
+};
+
+struct MetricsConfig {
+  std::string prefix = "ai_proxy";
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace|debug|info|warn|error|off; --log-level overrides
+};
+
+struct Config {
+  std::string source_path;
+  ServerConfig server;
+  std::map<std::string, UpstreamConfig> upstreams;
+  SplitConfig split;
+  RolloutConfig rollout;
+  FallbackConfig fallback;
+  std::optional<RedisConfig> redis;   // absent: in-process store, one replica
+  std::map<std::string, Price> pricing;
+  MetricsConfig metrics;
+  LogConfig log;
+
+  const UpstreamConfig& control() const { return upstreams.at(split.control); }
+  const UpstreamConfig& canary() const { return upstreams.at(split.canary); }
+  // Every model name the config mentions (pricing, upstream models, fallback
+  // models): the values the `model` metric label may take besides "other".
+  std::vector<std::string> known_models() const;
+};
+
+// Thrown only at start-up / reload. what() is "FILE:LINE: key.path: what is wrong".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Reads the file, resolves *_env secrets from the environment, validates.
+// Throws ConfigError naming the file, line and key.
+Config load_file(const std::string& path);
+// Same from a string (tests); `name` stands for the file name in messages.
+Config load_string(const std::string& yaml, const std::string& name = "<string>");
+
+// The resolved config as YAML, secrets shown as "<redacted: set from ENV>" or
+// "<unset: ENV>", for --check-config.
+std::string to_yaml_redacted(const Config& config);
+
+// "500ms", "30s", "10m", "1h", "0" -> Duration; throws std::invalid_argument.
+Duration parse_duration(const std::string& text);
+
+}  // namespace canaryd::config
