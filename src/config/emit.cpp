@@ -1,0 +1,179 @@
+// Config -> YAML for `canaryd --check-config`: every key with its effective
+// value, sections in SPEC order. Secrets appear only as a comment naming the
+// variable they came from, so the output is itself a loadable config and
+// never holds a secret value.
+#include <yaml-cpp/yaml.h>
+
+#include "canaryd/config.hpp"
+#include "config/parse_util.hpp"
+
+namespace canaryd::config {
+
+namespace {
+
+using detail::format_duration;
+using detail::format_number;
+
+std::string secret_note(const std::string& env, bool is_set) {
+  return is_set ? "<redacted: set from " + env + ">" : "<unset: " + env + ">";
+}
+
+class Out {
+ public:
+  Out() { e_.SetIndent(2); }
+
+  template <class T>
+  void kv(const char* key, const T& value) {
+    e_ << YAML::Key << key << YAML::Value << value;
+  }
+  void str(const char* key, const std::string& value) {
+    // Quoted so that "", "0" or "yes" read back as the same string.
+    e_ << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << value;
+  }
+  void dur(const char* key, Duration d) { e_ << YAML::Key << key << YAML::Value << format_duration(d); }
+  void num(const char* key, double v) { e_ << YAML::Key << key << YAML::Value << format_number(v); }
+  void flag(const char* key, bool v) { e_ << YAML::Key << key << YAML::Value << (v ? "true" : "false"); }
+  void env(const char* key, const std::string& env, bool is_set, const std::string& extra = "") {
+    str(key, env);
+    if (!env.empty()) e_ << YAML::Comment(secret_note(env, is_set) + extra);
+  }
+  void list(const char* key, const std::vector<std::string>& items) {
+    e_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const auto& i : items) e_ << YAML::DoubleQuoted << i;
+    e_ << YAML::EndSeq;
+  }
+  void map(const char* key, const std::map<std::string, std::string>& m) {
+    e_ << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    for (const auto& [k, v] : m) e_ << YAML::Key << YAML::DoubleQuoted << k << YAML::Value << YAML::DoubleQuoted << v;
+    e_ << YAML::EndMap;
+  }
+  void comment(const std::string& text) { e_ << YAML::Comment(text); }
+  void begin(const char* key) { e_ << YAML::Key << key << YAML::Value << YAML::BeginMap; }
+  YAML::Emitter& raw() { return e_; }
+  std::string text() const { return std::string(e_.c_str()) + "\n"; }
+
+ private:
+  YAML::Emitter e_;
+};
+
+}  // namespace
+
+std::string to_yaml_redacted(const Config& c) {
+  Out o;
+  YAML::Emitter& e = o.raw();
+  e << YAML::BeginMap;
+
+  const ServerConfig& s = c.server;
+  o.begin("server");
+  o.str("listen", s.listen);
+  o.kv("threads", s.threads);
+  if (s.threads == 0) o.comment("one per core");
+  o.kv("max_body_bytes", s.max_body_bytes);
+  o.kv("max_header_bytes", s.max_header_bytes);
+  o.kv("max_connections", s.max_connections);
+  o.dur("header_timeout", s.header_timeout);
+  o.dur("idle_timeout", s.idle_timeout);
+  o.dur("drain_delay", s.drain_delay);
+  o.dur("shutdown_grace", s.shutdown_grace);
+  o.env("client_keys_env", s.client_keys_env, !s.client_keys_value.empty(),
+        s.client_keys_value.empty() ? "" : " (" + std::to_string(s.client_keys_value.size()) + " keys)");
+  o.env("admin_token_env", s.admin_token_env, !s.admin_token_value.empty());
+  o.list("trusted_proxies", s.trusted_proxies);
+  o.flag("access_log", s.access_log);
+  e << YAML::EndMap;
+
+  o.begin("upstreams");
+  for (const auto& [name, u] : c.upstreams) {
+    e << YAML::Key << name << YAML::Value << YAML::BeginMap;
+    o.str("base_url", u.base_url);
+    o.env("api_key_env", u.api_key_env, !u.api_key_value.empty());
+    o.dur("connect_timeout", u.connect_timeout);
+    o.dur("timeout", u.timeout);
+    o.dur("stream_idle_timeout", u.stream_idle_timeout);
+    o.kv("max_connections", u.max_connections);
+    o.dur("pool_wait", u.pool_wait);
+    o.kv("max_response_bytes", u.max_response_bytes);
+    o.flag("tls_verify", u.tls_verify);
+    o.str("ca_file", u.ca_file);
+    o.str("proxy", u.proxy);
+    o.map("models", u.models);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+
+  const SplitConfig& sp = c.split;
+  o.begin("split");
+  o.str("control", sp.control);
+  o.str("canary", sp.canary);
+  o.list("sticky_key", sp.sticky_key);
+  o.str("salt", sp.salt);
+  o.dur("pin_ttl", sp.pin_ttl);
+  o.str("override_header", sp.override_header);
+  e << YAML::EndMap;
+
+  const RolloutConfig& r = c.rollout;
+  o.begin("rollout");
+  e << YAML::Key << "steps" << YAML::Value << YAML::BeginSeq;
+  for (const auto& step : r.steps) {
+    e << YAML::Flow << YAML::BeginMap;
+    o.num("weight", step.weight);
+    o.dur("pause", step.pause);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndSeq;
+  o.begin("analysis");
+  o.dur("interval", r.analysis.interval);
+  o.dur("window", r.analysis.window);
+  o.kv("min_requests", r.analysis.min_requests);
+  o.num("max_error_rate", r.analysis.max_error_rate);
+  o.dur("max_p99_latency", r.analysis.max_p99_latency);
+  o.flag("relative_to_control", r.analysis.relative_to_control);
+  e << YAML::EndMap;
+  o.kv("on_failure", r.on_failure == OnFailure::rollback ? "rollback" : "pause");
+  o.flag("auto_promote", r.auto_promote);
+  e << YAML::EndMap;
+
+  const FallbackConfig& f = c.fallback;
+  o.begin("fallback");
+  o.flag("enabled", f.enabled);
+  o.list("on", f.on);
+  o.map("models", f.models);
+  o.num("budget", f.budget);
+  e << YAML::EndMap;
+
+  if (c.redis) {
+    const RedisConfig& rd = *c.redis;
+    o.begin("redis");
+    o.str("url", rd.url);
+    o.env("password_env", rd.password_env, !rd.password_value.empty());
+    o.dur("timeout", rd.timeout);
+    o.str("namespace", rd.ns);
+    o.flag("tls_verify", rd.tls_verify);
+    o.str("ca_file", rd.ca_file);
+    e << YAML::EndMap;
+  }
+
+  o.begin("pricing");
+  for (const auto& [model, price] : c.pricing) {
+    e << YAML::Key << YAML::DoubleQuoted << model << YAML::Value << YAML::Flow << YAML::BeginMap;
+    o.num("input", price.input);
+    o.num("output", price.output);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+
+  o.begin("metrics");
+  o.str("prefix", c.metrics.prefix);
+  e << YAML::EndMap;
+
+  o.begin("log");
+  o.str("level", c.log.level);
+  e << YAML::EndMap;
+
+  e << YAML::EndMap;
+  std::string out = o.text();
+  if (!c.redis) out += "# redis: not configured (in-process store, one replica)\n";
+  return out;
+}
+
+}  // namespace canaryd::config

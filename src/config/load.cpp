@@ -1,0 +1,572 @@
+// YAML -> Config: walks the document with yaml-cpp, checks every key against
+// the known set, converts and validates each value, resolves *_env secrets.
+// Every failure is a ConfigError "FILE:LINE: key.path: what is wrong".
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "canaryd/config.hpp"
+#include "config/parse_util.hpp"
+
+namespace canaryd::config {
+
+namespace {
+
+using detail::format_number;
+
+std::string trim(std::string_view s) {
+  auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  auto e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+int line_of(const YAML::Node& node, int fallback) {
+  if (!node.IsDefined()) return fallback;
+  const YAML::Mark mark = node.Mark();
+  return mark.line >= 0 ? mark.line + 1 : fallback;
+}
+
+// One key/value of a mapping (or one element of a sequence, key undefined).
+struct Field {
+  YAML::Node value;
+  std::string path;
+  int key_line = 1;
+  // Where to point at for a problem with the value: the value itself when it
+  // is written out, else its key (a `key:` with nothing after it).
+  int line() const { return value.IsNull() ? key_line : line_of(value, key_line); }
+};
+
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(int line, const std::string& path, const std::string& what) const {
+    throw ConfigError(file_ + ":" + std::to_string(line) + ": " + path + ": " + what);
+  }
+  [[noreturn]] void fail(const Field& f, const std::string& what) const { fail(f.line(), f.path, what); }
+
+  // ---- containers ---------------------------------------------------------
+
+  // Entries of a mapping whose keys are data (upstream names, models, pricing).
+  std::vector<std::pair<std::string, Field>> entries(const Field& f) const {
+    std::vector<std::pair<std::string, Field>> out;
+    if (f.value.IsNull()) return out;
+    if (!f.value.IsMap()) fail(f, "expected a mapping");
+    std::map<std::string, int> seen;
+    for (auto it = f.value.begin(); it != f.value.end(); ++it) {
+      const int kline = line_of(it->first, f.line());
+      if (!it->first.IsScalar()) fail(kline, f.path, "keys must be plain strings");
+      const std::string key = it->first.Scalar();
+      const std::string path = f.path + "." + key;
+      if (key.empty()) fail(kline, f.path, "empty key");
+      if (auto [pos, inserted] = seen.emplace(key, kline); !inserted)
+        fail(kline, path, "duplicate key (first at line " + std::to_string(pos->second) + ")");
+      out.emplace_back(key, Field{it->second, path, kline});
+    }
+    return out;
+  }
+
+  std::vector<Field> elements(const Field& f) const {
+    std::vector<Field> out;
+    if (f.value.IsNull()) return out;
+    if (!f.value.IsSequence()) fail(f, "expected a list");
+    std::size_t i = 0;
+    for (const auto& item : f.value) {
+      out.push_back(Field{item, f.path + "[" + std::to_string(i) + "]", line_of(item, f.line())});
+      ++i;
+    }
+    return out;
+  }
+
+  // ---- scalars ------------------------------------------------------------
+
+  std::string text(const Field& f) const {
+    if (f.value.IsNull()) return "";
+    if (!f.value.IsScalar()) fail(f, "expected a string");
+    return f.value.Scalar();
+  }
+
+  std::string nonempty_text(const Field& f) const {
+    std::string s = text(f);
+    if (s.empty()) fail(f, "must not be empty");
+    return s;
+  }
+
+  bool boolean(const Field& f) const {
+    bool b = false;
+    if (!f.value.IsScalar() || !YAML::convert<bool>::decode(f.value, b))
+      fail(f, "expected true or false" + got(f));
+    return b;
+  }
+
+  std::int64_t integer(const Field& f, std::int64_t min, std::int64_t max) const {
+    const std::string s = f.value.IsScalar() ? trim(f.value.Scalar()) : std::string();
+    std::int64_t v = 0;
+    auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+    const bool ok = !s.empty() && res.ec == std::errc{} && res.ptr == s.data() + s.size();
+    if (!ok || v < min || v > max) {
+      std::string range = max == std::numeric_limits<std::int64_t>::max()
+                              ? ">= " + std::to_string(min)
+                              : "between " + std::to_string(min) + " and " + std::to_string(max);
+      fail(f, (ok ? "must be " : "expected an integer ") + range + got(f));
+    }
+    return v;
+  }
+
+  double number(const Field& f, double min, double max) const {
+    const std::string s = f.value.IsScalar() ? trim(f.value.Scalar()) : std::string();
+    double v = 0;
+    auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+    const bool ok = !s.empty() && res.ec == std::errc{} && res.ptr == s.data() + s.size() && std::isfinite(v);
+    if (!ok) fail(f, "expected a number" + got(f));
+    if (v < min || v > max)
+      fail(f, "must be between " + format_number(min) + " and " + format_number(max) + got(f));
+    return v;
+  }
+
+  Duration duration(const Field& f, bool allow_zero) const {
+    if (!f.value.IsScalar()) fail(f, "expected a duration such as 500ms, 30s, 10m or 1h30m");
+    Duration d{};
+    try {
+      d = parse_duration(f.value.Scalar());
+    } catch (const std::invalid_argument& e) {
+      fail(f, e.what());
+    }
+    if (!allow_zero && d.count() == 0) fail(f, "must be greater than zero");
+    return d;
+  }
+
+  // An env var name; returns the variable's (trimmed) value, "" when unset.
+  std::string secret(const Field& f, std::string& env_name) const {
+    env_name = text(f);
+    if (env_name.empty()) return "";
+    if (!detail::is_env_name(env_name))
+      fail(f, "\"" + env_name + "\" is not an environment variable name (the secret itself never goes in the file)");
+    const char* value = std::getenv(env_name.c_str());
+    return value ? trim(value) : std::string();
+  }
+
+  std::string file_path(const Field& f) const {
+    std::string path = text(f);
+    if (!path.empty()) {
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(path, ec)) fail(f, "file \"" + path + "\" not found");
+    }
+    return path;
+  }
+
+  static std::string got(const Field& f) {
+    if (f.value.IsNull()) return ", got nothing";
+    if (!f.value.IsScalar()) return f.value.IsMap() ? ", got a mapping" : ", got a list";
+    return ", got \"" + f.value.Scalar() + "\"";
+  }
+
+ private:
+  std::string file_;
+};
+
+// A mapping with a fixed set of keys: unknown and duplicate keys are errors.
+class Section {
+ public:
+  Section(const Loader& loader, const Field& f, std::vector<std::string_view> known)
+      : loader_(loader), path_(f.path), line_(f.key_line) {
+    if (f.value.IsNull()) return;  // `section:` with nothing in it = all defaults
+    if (!f.value.IsMap()) loader.fail(f, "expected a mapping" + Loader::got(f));
+    for (auto it = f.value.begin(); it != f.value.end(); ++it) {
+      const int kline = line_of(it->first, f.line());
+      if (!it->first.IsScalar()) loader.fail(kline, path_, "keys must be plain strings");
+      const std::string key = it->first.Scalar();
+      const std::string path = path_.empty() ? key : path_ + "." + key;
+      if (std::find(known.begin(), known.end(), key) == known.end()) {
+        std::string what = "unknown key";
+        std::string_view best;
+        std::size_t best_d = std::string::npos;
+        for (auto k : known) {
+          if (auto d = detail::edit_distance(key, k); d < best_d) { best_d = d; best = k; }
+        }
+        if (!best.empty() && best_d <= std::max<std::size_t>(2, key.size() / 3))
+          what += " (did you mean \"" + std::string(best) + "\"?)";
+        loader.fail(kline, path, what);
+      }
+      if (auto found = fields_.find(key); found != fields_.end())
+        loader.fail(kline, path, "duplicate key (first at line " + std::to_string(found->second.key_line) + ")");
+      fields_.emplace(key, Field{it->second, path, kline});
+    }
+  }
+
+  const Field* get(const std::string& key) const {
+    auto it = fields_.find(key);
+    return it == fields_.end() ? nullptr : &it->second;
+  }
+
+  const Field& require(const std::string& key) const {
+    if (const Field* f = get(key)) return *f;
+    loader_.fail(line_, path_.empty() ? key : path_ + "." + key, "required key missing");
+  }
+
+  template <class Fn>
+  void with(const std::string& key, Fn&& fn) const {
+    if (const Field* f = get(key)) fn(*f);
+  }
+
+ private:
+  const Loader& loader_;
+  std::string path_;
+  int line_;
+  std::map<std::string, Field> fields_;
+};
+
+std::map<std::string, std::string> load_model_map(const Loader& l, const Field& f) {
+  std::map<std::string, std::string> out;
+  for (auto& [key, value] : l.entries(f)) out[key] = l.nonempty_text(value);
+  return out;
+}
+
+bool valid_upstream_name(std::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+void load_server(const Loader& l, const Field& f, ServerConfig& s) {
+  Section sec(l, f,
+              {"listen", "threads", "max_body_bytes", "max_header_bytes", "max_connections", "header_timeout",
+               "idle_timeout", "drain_delay", "shutdown_grace", "client_keys_env", "admin_token_env",
+               "trusted_proxies", "access_log"});
+  sec.with("listen", [&](const Field& v) {
+    s.listen = l.nonempty_text(v);
+    try {
+      auto hp = detail::parse_host_port(s.listen);
+      s.listen_host = hp.host;
+      s.listen_port = hp.port;
+    } catch (const std::invalid_argument& e) {
+      l.fail(v, std::string(e.what()) + " (expected \"host:port\" or \"[v6]:port\")");
+    }
+  });
+  sec.with("threads", [&](const Field& v) { s.threads = static_cast<int>(l.integer(v, 0, 1024)); });
+  sec.with("max_body_bytes", [&](const Field& v) {
+    s.max_body_bytes = static_cast<std::uint64_t>(l.integer(v, 1, std::numeric_limits<std::int64_t>::max()));
+  });
+  sec.with("max_header_bytes", [&](const Field& v) {
+    s.max_header_bytes = static_cast<std::uint32_t>(l.integer(v, 1024, 16 * 1024 * 1024));
+  });
+  sec.with("max_connections", [&](const Field& v) {
+    s.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 10'000'000));
+  });
+  sec.with("header_timeout", [&](const Field& v) { s.header_timeout = l.duration(v, false); });
+  sec.with("idle_timeout", [&](const Field& v) { s.idle_timeout = l.duration(v, false); });
+  sec.with("drain_delay", [&](const Field& v) { s.drain_delay = l.duration(v, true); });
+  sec.with("shutdown_grace", [&](const Field& v) { s.shutdown_grace = l.duration(v, true); });
+  sec.with("client_keys_env", [&](const Field& v) {
+    std::string raw = l.secret(v, s.client_keys_env);
+    std::stringstream in(raw);
+    for (std::string key; std::getline(in, key, ',');) {
+      key = trim(key);
+      if (!key.empty()) s.client_keys_value.push_back(key);
+    }
+  });
+  sec.with("admin_token_env", [&](const Field& v) { s.admin_token_value = l.secret(v, s.admin_token_env); });
+  sec.with("trusted_proxies", [&](const Field& v) {
+    for (const Field& item : l.elements(v)) {
+      try {
+        s.trusted_proxies.push_back(detail::normalize_cidr(trim(l.nonempty_text(item))));
+      } catch (const std::invalid_argument& e) {
+        l.fail(item, e.what());
+      }
+    }
+  });
+  sec.with("access_log", [&](const Field& v) { s.access_log = l.boolean(v); });
+}
+
+void load_upstream(const Loader& l, const std::string& name, const Field& f, UpstreamConfig& u) {
+  Section sec(l, f,
+              {"base_url", "api_key_env", "connect_timeout", "timeout", "stream_idle_timeout", "max_connections",
+               "pool_wait", "max_response_bytes", "tls_verify", "ca_file", "proxy", "models"});
+  u.name = name;
+  {
+    const Field& v = sec.require("base_url");
+    u.base_url = l.nonempty_text(v);
+    detail::Url url;
+    try {
+      url = detail::parse_url(u.base_url);
+    } catch (const std::invalid_argument& e) {
+      l.fail(v, e.what());
+    }
+    if (url.scheme != "http" && url.scheme != "https")
+      l.fail(v, "scheme must be http:// or https://, got \"" + url.scheme + "://\"");
+    if (url.has_userinfo) l.fail(v, "credentials in the URL are not allowed: name an environment variable in api_key_env");
+    u.tls = url.scheme == "https";
+    u.host = url.host;
+    u.port = url.port.value_or(u.tls ? 443 : 80);
+    u.base_path = url.path;
+    while (!u.base_path.empty() && u.base_path.back() == '/') u.base_path.pop_back();
+  }
+  sec.with("api_key_env", [&](const Field& v) { u.api_key_value = l.secret(v, u.api_key_env); });
+  sec.with("connect_timeout", [&](const Field& v) { u.connect_timeout = l.duration(v, false); });
+  sec.with("timeout", [&](const Field& v) { u.timeout = l.duration(v, false); });
+  sec.with("stream_idle_timeout", [&](const Field& v) { u.stream_idle_timeout = l.duration(v, false); });
+  sec.with("max_connections", [&](const Field& v) {
+    u.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 1'000'000));
+  });
+  sec.with("pool_wait", [&](const Field& v) { u.pool_wait = l.duration(v, true); });
+  sec.with("max_response_bytes", [&](const Field& v) {
+    u.max_response_bytes = static_cast<std::uint64_t>(l.integer(v, 1, std::numeric_limits<std::int64_t>::max()));
+  });
+  sec.with("tls_verify", [&](const Field& v) { u.tls_verify = l.boolean(v); });
+  sec.with("ca_file", [&](const Field& v) { u.ca_file = l.file_path(v); });
+  sec.with("proxy", [&](const Field& v) {
+    u.proxy = l.text(v);
+    if (u.proxy.empty()) return;
+    detail::Url url;
+    try {
+      url = detail::parse_url(u.proxy);
+    } catch (const std::invalid_argument& e) {
+      l.fail(v, std::string(e.what()) + " (expected \"http://host:port\")");
+    }
+    if (url.scheme != "http") l.fail(v, "only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
+    if (url.has_userinfo) l.fail(v, "proxy credentials are not supported");
+    if (!url.path.empty() && url.path != "/") l.fail(v, "a proxy URL has no path (expected \"http://host:port\")");
+    if (!url.port) l.fail(v, "missing port (expected \"http://host:port\")");
+    u.proxy_host = url.host;
+    u.proxy_port = *url.port;
+  });
+  sec.with("models", [&](const Field& v) { u.models = load_model_map(l, v); });
+}
+
+void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s) {
+  Section sec(l, f, {"control", "canary", "sticky_key", "salt", "pin_ttl", "override_header"});
+  auto arm = [&](const std::string& key) {
+    const Field& v = sec.require(key);
+    std::string name = l.nonempty_text(v);
+    if (!c.upstreams.count(name)) {
+      std::string names;
+      for (auto& [n, u] : c.upstreams) names += (names.empty() ? "" : ", ") + n;
+      l.fail(v, "unknown upstream \"" + name + "\" (defined: " + names + ")");
+    }
+    return name;
+  };
+  s.control = arm("control");
+  s.canary = arm("canary");
+  if (s.control == s.canary) l.fail(sec.require("canary"), "must name a different upstream than split.control");
+  sec.with("sticky_key", [&](const Field& v) {
+    s.sticky_key.clear();
+    for (const Field& item : l.elements(v)) {
+      std::string k = l.nonempty_text(item);
+      const bool ok = k == "client_ip" || k == "body:user" ||
+                      (k.rfind("header:", 0) == 0 && detail::is_header_token(std::string_view(k).substr(7)));
+      if (!ok) l.fail(item, "expected \"header:NAME\", \"body:user\" or \"client_ip\", got \"" + k + "\"");
+      s.sticky_key.push_back(k);
+    }
+    if (s.sticky_key.empty()) l.fail(v, "must list at least one source");
+  });
+  sec.with("salt", [&](const Field& v) { s.salt = l.text(v); });
+  sec.with("pin_ttl", [&](const Field& v) { s.pin_ttl = l.duration(v, true); });
+  sec.with("override_header", [&](const Field& v) {
+    s.override_header = l.text(v);
+    if (!s.override_header.empty() && !detail::is_header_token(s.override_header))
+      l.fail(v, "\"" + s.override_header + "\" is not a valid header name");
+  });
+}
+
+double load_weight(const Loader& l, const Field& v) {
+  const double w = l.number(v, 0, 100);
+  if (std::abs(w * 100 - std::round(w * 100)) > 1e-6)
+    l.fail(v, "at most two decimals allowed" + Loader::got(v));
+  return std::round(w * 100) / 100;
+}
+
+void load_rollout(const Loader& l, const Field& f, RolloutConfig& r) {
+  Section sec(l, f, {"steps", "analysis", "on_failure", "auto_promote"});
+  sec.with("steps", [&](const Field& v) {
+    for (const Field& item : l.elements(v)) {
+      Section step(l, item, {"weight", "pause"});
+      if (item.value.IsNull()) l.fail(item, "expected a mapping such as { weight: 10, pause: 10m }");
+      RolloutStep rs;
+      rs.weight = load_weight(l, step.require("weight"));
+      step.with("pause", [&](const Field& p) { rs.pause = l.duration(p, true); });
+      r.steps.push_back(rs);
+    }
+  });
+  sec.with("analysis", [&](const Field& v) {
+    Section a(l, v, {"interval", "window", "min_requests", "max_error_rate", "max_p99_latency", "relative_to_control"});
+    AnalysisConfig& an = r.analysis;
+    a.with("interval", [&](const Field& x) { an.interval = l.duration(x, false); });
+    a.with("window", [&](const Field& x) { an.window = l.duration(x, false); });
+    a.with("min_requests", [&](const Field& x) {
+      an.min_requests = static_cast<std::uint64_t>(l.integer(x, 1, std::numeric_limits<std::int64_t>::max()));
+    });
+    a.with("max_error_rate", [&](const Field& x) { an.max_error_rate = l.number(x, 0, 1); });
+    a.with("max_p99_latency", [&](const Field& x) { an.max_p99_latency = l.duration(x, false); });
+    a.with("relative_to_control", [&](const Field& x) { an.relative_to_control = l.boolean(x); });
+  });
+  sec.with("on_failure", [&](const Field& v) {
+    const std::string s = l.text(v);
+    if (s == "rollback") r.on_failure = OnFailure::rollback;
+    else if (s == "pause") r.on_failure = OnFailure::pause;
+    else l.fail(v, "expected rollback or pause" + Loader::got(v));
+  });
+  sec.with("auto_promote", [&](const Field& v) { r.auto_promote = l.boolean(v); });
+}
+
+void load_fallback(const Loader& l, const Field& f, FallbackConfig& fb) {
+  Section sec(l, f, {"enabled", "on", "models", "budget"});
+  sec.with("enabled", [&](const Field& v) { fb.enabled = l.boolean(v); });
+  sec.with("on", [&](const Field& v) {
+    static const std::vector<std::string> kReasons = {"connect_error", "tls_error", "timeout", "5xx", "429"};
+    fb.on.clear();
+    for (const Field& item : l.elements(v)) {
+      std::string reason = l.text(item);
+      if (std::find(kReasons.begin(), kReasons.end(), reason) == kReasons.end())
+        l.fail(item, "expected one of connect_error, tls_error, timeout, 5xx, 429" + Loader::got(item));
+      if (std::find(fb.on.begin(), fb.on.end(), reason) != fb.on.end()) l.fail(item, "\"" + reason + "\" listed twice");
+      fb.on.push_back(reason);
+    }
+  });
+  sec.with("models", [&](const Field& v) { fb.models = load_model_map(l, v); });
+  sec.with("budget", [&](const Field& v) { fb.budget = l.number(v, 0, 1); });
+}
+
+void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
+  Section sec(l, f, {"url", "password_env", "timeout", "namespace", "tls_verify", "ca_file"});
+  sec.with("url", [&](const Field& v) { r.url = l.nonempty_text(v); });
+  {
+    detail::Url url;
+    const Field fallback{YAML::Node(YAML::NodeType::Null), f.path + ".url", f.key_line};
+    const Field* v = sec.get("url") ? sec.get("url") : &fallback;
+    try {
+      url = detail::parse_url(r.url);
+    } catch (const std::invalid_argument& e) {
+      l.fail(*v, e.what());
+    }
+    if (url.scheme != "redis" && url.scheme != "rediss")
+      l.fail(*v, "scheme must be redis:// or rediss:// (TLS), got \"" + url.scheme + "://\"");
+    if (url.has_userinfo)
+      l.fail(*v, std::string(url.has_password ? "a password" : "credentials") +
+                     " in the URL is not allowed (secrets come only from the environment): remove it and name "
+                     "the variable in redis.password_env");
+    r.tls = url.scheme == "rediss";
+    r.host = url.host;
+    r.port = url.port.value_or(6379);
+    std::string db = url.path.empty() ? "" : url.path.substr(1);
+    r.db = 0;
+    if (!db.empty()) {
+      auto res = std::from_chars(db.data(), db.data() + db.size(), r.db);
+      if (res.ec != std::errc{} || res.ptr != db.data() + db.size() || r.db < 0)
+        l.fail(*v, "database must be a number, as in redis://host:6379/0, got \"/" + db + "\"");
+    }
+  }
+  sec.with("password_env", [&](const Field& v) { r.password_value = l.secret(v, r.password_env); });
+  sec.with("timeout", [&](const Field& v) { r.timeout = l.duration(v, false); });
+  sec.with("namespace", [&](const Field& v) {
+    r.ns = l.nonempty_text(v);
+    if (r.ns.find_first_of(" \t\r\n") != std::string::npos) l.fail(v, "must not contain whitespace");
+  });
+  sec.with("tls_verify", [&](const Field& v) { r.tls_verify = l.boolean(v); });
+  sec.with("ca_file", [&](const Field& v) { r.ca_file = l.file_path(v); });
+}
+
+Config load_root(const Loader& l, const YAML::Node& root, const std::string& name) {
+  Config c;
+  c.source_path = name;
+  Field top{root, "", 1};
+  if (!root.IsNull() && !root.IsMap()) l.fail(top.line(), "(root)", "expected a mapping of sections");
+  Section sec(l, top, {"server", "upstreams", "split", "rollout", "fallback", "redis", "pricing", "metrics", "log"});
+
+  sec.with("server", [&](const Field& v) { load_server(l, v, c.server); });
+  {
+    const Field& v = sec.require("upstreams");
+    for (auto& [uname, uf] : l.entries(v)) {
+      if (!valid_upstream_name(uname))
+        l.fail(uf.key_line, uf.path, "upstream names may use only letters, digits, '_', '-' and '.'");
+      load_upstream(l, uname, uf, c.upstreams[uname]);
+    }
+    if (c.upstreams.size() < 2) l.fail(v, "at least two upstreams are required (control and canary)");
+  }
+  load_split(l, sec.require("split"), c, c.split);
+  sec.with("rollout", [&](const Field& v) { load_rollout(l, v, c.rollout); });
+  sec.with("fallback", [&](const Field& v) { load_fallback(l, v, c.fallback); });
+  sec.with("redis", [&](const Field& v) {
+    c.redis.emplace();
+    load_redis(l, v, *c.redis);
+  });
+  sec.with("pricing", [&](const Field& v) {
+    for (auto& [model, pf] : l.entries(v)) {
+      Section p(l, pf, {"input", "output"});
+      Price& price = c.pricing[model];
+      p.with("input", [&](const Field& x) { price.input = l.number(x, 0, 1e9); });
+      p.with("output", [&](const Field& x) { price.output = l.number(x, 0, 1e9); });
+    }
+  });
+  sec.with("metrics", [&](const Field& v) {
+    Section m(l, v, {"prefix"});
+    m.with("prefix", [&](const Field& x) {
+      std::string p = l.nonempty_text(x);
+      const bool ok = (std::isalpha(static_cast<unsigned char>(p[0])) || p[0] == '_' || p[0] == ':') &&
+                      std::all_of(p.begin(), p.end(), [](unsigned char ch) {
+                        return std::isalnum(ch) || ch == '_' || ch == ':';
+                      });
+      if (!ok) l.fail(x, "\"" + p + "\" is not a valid Prometheus metric name prefix");
+      c.metrics.prefix = p;
+    });
+  });
+  sec.with("log", [&](const Field& v) {
+    Section lg(l, v, {"level"});
+    lg.with("level", [&](const Field& x) {
+      static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+      std::string level = l.text(x);
+      if (!kLevels.count(level)) l.fail(x, "expected one of trace, debug, info, warn, error, off" + Loader::got(x));
+      c.log.level = level;
+    });
+  });
+  return c;
+}
+
+}  // namespace
+
+Config load_string(const std::string& yaml, const std::string& name) {
+  Loader loader(name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    loader.fail(e.mark.line >= 0 ? e.mark.line + 1 : 1, "(syntax)", e.msg);
+  }
+  return load_root(loader, root, name);
+}
+
+Config load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ":1: (file): cannot open: " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return load_string(buf.str(), path);
+}
+
+std::vector<std::string> Config::known_models() const {
+  std::set<std::string> names;
+  for (const auto& [model, price] : pricing) names.insert(model);
+  for (const auto& [n, u] : upstreams) {
+    for (const auto& [from, to] : u.models) {
+      names.insert(from);
+      names.insert(to);
+    }
+  }
+  for (const auto& [from, to] : fallback.models) {
+    names.insert(from);
+    names.insert(to);
+  }
+  return {names.begin(), names.end()};
+}
+
+}  // namespace canaryd::config

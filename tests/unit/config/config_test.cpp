@@ -1,0 +1,581 @@
+// Unit tests for the config loader: defaults, each section, durations, URLs,
+// secrets, error messages (file, line, key path) and the shipped configs.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "canaryd/config.hpp"
+#include "config/parse_util.hpp"
+
+namespace canaryd::config {
+namespace {
+
+const std::string kMinimal = R"(upstreams:
+  a:
+    base_url: "http://127.0.0.1:9101/v1"
+  b:
+    base_url: "https://b.example.com"
+split:
+  control: a
+  canary: b
+)";
+
+std::string error_of(const std::string& yaml) {
+  try {
+    load_string(yaml, "t.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// kMinimal plus one more section.
+std::string with(const std::string& extra) { return kMinimal + extra; }
+
+TEST(ConfigDefaults, MinimalConfigGetsStructDefaults) {
+  Config c = load_string(kMinimal, "t.yaml");
+  ServerConfig sd;
+  EXPECT_EQ(c.source_path, "t.yaml");
+  EXPECT_EQ(c.server.listen, sd.listen);
+  EXPECT_EQ(c.server.listen_host, "0.0.0.0");
+  EXPECT_EQ(c.server.listen_port, 8080);
+  EXPECT_EQ(c.server.threads, 0);
+  EXPECT_EQ(c.server.max_body_bytes, sd.max_body_bytes);
+  EXPECT_EQ(c.server.max_header_bytes, sd.max_header_bytes);
+  EXPECT_EQ(c.server.max_connections, sd.max_connections);
+  EXPECT_EQ(c.server.header_timeout, 10s);
+  EXPECT_EQ(c.server.idle_timeout, 60s);
+  EXPECT_EQ(c.server.drain_delay, 5s);
+  EXPECT_EQ(c.server.shutdown_grace, 30s);
+  EXPECT_TRUE(c.server.client_keys_value.empty());
+  EXPECT_TRUE(c.server.admin_token_env.empty());
+  EXPECT_TRUE(c.server.trusted_proxies.empty());
+  EXPECT_TRUE(c.server.access_log);
+
+  const UpstreamConfig& a = c.upstreams.at("a");
+  UpstreamConfig ud;
+  EXPECT_EQ(a.name, "a");
+  EXPECT_EQ(a.connect_timeout, ud.connect_timeout);
+  EXPECT_EQ(a.timeout, ud.timeout);
+  EXPECT_EQ(a.stream_idle_timeout, ud.stream_idle_timeout);
+  EXPECT_EQ(a.max_connections, ud.max_connections);
+  EXPECT_EQ(a.pool_wait, ud.pool_wait);
+  EXPECT_EQ(a.max_response_bytes, ud.max_response_bytes);
+  EXPECT_TRUE(a.tls_verify);
+  EXPECT_TRUE(a.proxy.empty());
+  EXPECT_TRUE(a.models.empty());
+
+  EXPECT_EQ(c.split.sticky_key, SplitConfig{}.sticky_key);
+  EXPECT_EQ(c.split.pin_ttl, 1h);
+  EXPECT_EQ(c.split.override_header, "X-Canary");
+  EXPECT_EQ(c.split.salt, "");
+  EXPECT_TRUE(c.rollout.steps.empty());
+  EXPECT_EQ(c.rollout.analysis.interval, 10s);
+  EXPECT_EQ(c.rollout.analysis.window, 5min);
+  EXPECT_EQ(c.rollout.analysis.min_requests, 100u);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.max_error_rate, 0.01);
+  EXPECT_EQ(c.rollout.analysis.max_p99_latency, 1000ms);
+  EXPECT_TRUE(c.rollout.analysis.relative_to_control);
+  EXPECT_EQ(c.rollout.on_failure, OnFailure::rollback);
+  EXPECT_TRUE(c.rollout.auto_promote);
+  EXPECT_TRUE(c.fallback.enabled);
+  EXPECT_EQ(c.fallback.on, FallbackConfig{}.on);
+  EXPECT_DOUBLE_EQ(c.fallback.budget, 0.2);
+  EXPECT_FALSE(c.redis.has_value());
+  EXPECT_TRUE(c.pricing.empty());
+  EXPECT_EQ(c.metrics.prefix, "ai_proxy");
+  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.control().name, "a");
+  EXPECT_EQ(c.canary().name, "b");
+}
+
+TEST(ConfigSections, Server) {
+  Config c = load_string(with(R"(server:
+  listen: "[::1]:0"
+  threads: 4
+  max_body_bytes: 1024
+  max_header_bytes: 8192
+  max_connections: 5
+  header_timeout: 2s
+  idle_timeout: 1m30s
+  drain_delay: 0
+  shutdown_grace: 500ms
+  trusted_proxies: ["10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1"]
+  access_log: false
+)"));
+  EXPECT_EQ(c.server.listen, "[::1]:0");
+  EXPECT_EQ(c.server.listen_host, "::1");
+  EXPECT_EQ(c.server.listen_port, 0);
+  EXPECT_EQ(c.server.threads, 4);
+  EXPECT_EQ(c.server.max_body_bytes, 1024u);
+  EXPECT_EQ(c.server.max_header_bytes, 8192u);
+  EXPECT_EQ(c.server.max_connections, 5u);
+  EXPECT_EQ(c.server.header_timeout, 2s);
+  EXPECT_EQ(c.server.idle_timeout, 90s);
+  EXPECT_EQ(c.server.drain_delay, 0ms);
+  EXPECT_EQ(c.server.shutdown_grace, 500ms);
+  EXPECT_EQ(c.server.trusted_proxies,
+            (std::vector<std::string>{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::1/128"}));
+  EXPECT_FALSE(c.server.access_log);
+}
+
+TEST(ConfigSections, UpstreamAllKeys) {
+  Config c = load_string(R"(upstreams:
+  openai:
+    base_url: "https://api.openai.com/v1/"
+    api_key_env: CANARYD_TEST_UNSET_KEY
+    connect_timeout: 2s
+    timeout: 45s
+    stream_idle_timeout: 20s
+    max_connections: 8
+    pool_wait: 0
+    max_response_bytes: 1000
+    tls_verify: false
+    ca_file: ""
+    proxy: "http://proxy.local:3128"
+    models: { "gpt-4.1": "gpt-4.1-2025" }
+  local:
+    base_url: "http://[::1]:9000"
+split: { control: openai, canary: local }
+)",
+                         "t.yaml");
+  const auto& u = c.upstreams.at("openai");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.host, "api.openai.com");
+  EXPECT_EQ(u.port, 443);
+  EXPECT_EQ(u.base_path, "/v1");
+  EXPECT_EQ(u.api_key_env, "CANARYD_TEST_UNSET_KEY");
+  EXPECT_EQ(u.api_key_value, "");
+  EXPECT_EQ(u.connect_timeout, 2s);
+  EXPECT_EQ(u.timeout, 45s);
+  EXPECT_EQ(u.stream_idle_timeout, 20s);
+  EXPECT_EQ(u.max_connections, 8u);
+  EXPECT_EQ(u.pool_wait, 0ms);
+  EXPECT_EQ(u.max_response_bytes, 1000u);
+  EXPECT_FALSE(u.tls_verify);
+  EXPECT_EQ(u.proxy_host, "proxy.local");
+  EXPECT_EQ(u.proxy_port, 3128);
+  EXPECT_EQ(u.models.at("gpt-4.1"), "gpt-4.1-2025");
+  const auto& l = c.upstreams.at("local");
+  EXPECT_FALSE(l.tls);
+  EXPECT_EQ(l.host, "::1");
+  EXPECT_EQ(l.port, 9000);
+  EXPECT_EQ(l.base_path, "");
+}
+
+TEST(ConfigSections, UrlDefaultPorts) {
+  Config c = load_string(R"(upstreams:
+  a: { base_url: "http://Example.com" }
+  b: { base_url: "HTTPS://[2001:db8::1]/api/v2" }
+split: { control: a, canary: b }
+)");
+  EXPECT_EQ(c.upstreams.at("a").port, 80);
+  EXPECT_FALSE(c.upstreams.at("a").tls);
+  EXPECT_EQ(c.upstreams.at("b").port, 443);
+  EXPECT_TRUE(c.upstreams.at("b").tls);
+  EXPECT_EQ(c.upstreams.at("b").host, "2001:db8::1");
+  EXPECT_EQ(c.upstreams.at("b").base_path, "/api/v2");
+}
+
+TEST(ConfigSections, SplitRolloutFallback) {
+  Config c = load_string(with(R"(  sticky_key: ["header:X-Team", "client_ip"]
+  salt: "exp-1"
+  pin_ttl: 0
+  override_header: X-Force-Arm
+rollout:
+  steps:
+    - { weight: 50, pause: 1m }
+    - { weight: 0.5, pause: 10m }
+    - weight: 100
+  analysis:
+    interval: 5s
+    window: 1m
+    min_requests: 20
+    max_error_rate: 0.05
+    max_p99_latency: 2s
+    relative_to_control: false
+  on_failure: pause
+  auto_promote: false
+fallback:
+  enabled: false
+  on: [timeout, tls_error]
+  models: { "gpt-4.1": "gemini-2.5-flash" }
+  budget: 1
+)"));
+  EXPECT_EQ(c.split.sticky_key, (std::vector<std::string>{"header:X-Team", "client_ip"}));
+  EXPECT_EQ(c.split.salt, "exp-1");
+  EXPECT_EQ(c.split.pin_ttl, 0ms);
+  EXPECT_EQ(c.split.override_header, "X-Force-Arm");
+  ASSERT_EQ(c.rollout.steps.size(), 3u);
+  EXPECT_DOUBLE_EQ(c.rollout.steps[0].weight, 50);
+  EXPECT_EQ(c.rollout.steps[0].pause, 1min);
+  EXPECT_DOUBLE_EQ(c.rollout.steps[1].weight, 0.5);  // any order is allowed
+  EXPECT_EQ(c.rollout.steps[2].pause, 0ms);
+  EXPECT_EQ(c.rollout.analysis.interval, 5s);
+  EXPECT_EQ(c.rollout.analysis.window, 1min);
+  EXPECT_EQ(c.rollout.analysis.min_requests, 20u);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.max_error_rate, 0.05);
+  EXPECT_EQ(c.rollout.analysis.max_p99_latency, 2s);
+  EXPECT_FALSE(c.rollout.analysis.relative_to_control);
+  EXPECT_EQ(c.rollout.on_failure, OnFailure::pause);
+  EXPECT_FALSE(c.rollout.auto_promote);
+  EXPECT_FALSE(c.fallback.enabled);
+  EXPECT_EQ(c.fallback.on, (std::vector<std::string>{"timeout", "tls_error"}));
+  EXPECT_EQ(c.fallback.models.at("gpt-4.1"), "gemini-2.5-flash");
+  EXPECT_DOUBLE_EQ(c.fallback.budget, 1.0);
+}
+
+TEST(ConfigSections, RedisPricingMetricsLog) {
+  Config c = load_string(with(R"(redis:
+  url: "rediss://cache.example.com/3"
+  timeout: 50ms
+  namespace: prod
+  tls_verify: false
+pricing:
+  "gpt-4.1": { input: 8.00, output: 32 }
+metrics:
+  prefix: my_proxy
+log:
+  level: debug
+)"));
+  ASSERT_TRUE(c.redis.has_value());
+  EXPECT_TRUE(c.redis->tls);
+  EXPECT_EQ(c.redis->host, "cache.example.com");
+  EXPECT_EQ(c.redis->port, 6379);
+  EXPECT_EQ(c.redis->db, 3);
+  EXPECT_EQ(c.redis->timeout, 50ms);
+  EXPECT_EQ(c.redis->ns, "prod");
+  EXPECT_FALSE(c.redis->tls_verify);
+  EXPECT_DOUBLE_EQ(c.pricing.at("gpt-4.1").input, 8.0);
+  EXPECT_DOUBLE_EQ(c.pricing.at("gpt-4.1").output, 32.0);
+  EXPECT_EQ(c.metrics.prefix, "my_proxy");
+  EXPECT_EQ(c.log.level, "debug");
+}
+
+TEST(ConfigSections, RedisDefaultsWhenSectionEmpty) {
+  Config c = load_string(with("redis:\n  url: \"redis://[::1]:7000\"\n"));
+  ASSERT_TRUE(c.redis);
+  EXPECT_FALSE(c.redis->tls);
+  EXPECT_EQ(c.redis->host, "::1");
+  EXPECT_EQ(c.redis->port, 7000);
+  EXPECT_EQ(c.redis->db, 0);
+  EXPECT_EQ(c.redis->ns, "canaryd");
+  EXPECT_EQ(c.redis->timeout, 20ms);
+}
+
+TEST(ConfigDurations, Parse) {
+  EXPECT_EQ(parse_duration("500ms"), 500ms);
+  EXPECT_EQ(parse_duration("30s"), 30s);
+  EXPECT_EQ(parse_duration("10m"), 10min);
+  EXPECT_EQ(parse_duration("1h"), 1h);
+  EXPECT_EQ(parse_duration("1h30m"), 90min);
+  EXPECT_EQ(parse_duration("1m30s500ms"), 90500ms);
+  EXPECT_EQ(parse_duration("1.5s"), 1500ms);
+  EXPECT_EQ(parse_duration("0"), 0ms);
+  EXPECT_EQ(parse_duration("0s"), 0ms);
+  for (const char* bad : {"", "-5s", "abc", "30", "5x", "s", "1.5ms", "30s1h", "1h1h", "1.s", "5 s"})
+    EXPECT_THROW(parse_duration(bad), std::invalid_argument) << bad;
+}
+
+TEST(ConfigDurations, FormatRoundTrips) {
+  using detail::format_duration;
+  EXPECT_EQ(format_duration(0ms), "0s");
+  EXPECT_EQ(format_duration(500ms), "500ms");
+  EXPECT_EQ(format_duration(30s), "30s");
+  EXPECT_EQ(format_duration(5min), "5m");
+  EXPECT_EQ(format_duration(90min), "1h30m");
+  EXPECT_EQ(format_duration(1500ms), "1s500ms");
+  for (auto d : {0ms, 1ms, 999ms, 61001ms, 3723004ms}) EXPECT_EQ(parse_duration(format_duration(d)), d);
+}
+
+TEST(ConfigDurations, BadDurationInFileNamesKeyAndLine) {
+  EXPECT_EQ(error_of(with("server:\n  idle_timeout: -5s\n")),
+            "t.yaml:10: server.idle_timeout: negative duration \"-5s\"");
+  EXPECT_EQ(error_of(with("server:\n  header_timeout: 0\n")),
+            "t.yaml:10: server.header_timeout: must be greater than zero");
+  EXPECT_EQ(error_of(with("server:\n  drain_delay: 30\n")),
+            "t.yaml:10: server.drain_delay: duration \"30\" needs a unit (ms, s, m, h), e.g. \"30s\"");
+}
+
+TEST(ConfigErrors, UnknownKeyWithLineAndSuggestion) {
+  EXPECT_EQ(error_of(with("server:\n  threads: 2\n  listn: \"1.2.3.4:80\"\n")),
+            "t.yaml:11: server.listn: unknown key (did you mean \"listen\"?)");
+  EXPECT_EQ(error_of(with("bogus_section_name: 1\n")), "t.yaml:9: bogus_section_name: unknown key");
+  EXPECT_EQ(error_of(R"(upstreams:
+  a:
+    base_url: "http://a"
+    timout: 5s
+)"),
+            "t.yaml:4: upstreams.a.timout: unknown key (did you mean \"timeout\"?)");
+}
+
+TEST(ConfigErrors, RolloutStepPath) {
+  EXPECT_EQ(error_of(with(R"(rollout:
+  steps:
+    - { weight: 10 }
+    - { weight: 25 }
+    - { weight: 0.125 }
+)")),
+            "t.yaml:13: rollout.steps[2].weight: at most two decimals allowed, got \"0.125\"");
+  EXPECT_EQ(error_of(with("rollout:\n  steps:\n    - { weight: 101 }\n")),
+            "t.yaml:11: rollout.steps[0].weight: must be between 0 and 100, got \"101\"");
+  EXPECT_EQ(error_of(with("rollout:\n  steps:\n    - { pause: 1m }\n")),
+            "t.yaml:11: rollout.steps[0].weight: required key missing");
+}
+
+TEST(ConfigErrors, BadEnums) {
+  EXPECT_EQ(error_of(with("rollout:\n  on_failure: explode\n")),
+            "t.yaml:10: rollout.on_failure: expected rollback or pause, got \"explode\"");
+  EXPECT_EQ(error_of(with("fallback:\n  on: [timeout, 404]\n")),
+            "t.yaml:10: fallback.on[1]: expected one of connect_error, tls_error, timeout, 5xx, 429, got \"404\"");
+  EXPECT_EQ(error_of(with("log:\n  level: loud\n")),
+            "t.yaml:10: log.level: expected one of trace, debug, info, warn, error, off, got \"loud\"");
+  EXPECT_EQ(error_of(with("  sticky_key: [\"cookie:sid\"]\n")),
+            "t.yaml:9: split.sticky_key[0]: expected \"header:NAME\", \"body:user\" or \"client_ip\", got \"cookie:sid\"");
+  EXPECT_EQ(error_of(with("  override_header: \"X Canary\"\n")),
+            "t.yaml:9: split.override_header: \"X Canary\" is not a valid header name");
+  EXPECT_EQ(error_of(with("server:\n  access_log: maybe\n")),
+            "t.yaml:10: server.access_log: expected true or false, got \"maybe\"");
+}
+
+TEST(ConfigErrors, NumbersOutOfRange) {
+  EXPECT_EQ(error_of(with("fallback:\n  budget: 1.5\n")),
+            "t.yaml:10: fallback.budget: must be between 0 and 1, got \"1.5\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    max_error_rate: -0.1\n")),
+            "t.yaml:11: rollout.analysis.max_error_rate: must be between 0 and 1, got \"-0.1\"");
+  EXPECT_EQ(error_of(with("server:\n  threads: -1\n")),
+            "t.yaml:10: server.threads: must be between 0 and 1024, got \"-1\"");
+  EXPECT_EQ(error_of(with("server:\n  max_connections: 0\n")),
+            "t.yaml:10: server.max_connections: must be between 1 and 10000000, got \"0\"");
+  EXPECT_EQ(error_of(with("server:\n  max_body_bytes: lots\n")),
+            "t.yaml:10: server.max_body_bytes: expected an integer >= 1, got \"lots\"");
+  EXPECT_EQ(error_of(with("server:\n  listen: \"0.0.0.0:70000\"\n")),
+            "t.yaml:10: server.listen: invalid port \"70000\" (expected 0..65535) (expected \"host:port\" or "
+            "\"[v6]:port\")");
+  EXPECT_EQ(error_of(with("server:\n  trusted_proxies: [\"10.0.0.0/33\"]\n")),
+            "t.yaml:10: server.trusted_proxies[0]: invalid prefix length \"33\" (expected 0..32)");
+  EXPECT_NE(error_of(with("server:\n  trusted_proxies: [\"10.0.0.300\"]\n")).find("invalid IP address"),
+            std::string::npos);
+}
+
+TEST(ConfigErrors, SplitReferences) {
+  EXPECT_EQ(error_of(R"(upstreams:
+  a: { base_url: "http://a" }
+  b: { base_url: "http://b" }
+split:
+  control: a
+  canary: a
+)"),
+            "t.yaml:6: split.canary: must name a different upstream than split.control");
+  EXPECT_EQ(error_of(R"(upstreams:
+  a: { base_url: "http://a" }
+  b: { base_url: "http://b" }
+split:
+  control: a
+  canary: c
+)"),
+            "t.yaml:6: split.canary: unknown upstream \"c\" (defined: a, b)");
+  EXPECT_EQ(error_of(R"(upstreams:
+  a: { base_url: "http://a" }
+  b: { base_url: "http://b" }
+split:
+  canary: b
+)"),
+            "t.yaml:4: split.control: required key missing");
+  EXPECT_EQ(error_of("server: {}\n"), "t.yaml:1: upstreams: required key missing");
+  EXPECT_EQ(error_of(""), "t.yaml:1: upstreams: required key missing");
+}
+
+TEST(ConfigErrors, Urls) {
+  auto up = [](const std::string& url) {
+    return "upstreams:\n  a: { base_url: \"" + url + "\" }\n  b: { base_url: \"http://b\" }\nsplit: { control: a, canary: b }\n";
+  };
+  EXPECT_EQ(error_of(up("ftp://x")), "t.yaml:2: upstreams.a.base_url: scheme must be http:// or https://, got \"ftp://\"");
+  EXPECT_EQ(error_of(up("api.openai.com/v1")),
+            "t.yaml:2: upstreams.a.base_url: not a URL (expected scheme://host[:port][/path])");
+  EXPECT_EQ(error_of(up("https://::1/v1")),
+            "t.yaml:2: upstreams.a.base_url: an IPv6 address must be written in brackets, e.g. \"[::1]:8080\"");
+  EXPECT_EQ(error_of(up("https://[::1/v1")), "t.yaml:2: upstreams.a.base_url: missing ']' after IPv6 address");
+  EXPECT_EQ(error_of(up("https://host:0/v1")),
+            "t.yaml:2: upstreams.a.base_url: invalid port \"0\" (expected 1..65535)");
+  EXPECT_EQ(error_of(up("https://u:hunter2@host/v1")),
+            "t.yaml:2: upstreams.a.base_url: credentials in the URL are not allowed: name an environment variable in "
+            "api_key_env");
+  EXPECT_EQ(error_of(up("https://host/v1?x=1")),
+            "t.yaml:2: upstreams.a.base_url: a query string or fragment is not allowed in this URL");
+}
+
+TEST(ConfigErrors, ProxyUrl) {
+  auto px = [](const std::string& proxy) {
+    return "upstreams:\n  a: { base_url: \"https://a\", proxy: \"" + proxy +
+           "\" }\n  b: { base_url: \"http://b\" }\nsplit: { control: a, canary: b }\n";
+  };
+  EXPECT_EQ(load_string(px("http://[fd00::1]:8888")).upstreams.at("a").proxy_host, "fd00::1");
+  EXPECT_EQ(error_of(px("https://p:3128")),
+            "t.yaml:2: upstreams.a.proxy: only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
+  EXPECT_EQ(error_of(px("http://p")), "t.yaml:2: upstreams.a.proxy: missing port (expected \"http://host:port\")");
+}
+
+TEST(ConfigErrors, RedisUrlWithPasswordRejectedAndNotEchoed) {
+  std::string msg = error_of(with("redis:\n  url: \"redis://:s3cretpw@cache:6379/0\"\n"));
+  EXPECT_EQ(msg,
+            "t.yaml:10: redis.url: a password in the URL is not allowed (secrets come only from the environment): "
+            "remove it and name the variable in redis.password_env");
+  EXPECT_EQ(msg.find("s3cretpw"), std::string::npos);
+  EXPECT_EQ(error_of(with("redis:\n  url: \"http://cache\"\n")),
+            "t.yaml:10: redis.url: scheme must be redis:// or rediss:// (TLS), got \"http://\"");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://cache/x\"\n")),
+            "t.yaml:10: redis.url: database must be a number, as in redis://host:6379/0, got \"/x\"");
+}
+
+TEST(ConfigErrors, SyntaxErrorAndDuplicates) {
+  std::string msg = error_of("server:\n  listen: [\"a\"\nupstreams: {}\n");
+  EXPECT_EQ(msg.rfind("t.yaml:", 0), 0u) << msg;
+  EXPECT_NE(msg.find(": (syntax): "), std::string::npos) << msg;
+  EXPECT_EQ(error_of(with("server:\n  threads: 1\n  threads: 2\n")),
+            "t.yaml:11: server.threads: duplicate key (first at line 10)");
+  EXPECT_EQ(error_of(with("upstreams: {}\n")), "t.yaml:9: upstreams: duplicate key (first at line 1)");
+  EXPECT_EQ(error_of(R"(upstreams:
+  a: { base_url: "http://a" }
+  a: { base_url: "http://b" }
+)"),
+            "t.yaml:3: upstreams.a: duplicate key (first at line 2)");
+  EXPECT_EQ(error_of("- a\n- b\n"), "t.yaml:1: (root): expected a mapping of sections");
+  EXPECT_EQ(error_of(with("server: 5\n")), "t.yaml:9: server: expected a mapping, got \"5\"");
+}
+
+TEST(ConfigErrors, LoadFileMissing) {
+  try {
+    load_file("/nonexistent/canaryd.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "/nonexistent/canaryd.yaml:1: (file): cannot open: No such file or directory");
+  }
+}
+
+TEST(ConfigSecrets, ResolvedFromEnvAndNeverPrinted) {
+  ::setenv("CANARYD_T_API", "sk-SECRET-api-value", 1);
+  ::setenv("CANARYD_T_CLIENTS", " ck-one-SECRET , ,ck-two-SECRET,", 1);
+  ::setenv("CANARYD_T_ADMIN", "adm-SECRET-token\n", 1);
+  ::setenv("CANARYD_T_REDIS", "redis-SECRET-pw", 1);
+  ::unsetenv("CANARYD_T_MISSING");
+  Config c = load_string(R"(server:
+  client_keys_env: CANARYD_T_CLIENTS
+  admin_token_env: CANARYD_T_ADMIN
+upstreams:
+  a: { base_url: "https://a/v1", api_key_env: CANARYD_T_API }
+  b: { base_url: "http://127.0.0.1:9", api_key_env: CANARYD_T_MISSING }
+split: { control: a, canary: b }
+redis:
+  password_env: CANARYD_T_REDIS
+)");
+  EXPECT_EQ(c.upstreams.at("a").api_key_value, "sk-SECRET-api-value");
+  EXPECT_EQ(c.upstreams.at("b").api_key_value, "");
+  EXPECT_EQ(c.server.client_keys_value, (std::vector<std::string>{"ck-one-SECRET", "ck-two-SECRET"}));
+  EXPECT_EQ(c.server.admin_token_value, "adm-SECRET-token");
+  EXPECT_EQ(c.redis->password_value, "redis-SECRET-pw");
+
+  std::string out = to_yaml_redacted(c);
+  EXPECT_EQ(out.find("SECRET"), std::string::npos) << out;
+  EXPECT_NE(out.find("<redacted: set from CANARYD_T_API>"), std::string::npos) << out;
+  EXPECT_NE(out.find("<unset: CANARYD_T_MISSING>"), std::string::npos) << out;
+  EXPECT_NE(out.find("<redacted: set from CANARYD_T_CLIENTS> (2 keys)"), std::string::npos) << out;
+  EXPECT_NE(out.find("<redacted: set from CANARYD_T_ADMIN>"), std::string::npos) << out;
+  EXPECT_NE(out.find("<redacted: set from CANARYD_T_REDIS>"), std::string::npos) << out;
+}
+
+TEST(ConfigSecrets, EnvKeyMustBeAName) {
+  EXPECT_EQ(error_of(with("server:\n  admin_token_env: \"abc def\"\n")),
+            "t.yaml:10: server.admin_token_env: \"abc def\" is not an environment variable name (the secret itself "
+            "never goes in the file)");
+}
+
+TEST(ConfigRedacted, FullOutputRoundTrips) {
+  Config c = load_file(CANARYD_CONFIG_DIR "/canaryd.yaml");
+  std::string out = to_yaml_redacted(c);
+  // Sections in SPEC order, durations in their short form.
+  auto pos = [&](const char* s) { return out.find(s); };
+  EXPECT_LT(pos("server:"), pos("\nupstreams:"));
+  EXPECT_LT(pos("\nupstreams:"), pos("\nsplit:"));
+  EXPECT_LT(pos("\nsplit:"), pos("\nrollout:"));
+  EXPECT_LT(pos("\nrollout:"), pos("\nfallback:"));
+  EXPECT_LT(pos("\nfallback:"), pos("\npricing:"));
+  EXPECT_LT(pos("\npricing:"), pos("\nmetrics:"));
+  EXPECT_LT(pos("\nmetrics:"), pos("\nlog:"));
+  EXPECT_NE(pos("idle_timeout: 1m"), std::string::npos) << out;
+  EXPECT_NE(pos("max_p99_latency: 1s"), std::string::npos) << out;
+  EXPECT_NE(pos("stream_idle_timeout: 1m"), std::string::npos) << out;
+  EXPECT_NE(pos("# redis: not configured"), std::string::npos) << out;
+
+  Config back = load_string(out, "redacted.yaml");
+  EXPECT_EQ(to_yaml_redacted(back), out);
+  EXPECT_EQ(back.upstreams.at("openai").host, "api.openai.com");
+  EXPECT_EQ(back.rollout.steps.size(), 4u);
+  EXPECT_DOUBLE_EQ(back.pricing.at("deepseek-v3.2").input, 0.42);
+  EXPECT_EQ(back.server.trusted_proxies, c.server.trusted_proxies);
+  EXPECT_FALSE(back.redis);
+}
+
+TEST(ConfigRedacted, RoundTripWithRedisAndEdgeStrings) {
+  Config c = load_string(with(R"(  salt: "123"
+  override_header: ""
+redis:
+  url: "rediss://[::1]:6380/2"
+)"));
+  std::string out = to_yaml_redacted(c);
+  Config back = load_string(out);
+  EXPECT_EQ(back.split.salt, "123");
+  EXPECT_EQ(back.split.override_header, "");
+  ASSERT_TRUE(back.redis);
+  EXPECT_EQ(back.redis->port, 6380);
+  EXPECT_EQ(to_yaml_redacted(back), out);
+}
+
+TEST(ConfigModels, KnownModelsSortedUnique) {
+  Config c = load_string(R"(upstreams:
+  a: { base_url: "http://a", models: { "m-z": "m-a" } }
+  b: { base_url: "http://b" }
+split: { control: a, canary: b }
+fallback:
+  models: { "m-a": "m-fb" }
+pricing:
+  "m-p": { input: 1, output: 2 }
+  "m-a": { input: 1 }
+)");
+  EXPECT_EQ(c.known_models(), (std::vector<std::string>{"m-a", "m-fb", "m-p", "m-z"}));
+}
+
+TEST(ConfigShipped, CanarydYamlLoads) {
+  Config c = load_file(CANARYD_CONFIG_DIR "/canaryd.yaml");
+  EXPECT_EQ(c.split.control, "openai");
+  EXPECT_EQ(c.split.canary, "holysheep");
+  EXPECT_EQ(c.control().host, "api.openai.com");
+  EXPECT_EQ(c.canary().base_path, "/v1");
+  EXPECT_EQ(c.rollout.steps.size(), 4u);
+  EXPECT_EQ(c.fallback.on, (std::vector<std::string>{"connect_error", "timeout", "5xx", "429"}));
+  EXPECT_EQ(c.pricing.size(), 4u);
+}
+
+TEST(ConfigShipped, DemoYamlLoads) {
+  Config c = load_file(CANARYD_CONFIG_DIR "/demo.yaml");
+  EXPECT_EQ(c.server.listen_host, "127.0.0.1");
+  EXPECT_EQ(c.server.listen_port, 8080);
+  EXPECT_EQ(c.server.threads, 2);
+  EXPECT_EQ(c.server.admin_token_env, "CANARYD_ADMIN_TOKEN");
+  EXPECT_EQ(c.control().port, 9101);
+  EXPECT_EQ(c.canary().port, 9102);
+  EXPECT_FALSE(c.control().tls);
+  EXPECT_EQ(c.split.pin_ttl, 1h);
+  ASSERT_EQ(c.rollout.steps.size(), 4u);
+  EXPECT_DOUBLE_EQ(c.rollout.steps[3].weight, 100);
+  EXPECT_EQ(c.rollout.steps[0].pause, 30s);
+  EXPECT_EQ(c.rollout.analysis.interval, 5s);
+  EXPECT_EQ(c.rollout.analysis.window, 1min);
+  EXPECT_EQ(c.rollout.analysis.min_requests, 20u);
+  EXPECT_FALSE(c.redis);
+  EXPECT_EQ(c.pricing.size(), 4u);
+}
+
+}  // namespace
+}  // namespace canaryd::config
