@@ -1,0 +1,244 @@
+#include "metrics/metrics.hpp"
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+
+#include <prometheus/check_names.h>
+#include <prometheus/text_serializer.h>
+
+#include "metrics/process_metrics.hpp"
+
+namespace canaryd::metrics {
+
+namespace {
+
+template <std::size_t N>
+std::size_t index_or_last(const std::string_view (&names)[N], std::string_view value) noexcept {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (names[i] == value) return i;
+  }
+  return N - 1;  // every such set ends with "other"
+}
+
+template <std::size_t N>
+int index_of(const std::string_view (&names)[N], std::string_view value) noexcept {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (names[i] == value) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+std::string validated_prefix(std::string prefix) {
+  // The prefix becomes part of every name; check it once so a bad config fails at start-up.
+  if (prefix.empty() || !prometheus::CheckMetricName(prefix + "_x")) {
+    throw std::invalid_argument("metrics.prefix: not a valid Prometheus metric name prefix: '" + prefix + "'");
+  }
+  return prefix;
+}
+
+std::vector<std::string> unique_in_order(std::vector<std::string> names, std::string_view drop) {
+  std::vector<std::string> out;
+  for (auto& name : names) {
+    if (name == drop || std::find(out.begin(), out.end(), name) != out.end()) continue;
+    out.push_back(std::move(name));
+  }
+  return out;
+}
+
+}  // namespace
+
+Metrics::Metrics(Setup setup)
+    : prefix_(validated_prefix(std::move(setup.prefix))),
+      providers_(unique_in_order(std::move(setup.providers), {})),
+      models_(unique_in_order(std::move(setup.models), kOtherLabel)),
+      registry_(std::make_shared<prometheus::Registry>()),
+      duration_family_(prefix_ + "_request_duration_seconds",
+                       "Duration of one upstream call (each attempt, including a fallback's), in seconds.",
+                       kLatencyBuckets),
+      ttfb_family_(prefix_ + "_time_to_first_byte_seconds",
+                   "Time from sending an upstream request to its first response byte, in seconds.",
+                   kLatencyBuckets),
+      overhead_family_(prefix_ + "_overhead_seconds",
+                       "Time spent in canaryd itself per request (excluding the upstream call), in seconds.",
+                       kOverheadBuckets) {
+  models_.emplace_back(kOtherLabel);
+  for (std::size_t m = 0; m < models_.size(); ++m) {
+    model_lookup_.emplace(models_[m], static_cast<int>(m));
+    const auto price = setup.pricing.find(models_[m]);
+    prices_.push_back(m + 1 < models_.size() && price != setup.pricing.end() ? price->second : config::Price{});
+  }
+
+  auto& requests = prometheus::BuildCounter()
+                       .Name(prefix_ + "_requests_total")
+                       .Help("Upstream calls by provider, model and outcome (success, error, timeout).")
+                       .Register(*registry_);
+  auto& tokens = prometheus::BuildCounter()
+                     .Name(prefix_ + "_tokens_total")
+                     .Help("Tokens reported in upstream responses' usage, by type (prompt, completion).")
+                     .Register(*registry_);
+  auto& cost = prometheus::BuildCounter()
+                   .Name(prefix_ + "_cost_usd_total")
+                   .Help("Estimated spend in USD from token usage and the configured pricing.")
+                   .Register(*registry_);
+
+  const std::size_t pm_count = providers_.size() * models_.size();
+  requests_.resize(pm_count * std::size(kStatusNames));
+  duration_.resize(pm_count);
+  ttfb_.resize(pm_count);
+  tokens_.resize(pm_count * 2);
+  cost_.resize(pm_count);
+  for (std::size_t p = 0; p < providers_.size(); ++p) {
+    for (std::size_t m = 0; m < models_.size(); ++m) {
+      const std::size_t i = p * models_.size() + m;
+      const std::string& provider = providers_[p];
+      const std::string& model = models_[m];
+      for (std::size_t s = 0; s < std::size(kStatusNames); ++s) {
+        requests_[i * std::size(kStatusNames) + s] =
+            &requests.Add({{"provider", provider}, {"model", model}, {"status", std::string(kStatusNames[s])}});
+      }
+      duration_[i] = &duration_family_.add({{"provider", provider}, {"model", model}});
+      ttfb_[i] = &ttfb_family_.add({{"provider", provider}, {"model", model}});
+      tokens_[i * 2] = &tokens.Add({{"provider", provider}, {"model", model}, {"type", "prompt"}});
+      tokens_[i * 2 + 1] = &tokens.Add({{"provider", provider}, {"model", model}, {"type", "completion"}});
+      cost_[i] = &cost.Add({{"provider", provider}, {"model", model}});
+    }
+  }
+
+  auto& fallbacks = prometheus::BuildCounter()
+                        .Name(prefix_ + "_fallbacks_total")
+                        .Help("Failed upstream calls retried on another upstream, by from, to and reason.")
+                        .Register(*registry_);
+  const std::size_t reasons = std::size(kFallbackReasons);
+  fallbacks_.assign(providers_.size() * providers_.size() * reasons, nullptr);
+  for (std::size_t from = 0; from < providers_.size(); ++from) {
+    for (std::size_t to = 0; to < providers_.size(); ++to) {
+      if (from == to) continue;
+      for (std::size_t r = 0; r < reasons; ++r) {
+        fallbacks_[(from * providers_.size() + to) * reasons + r] = &fallbacks.Add(
+            {{"from", providers_[from]}, {"to", providers_[to]}, {"reason", std::string(kFallbackReasons[r])}});
+      }
+    }
+  }
+
+  auto& rollbacks = prometheus::BuildCounter()
+                        .Name(prefix_ + "_rollbacks_total")
+                        .Help("Canary rollbacks, by reason (error_rate, latency, manual, other).")
+                        .Register(*registry_);
+  for (auto reason : kRollbackReasons) rollbacks_.push_back(&rollbacks.Add({{"reason", std::string(reason)}}));
+
+  auto& redis_errors = prometheus::BuildCounter()
+                           .Name(prefix_ + "_redis_errors_total")
+                           .Help("Failed or timed-out Redis operations (the request went on without Redis), by op.")
+                           .Register(*registry_);
+  for (auto op : kRedisOps) redis_errors_.push_back(&redis_errors.Add({{"op", std::string(op)}}));
+
+  auto& rollout_state = prometheus::BuildGauge()
+                            .Name(prefix_ + "_rollout_state")
+                            .Help("Current rollout state: 1 for the current state, 0 for the others.")
+                            .Register(*registry_);
+  for (auto state : kRolloutStates) {
+    rollout_state_.push_back(&rollout_state.Add({{"state", std::string(state)}}));
+  }
+
+  canary_weight_ = &prometheus::BuildGauge()
+                        .Name(prefix_ + "_canary_weight")
+                        .Help("Percent of users currently routed to the canary upstream.")
+                        .Register(*registry_)
+                        .Add({});
+  inflight_ = &prometheus::BuildGauge()
+                   .Name(prefix_ + "_inflight_requests")
+                   .Help("Client requests currently being served.")
+                   .Register(*registry_)
+                   .Add({});
+  random_keys_ = &prometheus::BuildCounter()
+                      .Name(prefix_ + "_sticky_random_keys_total")
+                      .Help("Requests with none of split.sticky_key's sources, assigned by a random key.")
+                      .Register(*registry_)
+                      .Add({});
+  overhead_ = &overhead_family_.add({});
+}
+
+int Metrics::provider_index(std::string_view upstream_name) const {
+  for (std::size_t p = 0; p < providers_.size(); ++p) {
+    if (providers_[p] == upstream_name) return static_cast<int>(p);
+  }
+  return -1;
+}
+
+int Metrics::model_index(std::string_view model) const {
+  const auto it = model_lookup_.find(model);
+  return it == model_lookup_.end() ? other_model_index() : it->second;
+}
+
+void Metrics::observe_request(int provider, int model, Status status, double duration_seconds) noexcept {
+  if (!valid(provider, model)) return;
+  const std::size_t i = pm(provider, model);
+  requests_[i * std::size(kStatusNames) + static_cast<std::size_t>(status)]->Increment();
+  duration_[i]->observe(duration_seconds);
+}
+
+void Metrics::observe_ttfb(int provider, int model, double seconds) noexcept {
+  if (!valid(provider, model)) return;
+  ttfb_[pm(provider, model)]->observe(seconds);
+}
+
+void Metrics::add_tokens(int provider, int model, std::uint64_t prompt, std::uint64_t completion) noexcept {
+  if (!valid(provider, model)) return;
+  const std::size_t i = pm(provider, model);
+  if (prompt > 0) tokens_[i * 2]->Increment(static_cast<double>(prompt));
+  if (completion > 0) tokens_[i * 2 + 1]->Increment(static_cast<double>(completion));
+  const config::Price& price = prices_[static_cast<std::size_t>(model)];
+  const double usd = static_cast<double>(prompt) / 1e6 * price.input +
+                     static_cast<double>(completion) / 1e6 * price.output;
+  if (usd > 0) cost_[i]->Increment(usd);
+}
+
+void Metrics::observe_overhead(double seconds) noexcept { overhead_->observe(seconds); }
+
+void Metrics::add_fallback(std::string_view from, std::string_view to, std::string_view reason) noexcept {
+  const int f = provider_index(from);
+  const int t = provider_index(to);
+  if (f < 0 || t < 0 || f == t) return;
+  const std::size_t r = index_or_last(kFallbackReasons, reason);
+  fallbacks_[(static_cast<std::size_t>(f) * providers_.size() + static_cast<std::size_t>(t)) *
+                 std::size(kFallbackReasons) +
+             r]
+      ->Increment();
+}
+
+void Metrics::set_canary_weight(double percent) noexcept { canary_weight_->Set(percent); }
+
+void Metrics::set_rollout_state(std::string_view state) {
+  const int current = index_of(kRolloutStates, state);
+  if (current < 0) return;
+  std::lock_guard lock(rollout_state_mutex_);
+  for (std::size_t s = 0; s < rollout_state_.size(); ++s) {
+    rollout_state_[s]->Set(static_cast<int>(s) == current ? 1.0 : 0.0);
+  }
+}
+
+void Metrics::add_rollback(std::string_view reason) noexcept {
+  rollbacks_[index_or_last(kRollbackReasons, reason)]->Increment();
+}
+
+void Metrics::add_redis_error(std::string_view op) noexcept {
+  redis_errors_[index_or_last(kRedisOps, op)]->Increment();
+}
+
+void Metrics::add_random_key() noexcept { random_keys_->Increment(); }
+
+void Metrics::inflight_add(int delta) noexcept { inflight_->Increment(static_cast<double>(delta)); }
+
+std::string Metrics::expose() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  families.push_back(duration_family_.collect());
+  families.push_back(ttfb_family_.collect());
+  families.push_back(overhead_family_.collect());
+  for (auto& family : collect_process_metrics()) families.push_back(std::move(family));
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families);
+  return out.str();
+}
+
+}  // namespace canaryd::metrics

@@ -1,0 +1,135 @@
+// canaryd's Prometheus metrics (SPEC §7): every family is declared here, once.
+// All label combinations are resolved at construction (providers = the config's
+// upstreams, models = Config::known_models() + "other", fixed reason/op/state
+// sets), so the request path is an array index plus an atomic add: no map
+// lookup, no Family::Add, no lock. Counters and gauges are prometheus-cpp's
+// (std::atomic<double>); histograms are ShardedHistogram (see histogram.hpp for
+// why not prometheus::Histogram). expose() renders the text format 0.0.4 for
+// canaryd's own /metrics endpoint, process_* metrics included.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "canaryd/config.hpp"
+#include "metrics/histogram.hpp"
+
+namespace canaryd::metrics {
+
+// The fixed label values (public so other components and tests share one list).
+inline constexpr std::string_view kOtherLabel = "other";
+inline constexpr std::string_view kStatusNames[] = {"success", "error", "timeout"};
+inline constexpr std::string_view kFallbackReasons[] = {"connect_error", "tls_error", "timeout",
+                                                        "5xx",           "429",       "other"};
+inline constexpr std::string_view kRolloutStates[] = {"progressing", "paused", "promoted", "aborted"};
+inline constexpr std::string_view kRollbackReasons[] = {"error_rate", "latency", "manual", "other"};
+inline constexpr std::string_view kRedisOps[] = {"pin", "get", "set", "publish", "connect", "rollout", "other"};
+
+inline const std::vector<double> kLatencyBuckets = {.005, .01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2,
+                                                    3,    5,   7.5,  10,  15, 20,  30, 45,  60, 90, 120};
+inline const std::vector<double> kOverheadBuckets = {.00005, .0001, .00025, .0005, .001, .0025, .005,
+                                                     .01,    .025,  .05,    .1,    .25,  1};
+
+class Metrics {
+ public:
+  enum class Status { success, error, timeout };
+
+  // What the constructor needs from a Config; lets a test build Metrics without one.
+  struct Setup {
+    std::string prefix = "ai_proxy";
+    std::vector<std::string> providers;  // upstream names
+    std::vector<std::string> models;     // known models; "other" is added
+    std::map<std::string, config::Price> pricing;
+
+    static Setup from_config(const config::Config& config) {
+      Setup setup;
+      setup.prefix = config.metrics.prefix;
+      for (const auto& [name, upstream] : config.upstreams) setup.providers.push_back(name);
+      setup.models = config.known_models();
+      setup.pricing = config.pricing;
+      return setup;
+    }
+  };
+
+  // Throws std::invalid_argument on a bad prefix (start-up only).
+  explicit Metrics(const config::Config& config) : Metrics(Setup::from_config(config)) {}
+  explicit Metrics(Setup setup);
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  int provider_index(std::string_view upstream_name) const;  // -1 if unknown
+  int model_index(std::string_view model) const;             // index of "other" for anything not configured
+  int other_model_index() const { return static_cast<int>(models_.size()) - 1; }
+  const std::vector<std::string>& providers() const { return providers_; }
+  const std::vector<std::string>& models() const { return models_; }  // last is "other"
+
+  // One finished upstream call (one per attempt: a fallback records both attempts).
+  // Out-of-range indexes are ignored (they cannot come from provider_index/model_index).
+  void observe_request(int provider, int model, Status status, double duration_seconds) noexcept;
+  void observe_ttfb(int provider, int model, double seconds) noexcept;
+  // Also adds prompt/1e6*input + completion/1e6*output USD from the model's pricing.
+  void add_tokens(int provider, int model, std::uint64_t prompt, std::uint64_t completion) noexcept;
+  void observe_overhead(double seconds) noexcept;
+  // Upstream names; an unknown name or from == to is ignored; a reason outside
+  // kFallbackReasons counts as "other".
+  void add_fallback(std::string_view from, std::string_view to, std::string_view reason) noexcept;
+  void set_canary_weight(double percent) noexcept;
+  // progressing|paused|promoted|aborted: 1 for it, 0 for the others; unknown is ignored.
+  void set_rollout_state(std::string_view state);
+  void add_rollback(std::string_view reason) noexcept;   // error_rate|latency|manual, else "other"
+  void add_redis_error(std::string_view op) noexcept;    // pin|get|set|publish|connect|rollout, else "other"
+  void inflight_add(int delta) noexcept;
+  void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
+
+  // Text format 0.0.4: every family of registry() plus the histograms and process_* metrics.
+  std::string expose() const;
+  // For other components' families (shadow, redis); expose() includes them.
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::size_t pm(int provider, int model) const noexcept {
+    return static_cast<std::size_t>(provider) * models_.size() + static_cast<std::size_t>(model);
+  }
+  bool valid(int provider, int model) const noexcept {
+    return provider >= 0 && model >= 0 && static_cast<std::size_t>(provider) < providers_.size() &&
+           static_cast<std::size_t>(model) < models_.size();
+  }
+
+  std::string prefix_;
+  std::vector<std::string> providers_;
+  std::vector<std::string> models_;
+  std::map<std::string, int, std::less<>> model_lookup_;
+  std::vector<config::Price> prices_;  // by model index; "other" and unpriced models cost 0
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  HistogramFamily duration_family_;
+  HistogramFamily ttfb_family_;
+  HistogramFamily overhead_family_;
+
+  // Indexed by pm(provider, model) (× status / × token type).
+  std::vector<prometheus::Counter*> requests_;        // [pm * 3 + status]
+  std::vector<ShardedHistogram*> duration_;           // [pm]
+  std::vector<ShardedHistogram*> ttfb_;               // [pm]
+  std::vector<prometheus::Counter*> tokens_;          // [pm * 2 + (0 prompt | 1 completion)]
+  std::vector<prometheus::Counter*> cost_;            // [pm]
+  std::vector<prometheus::Counter*> fallbacks_;       // [(from * P + to) * reasons + reason], null for from == to
+  std::vector<prometheus::Counter*> rollbacks_;       // by kRollbackReasons
+  std::vector<prometheus::Counter*> redis_errors_;    // by kRedisOps
+  std::vector<prometheus::Gauge*> rollout_state_;     // by kRolloutStates
+  prometheus::Gauge* canary_weight_ = nullptr;
+  prometheus::Gauge* inflight_ = nullptr;
+  prometheus::Counter* random_keys_ = nullptr;
+  ShardedHistogram* overhead_ = nullptr;
+  std::mutex rollout_state_mutex_;  // keeps "exactly one state is 1" under concurrent setters
+};
+
+}  // namespace canaryd::metrics
