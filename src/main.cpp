@@ -1,1 +1,208 @@
-int main() { return 0; }
+// canaryd: wiring only — flags, config, logging, signals, start and stop.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "canaryd/config.hpp"
+#include "ctl/ctl.hpp"
+#include "metrics/metrics.hpp"
+#include "server/app.hpp"
+#include "server/log.hpp"
+#include "server/rollout_controller.hpp"
+#include "server/server.hpp"
+#include "store/store.hpp"
+#include "store/stores.hpp"
+
+#ifndef CANARYD_VERSION
+#define CANARYD_VERSION "dev"
+#endif
+
+namespace {
+
+namespace net = boost::asio;
+using namespace canaryd;
+
+constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--log-level LEVEL] [--version]
+       canaryd ctl [--url URL] [--token TOKEN] status|pause|resume|promote|abort|retry|weight N|report
+
+  -c, --config FILE   config file (default: $CANARYD_CONFIG, else config/canaryd.yaml)
+  --check-config      validate FILE, print the resolved config (secrets redacted), exit 0 or 1
+  --log-level LEVEL   trace|debug|info|warn|error|off (overrides log.level)
+  --version           print the version
+)";
+
+struct Flags {
+  std::string config;
+  bool check = false;
+  std::optional<std::string> log_level;
+};
+
+int run(const Flags& flags) {
+  std::shared_ptr<const config::Config> cfg;
+  try {
+    cfg = std::make_shared<const config::Config>(config::load_file(flags.config));
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  if (flags.check) {
+    std::cout << config::to_yaml_redacted(*cfg);
+    return 0;
+  }
+  log::init(flags.log_level.value_or(cfg->log.level));
+
+  int threads = cfg->server.threads > 0 ? cfg->server.threads
+                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  server::App app;
+  std::shared_ptr<const server::Runtime> rt;
+  try {
+    rt = std::make_shared<const server::Runtime>(cfg);
+  } catch (const std::exception& e) {
+    std::cerr << flags.config << ": " << e.what() << "\n";
+    return 1;
+  }
+  app.runtime.store(rt);
+  metrics::Metrics metrics(*cfg);
+  app.metrics = &metrics;
+  server::AccessLog access(log::access_logger());
+  app.access_log = &access;
+  server::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
+  app.rollout = &rollout;
+
+  net::io_context control(1);
+  server::Server srv(app, control, threads);
+  try {
+    srv.listen(cfg->server);
+  } catch (const std::exception& e) {
+    log::error(e.what());
+    log::flush();
+    return 1;
+  }
+  auto stores = store::make_stores(*cfg, srv.workers().size(), &metrics, SystemClock::instance());
+  for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->store = stores.for_thread(i, srv.workers()[i]->ioc());
+
+  if (cfg->server.client_keys_value.empty() && cfg->server.listen_host != "127.0.0.1" &&
+      cfg->server.listen_host != "::1" && cfg->server.listen_host != "localhost") {
+    log::warn("NO CLIENT KEYS: anyone who can reach " + cfg->server.listen +
+              " can spend your provider keys. Set server.client_keys_env.");
+  }
+  for (const auto& [name, up] : cfg->upstreams) {
+    if (up.tls && !up.tls_verify) log::warn("TLS verification is OFF for upstream '" + name + "' (tls_verify: false)");
+  }
+
+  srv.start();
+  app.ready.store(true);
+  log::info("canaryd listening", {{"version", CANARYD_VERSION},
+                                  {"address", cfg->server.listen_host},
+                                  {"port", srv.port()},
+                                  {"threads", threads},
+                                  {"control", cfg->split.control},
+                                  {"canary", cfg->split.canary},
+                                  {"store", stores.kind()}});
+
+  // Analysis ticks on the control thread.
+  net::steady_timer tick(control);
+  std::function<void()> arm_tick = [&] {
+    tick.expires_after(app.current()->config->rollout.analysis.interval);
+    tick.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      rollout.tick();
+      arm_tick();
+    });
+  };
+  arm_tick();
+
+  int exit_code = 0;
+  net::signal_set signals(control, SIGTERM, SIGINT, SIGHUP);
+  bool stopping = false;
+  std::function<void()> wait_signal = [&] {
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        try {
+          auto next = std::make_shared<const config::Config>(config::load_file(flags.config));
+          auto next_rt = std::make_shared<const server::Runtime>(next);
+          app.runtime.store(next_rt);
+          rollout.reconfigure(*next);
+          if (!flags.log_level) log::set_level(next->log.level);
+          log::info("config reloaded", {{"file", flags.config}});
+        } catch (const std::exception& e) {
+          log::error("config reload rejected; the running config stays", {{"error", e.what()}});
+        }
+      } else if (!stopping) {
+        stopping = true;
+        log::info("shutdown requested", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+        srv.shutdown([&](std::size_t cut) {
+          if (cut > 0) log::warn("shutdown grace over: cut in-flight requests", {{"cut", cut}});
+          tick.cancel();
+          signals.cancel();
+          stores.stop();
+          control.stop();
+        });
+      } else {
+        log::warn("second signal: cutting every connection now");
+        srv.cut_now();
+      }
+      wait_signal();
+    });
+  };
+  wait_signal();
+  control.run();
+  log::info("canaryd stopped");
+  log::flush();
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0) return canaryd::ctl::main(argc - 1, argv + 1);
+  Flags flags;
+  if (const char* env = std::getenv("CANARYD_CONFIG"); env && *env) flags.config = env;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* name) -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "canaryd: " << name << " needs a value\n" << kUsage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "-c" || a == "--config") {
+      flags.config = value("--config");
+    } else if (a.rfind("--config=", 0) == 0) {
+      flags.config = a.substr(9);
+    } else if (a == "--check-config") {
+      flags.check = true;
+    } else if (a == "--log-level") {
+      flags.log_level = value("--log-level");
+    } else if (a == "--version") {
+      std::cout << "canaryd " << CANARYD_VERSION << "\n";
+      return 0;
+    } else if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      return 0;
+    } else {
+      std::cerr << "canaryd: unknown argument '" << a << "'\n" << kUsage;
+      return 2;
+    }
+  }
+  if (flags.config.empty()) flags.config = "config/canaryd.yaml";
+  if (flags.log_level) {
+    static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
+    bool ok = false;
+    for (auto* l : kLevels) ok |= (*flags.log_level == l);
+    if (!ok) {
+      std::cerr << "canaryd: --log-level must be one of trace, debug, info, warn, error, off\n";
+      return 2;
+    }
+  }
+  return run(flags);
+}

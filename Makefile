@@ -1,0 +1,49 @@
+# canaryd — the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+CONFIG ?= config/demo.yaml
+SANITIZE ?=
+BUILD_TYPE ?= Release
+ifeq ($(SANITIZE),)
+BUILD_DIR ?= build
+else
+BUILD_DIR ?= build-$(subst $(comma),-,$(SANITIZE))
+endif
+comma := ,
+JOBS ?= $(shell nproc)
+CTEST_ARGS ?=
+
+.PHONY: all deps build test run bench fuzz docker-test e2e-deps clean help
+
+all: build
+
+help:
+	@echo "make run [CONFIG=config/canaryd.yaml]   build and start canaryd (demo: with two mock upstreams)"
+	@echo "make test [SANITIZE=address,undefined]  build and run every test suite through ctest"
+	@echo "make build | bench [QUICK=1] | fuzz [FUZZ_SECONDS=60] | docker-test | clean"
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	cmake -G Ninja -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCANARYD_SANITIZE=$(SANITIZE)
+
+build: deps $(BUILD_DIR)/build.ninja
+	ninja -C $(BUILD_DIR) -j $(JOBS)
+
+e2e-deps:
+	@if [ ! -d tests/e2e/node_modules ]; then npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error; fi
+
+test: build e2e-deps
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 $(CTEST_ARGS)
+
+run: build
+	@scripts/run.sh $(BUILD_DIR) $(CONFIG)
+
+bench: BUILD_DIR := build
+bench:
+	@scripts/install-deps.sh --bench
+	@$(MAKE) --no-print-directory build BUILD_DIR=build
+	@bench/run.sh $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf build build-*

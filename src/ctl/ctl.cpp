@@ -1,0 +1,262 @@
+#include "ctl/ctl.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+namespace canaryd::ctl {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+constexpr const char* kUsage =
+    "usage: canaryd ctl [--url http://host:8080] [--token TOKEN] "
+    "status|pause|resume|promote|abort|retry|weight N|report\n"
+    "  the token defaults to $CANARYD_ADMIN_TOKEN; the URL to $CANARYD_URL or http://127.0.0.1:8080\n";
+
+struct Url {
+  std::string host;
+  std::string port;
+  std::string prefix;
+};
+
+bool parse_url(const std::string& url, Url& out) {
+  const std::string scheme = "http://";
+  if (url.rfind(scheme, 0) != 0) return false;
+  std::string rest = url.substr(scheme.size());
+  auto slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  out.prefix = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!out.prefix.empty() && out.prefix.back() == '/') out.prefix.pop_back();
+  if (!authority.empty() && authority.front() == '[') {
+    auto close = authority.find(']');
+    if (close == std::string::npos) return false;
+    out.host = authority.substr(1, close - 1);
+    out.port = close + 1 < authority.size() && authority[close + 1] == ':' ? authority.substr(close + 2) : "80";
+  } else {
+    auto colon = authority.rfind(':');
+    out.host = authority.substr(0, colon);
+    out.port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
+  }
+  return !out.host.empty();
+}
+
+// A blocking client is right here: this is a CLI, not an I/O thread.
+int call(const Url& url, const std::string& token, http::verb method, const std::string& path,
+         const std::string& body, nlohmann::json& out, std::string& error) {
+  try {
+    net::io_context ioc;
+    net::ip::tcp::resolver resolver(ioc);
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::seconds(10));
+    stream.connect(resolver.resolve(url.host, url.port));
+    http::request<http::string_body> req{method, url.prefix + path, 11};
+    req.set(http::field::host, url.host);
+    req.set(http::field::authorization, "Bearer " + token);
+    req.set(http::field::user_agent, "canaryd-ctl");
+    if (!body.empty()) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = body;
+    }
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    out = nlohmann::json::parse(res.body(), nullptr, false);
+    if (res.result_int() != 200) {
+      error = out.is_object() && out.contains("error") ? out["error"].value("message", res.body()) : res.body();
+      error = std::to_string(res.result_int()) + ": " + error;
+      return 1;
+    }
+    if (out.is_discarded()) {
+      error = "the answer is not JSON";
+      return 1;
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    error = std::string("cannot reach canaryd: ") + e.what();
+    return 1;
+  }
+}
+
+std::string pct(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", v * 100);
+  return b;
+}
+
+std::string secs(const nlohmann::json& v) {
+  if (!v.is_number()) return "-";
+  char b[32];
+  double s = v.get<double>();
+  if (s < 1) {
+    std::snprintf(b, sizeof b, "%.0fms", s * 1000);
+  } else {
+    std::snprintf(b, sizeof b, "%.2fs", s);
+  }
+  return b;
+}
+
+std::string num(const nlohmann::json& v, const char* fmt = "%.2f") {
+  if (!v.is_number()) return "-";
+  char b[48];
+  std::snprintf(b, sizeof b, fmt, v.get<double>());
+  return b;
+}
+
+}  // namespace
+
+std::string render_status(const nlohmann::json& s) {
+  std::ostringstream o;
+  o << "State:    " << s.value("state", "?") << "\n";
+  if (s.contains("steps") && s["steps"].is_array()) {
+    o << "Steps:    ";
+    int i = 0;
+    int cur = s.value("step", 0);
+    for (const auto& st : s["steps"]) {
+      if (i) o << " -> ";
+      std::string w = num(st.value("weight", 0.0), "%g") + "%";
+      o << (i == cur ? "[" + w + "]" : w);
+      ++i;
+    }
+    o << "\n";
+  }
+  o << "Step:     " << s.value("step", 0) << "\n";
+  o << "Weight:   " << num(s.value("weight", 0.0), "%g") << "% of users on the canary\n";
+  o << "Since:    " << s.value("since", "") << "\n";
+  if (!s.value("reason", "").empty()) o << "Reason:   " << s.value("reason", "") << "\n";
+  if (s.contains("verdict") && s["verdict"].is_object()) {
+    const auto& v = s["verdict"];
+    o << "Verdict:  " << v.value("result", v.value("kind", "?"));
+    if (!v.value("reason", "").empty()) o << " (" << v.value("reason", "") << ")";
+    o << "\n";
+  }
+  if (s.contains("arms") && s["arms"].is_object()) {
+    o << "\n  ARM       REQUESTS   ERROR RATE   P50      P99\n";
+    for (const char* arm : {"control", "canary"}) {
+      if (!s["arms"].contains(arm)) continue;
+      const auto& a = s["arms"][arm];
+      char line[160];
+      std::snprintf(line, sizeof line, "  %-9s %-10s %-12s %-8s %s\n", arm,
+                    std::to_string(a.value("requests", 0ULL)).c_str(), pct(a.value("error_rate", 0.0)).c_str(),
+                    secs(a.value("p50_seconds", nlohmann::json())).c_str(),
+                    secs(a.value("p99_seconds", nlohmann::json())).c_str());
+      o << line;
+    }
+  }
+  return o.str();
+}
+
+std::string render_report(const nlohmann::json& r) {
+  std::ostringstream o;
+  o << "  ARM       REQUESTS  ERRORS   P50      P99      TTFB p50  TOKENS(in/out)     COST $    $/1k req  $/month (proj.)\n";
+  if (r.contains("arms") && r["arms"].is_object()) {
+    for (const char* arm : {"control", "canary"}) {
+      if (!r["arms"].contains(arm)) continue;
+      const auto& a = r["arms"][arm];
+      char line[256];
+      std::snprintf(line, sizeof line, "  %-9s %-9s %-8s %-8s %-8s %-9s %-18s %-9s %-9s %s\n", arm,
+                    std::to_string(a.value("requests", 0ULL)).c_str(), pct(a.value("error_rate", 0.0)).c_str(),
+                    secs(a.value("p50_seconds", nlohmann::json())).c_str(),
+                    secs(a.value("p99_seconds", nlohmann::json())).c_str(),
+                    secs(a.value("ttfb_p50_seconds", nlohmann::json())).c_str(),
+                    (std::to_string(a.value("prompt_tokens", 0ULL)) + "/" +
+                     std::to_string(a.value("completion_tokens", 0ULL)))
+                        .c_str(),
+                    num(a.value("cost_usd", 0.0), "%.4f").c_str(),
+                    num(a.value("cost_per_1k_requests_usd", 0.0), "%.4f").c_str(),
+                    num(a.value("projected_monthly_cost_usd", 0.0), "%.2f").c_str());
+      o << line;
+    }
+  }
+  if (r.contains("projected_monthly_saving_usd")) {
+    o << "\nProjected monthly saving if all traffic moved to the canary: $"
+      << num(r["projected_monthly_saving_usd"], "%.2f") << "\n";
+  }
+  if (r.contains("shadow") && r["shadow"].is_object()) o << "\nShadow: " << r["shadow"].dump() << "\n";
+  return o.str();
+}
+
+int main(int argc, char** argv) {
+  std::string url_text = std::getenv("CANARYD_URL") ? std::getenv("CANARYD_URL") : "http://127.0.0.1:8080";
+  std::string token = std::getenv("CANARYD_ADMIN_TOKEN") ? std::getenv("CANARYD_ADMIN_TOKEN") : "";
+  bool as_json = false;
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--url" || a == "--token") && i + 1 < argc) {
+      (a == "--url" ? url_text : token) = argv[++i];
+    } else if (a.rfind("--url=", 0) == 0) {
+      url_text = a.substr(6);
+    } else if (a.rfind("--token=", 0) == 0) {
+      token = a.substr(8);
+    } else if (a == "--json") {
+      as_json = true;
+    } else if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      return 0;
+    } else {
+      args.push_back(a);
+    }
+  }
+  Url url;
+  if (args.empty() || !parse_url(url_text, url)) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string& verb = args[0];
+  http::verb method = http::verb::post;
+  std::string path;
+  std::string body;
+  if (verb == "status" || verb == "get") {
+    method = http::verb::get;
+    path = "/admin/rollout";
+  } else if (verb == "report") {
+    method = http::verb::get;
+    path = "/admin/report";
+  } else if (verb == "pause" || verb == "resume" || verb == "promote" || verb == "abort" || verb == "retry") {
+    path = "/admin/rollout/" + verb;
+  } else if (verb == "weight" || verb == "set-weight") {
+    if (args.size() != 2) {
+      std::cerr << "canaryd ctl weight: give the percentage, e.g. `weight 25`\n";
+      return 2;
+    }
+    char* end = nullptr;
+    double w = std::strtod(args[1].c_str(), &end);
+    if (end == args[1].c_str() || *end != '\0') {
+      std::cerr << "canaryd ctl weight: '" << args[1] << "' is not a number\n";
+      return 2;
+    }
+    path = "/admin/rollout/weight";
+    body = nlohmann::json{{"weight", w}}.dump();
+  } else {
+    std::cerr << "canaryd ctl: unknown verb '" << verb << "'\n" << kUsage;
+    return 2;
+  }
+  nlohmann::json out;
+  std::string error;
+  if (call(url, token, method, path, body, out, error) != 0) {
+    std::cerr << "canaryd ctl " << verb << ": " << error << "\n";
+    return 1;
+  }
+  if (as_json) {
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::cout << (verb == "report" ? render_report(out) : render_status(out));
+  }
+  return 0;
+}
+
+}  // namespace canaryd::ctl

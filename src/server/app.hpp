@@ -1,0 +1,56 @@
+// What every I/O thread shares: the current config generation, metrics, the
+// rollout controller, the assignment store, and the lifecycle flags.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <boost/asio/ssl/context.hpp>
+
+#include "canaryd/arm.hpp"
+#include "canaryd/config.hpp"
+#include "server/access_log.hpp"
+#include "split/split.hpp"
+
+namespace canaryd::metrics {
+class Metrics;
+}
+namespace canaryd::store {
+class AssignmentStore;
+}
+
+namespace canaryd::server {
+
+class RolloutController;
+
+// Everything derived from one config generation. Swapped as a whole on reload;
+// a request keeps the generation it started with.
+struct Runtime {
+  explicit Runtime(std::shared_ptr<const config::Config> cfg);
+
+  std::shared_ptr<const config::Config> config;
+  std::map<std::string, std::shared_ptr<boost::asio::ssl::context>> tls;  // by upstream name
+  split::Splitter splitter;
+  std::uint64_t generation = 0;
+};
+
+struct App {
+  std::atomic<std::shared_ptr<const Runtime>> runtime;
+  metrics::Metrics* metrics = nullptr;
+  RolloutController* rollout = nullptr;
+  AccessLog* access_log = nullptr;
+  // Per I/O thread stores live in the workers; this one is the fallback shared one.
+  int threads = 1;  // I/O threads (pools divide max_connections among them)
+  std::atomic<bool> ready{false};
+  std::atomic<bool> draining{false};
+  std::atomic<std::int64_t> connections{0};
+  std::atomic<std::int64_t> rejected_connections{0};
+  std::atomic<std::int64_t> inflight{0};
+
+  std::shared_ptr<const Runtime> current() const { return runtime.load(std::memory_order_acquire); }
+};
+
+}  // namespace canaryd::server

@@ -1,0 +1,130 @@
+#include "server/endpoints.hpp"
+
+#include <array>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/write.hpp>
+#include <nlohmann/json.hpp>
+
+#include "metrics/metrics.hpp"
+#include "server/headers.hpp"
+#include "server/rollout_controller.hpp"
+#include "store/store.hpp"
+
+namespace canaryd::server {
+namespace {
+
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+net::awaitable<bool> respond(RequestContext& ctx, http::status status, std::string_view content_type,
+                             std::string body) {
+  http::response<http::string_body> res{status, ctx.req.version()};
+  res.set(http::field::content_type, content_type);
+  res.set("X-Request-ID", ctx.request_id);
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  res.keep_alive(ctx.keep_alive);
+  res.prepare_payload();
+  ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
+  auto [ec, n] = co_await http::async_write(ctx.client, res, kTuple);
+  co_return !ec && ctx.keep_alive;
+}
+
+net::awaitable<bool> respond_json(RequestContext& ctx, http::status status, const nlohmann::json& j) {
+  co_return co_await respond(ctx, status, "application/json",
+                             j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+bool is_split_route(std::string_view path) {
+  return path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings" ||
+         path == "/v1/responses";
+}
+
+nlohmann::json health(RequestContext& ctx) {
+  const auto& cfg = *ctx.rt->config;
+  nlohmann::json j;
+  bool draining = ctx.app.draining.load();
+  j["status"] = draining ? "draining" : "ok";
+  j["split"] = {{"control", cfg.split.control},
+                {"canary", cfg.split.canary},
+                {"salt_set", !cfg.split.salt.empty()},
+                {"sticky_key", cfg.split.sticky_key},
+                {"pin_ttl_seconds", std::chrono::duration<double>(cfg.split.pin_ttl).count()},
+                {"override_header", cfg.split.override_header}};
+  if (ctx.app.rollout) {
+    nlohmann::json st = ctx.app.rollout->status();
+    j["rollout"] = {{"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
+    if (st.contains("arms")) {
+      for (auto& [arm, a] : st["arms"].items()) {
+        j["error_rates"][arm] = a.value("error_rate", 0.0);
+        j["arms"][arm] = {{"requests", a.value("requests", 0)}, {"error_rate", a.value("error_rate", 0.0)}};
+      }
+    }
+  }
+  if (ctx.worker.store) {
+    bool ok = ctx.worker.store->healthy();
+    j["store"] = {{"kind", std::string(ctx.worker.store->name())}, {"status", ok ? "ok" : "degraded"}};
+    if (!ok && !draining) j["status"] = "degraded";
+  }
+  j["connections"] = ctx.app.connections.load();
+  j["inflight"] = ctx.app.inflight.load();
+  return j;
+}
+
+nlohmann::json ready_json(bool ready, bool draining) { return {{"ready", ready}, {"draining", draining}}; }
+
+// Outside the coroutines: g++ 12 miscompiles array temporaries in coroutine frames.
+bool admin_token_ok(std::string_view auth, const std::string& token) {
+  return client_key_ok(auth, std::array<std::string_view, 1>{token});
+}
+
+}  // namespace
+
+net::awaitable<bool> handle_api(RequestContext& ctx) {
+  const auto& sc = ctx.rt->config->server;
+  if (!sc.client_keys_value.empty() &&
+      !client_key_ok(ctx.req[http::field::authorization], sc.client_keys_value)) {
+    co_return co_await write_error(ctx, ErrorKind::unauthorized,
+                                   "Incorrect API key provided. canaryd expects one of its client keys as a Bearer token.");
+  }
+  co_return co_await proxy(ctx, is_split_route(ctx.path) ? RouteKind::split : RouteKind::control_only);
+}
+
+net::awaitable<bool> handle_own(RequestContext& ctx) {
+  const std::string& path = ctx.path;
+  const bool get = ctx.req.method() == http::verb::get || ctx.req.method() == http::verb::head;
+  if (path == "/health" || path == "/ready" || path == "/metrics") {
+    if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+    if (path == "/health") co_return co_await respond_json(ctx, http::status::ok, health(ctx));
+    if (path == "/ready") {
+      bool ready = ctx.app.ready.load() && !ctx.app.draining.load();
+      co_return co_await respond_json(ctx, ready ? http::status::ok : http::status::service_unavailable,
+                                      ready_json(ready, ctx.app.draining.load()));
+    }
+    std::string text = ctx.app.metrics ? ctx.app.metrics->expose() : std::string();
+    co_return co_await respond(ctx, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
+  }
+  if (path.rfind("/admin/", 0) == 0 || path == "/admin") {
+    const auto& sc = ctx.rt->config->server;
+    if (sc.admin_token_value.empty()) {
+      co_return co_await write_error(ctx, ErrorKind::forbidden,
+                                     "the admin API is off: set server.admin_token_env and that variable");
+    }
+    if (!admin_token_ok(ctx.req[http::field::authorization], sc.admin_token_value)) {
+      co_return co_await write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
+    }
+    if (!ctx.app.rollout) co_return co_await write_error(ctx, ErrorKind::not_found, "no rollout");
+    auto result = ctx.app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());
+    if (result.not_found) co_return co_await write_error(ctx, ErrorKind::not_found, "unknown admin route " + path);
+    if (result.method_not_allowed) {
+      co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "wrong method for " + path);
+    }
+    if (!result.error.empty()) co_return co_await write_error(ctx, ErrorKind::bad_request, result.error);
+    co_return co_await respond_json(ctx, http::status::ok, result.body);
+  }
+  co_return co_await write_error(ctx, ErrorKind::not_found, "Unknown request URL: " + std::string(ctx.req.method_string()) +
+                                                                " " + path + ". canaryd serves /v1/*, /health, /ready, /metrics and /admin/*.");
+}
+
+}  // namespace canaryd::server

@@ -1,0 +1,62 @@
+// Header rewriting between client and upstream (SPEC §3): hop-by-hop headers
+// dropped both ways, the client's Authorization replaced by the upstream key,
+// X-Request-ID kept or made, X-Forwarded-For appended, Host set.
+#pragma once
+
+#include <boost/beast/http/fields.hpp>
+#include <string>
+#include <string_view>
+
+namespace canaryd::server {
+
+namespace http = boost::beast::http;
+
+// Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+// Upgrade, Proxy-Authorization, Proxy-Authenticate, and any header the
+// Connection header names.
+bool is_hop_by_hop(std::string_view name, std::string_view connection_value);
+
+struct UpstreamHeaderContext {
+  std::string_view host;           // "api.openai.com" or "127.0.0.1:9101"
+  std::string_view api_key;        // empty: no Authorization sent
+  std::string_view request_id;
+  std::string_view client_ip;      // appended to X-Forwarded-For
+};
+
+// Client request headers -> the upstream request's headers. Also drops
+// Content-Length (the body may be rewritten; the caller sets it), Host,
+// Authorization, Accept-Encoding (canaryd reads `usage` from the body, so it
+// asks for identity encoding).
+void upstream_request_headers(const http::fields& in, http::fields& out, const UpstreamHeaderContext& ctx);
+
+// Upstream response headers -> the client response's headers: hop-by-hop and
+// Content-Length dropped (the serializer sets framing).
+void client_response_headers(const http::fields& in, http::fields& out);
+
+// A client-supplied X-Request-ID is kept when it is 1..128 visible ASCII
+// characters; otherwise a new random one is made.
+std::string request_id_from(std::string_view supplied);
+
+// True when `supplied` (an Authorization header value) is "Bearer <k>" for one
+// of `keys`; every key is compared in constant time.
+template <class Keys>
+bool client_key_ok(std::string_view supplied, const Keys& keys);
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+template <class Keys>
+bool client_key_ok(std::string_view supplied, const Keys& keys) {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (supplied.size() <= kBearer.size()) return false;
+  bool scheme = true;
+  for (std::size_t i = 0; i < kBearer.size(); ++i) {
+    char c = supplied[i];
+    char w = kBearer[i];
+    if ((c | 0x20) != (w | 0x20)) scheme = false;
+  }
+  std::string_view token = supplied.substr(kBearer.size());
+  bool ok = false;
+  for (const auto& k : keys) ok |= constant_time_equal(token, k);
+  return scheme && ok;
+}
+
+}  // namespace canaryd::server

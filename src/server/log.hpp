@@ -1,0 +1,27 @@
+// Application logging: JSON lines on stdout through spdlog's async logger, so
+// an I/O thread never waits on the terminal. Never pass a secret or a prompt.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace spdlog {
+class logger;
+}
+
+namespace canaryd::log {
+
+// level: trace|debug|info|warn|error|off. Safe to call again (reload, tests).
+void init(std::string_view level);
+void set_level(std::string_view level);
+std::shared_ptr<spdlog::logger> access_logger();
+
+void debug(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
+void info(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
+void warn(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
+void error(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
+void flush();
+
+}  // namespace canaryd::log

@@ -1,0 +1,584 @@
+// The proxied request's life in phases: inspect the body, decide the arm,
+// send to the upstream (retrying a stale pooled connection once), fall back to
+// control when the canary fails before any byte reached the client, relay the
+// response (event by event for streams), then account for it.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <optional>
+#include <sys/socket.h>
+
+#include "common/json_scan.hpp"
+#include "metrics/metrics.hpp"
+#include "server/headers.hpp"
+#include "server/rollout_controller.hpp"
+#include "server/session.hpp"
+#include "store/store.hpp"
+#include "upstream/usage.hpp"
+
+namespace canaryd::server {
+namespace {
+
+using namespace net::experimental::awaitable_operators;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t kRelayBuffer = 16 * 1024;
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// What the body says, read once.
+struct Inspected {
+  std::string model;             // as requested ("" when none)
+  std::optional<json::Span> model_span;
+  bool stream = false;
+  std::optional<std::string> user;
+};
+
+struct HeaderView final : split::HeaderLookup {
+  const http::fields& f;
+  explicit HeaderView(const http::fields& fields) : f(fields) {}
+  std::optional<std::string_view> get(std::string_view name) const override {
+    auto it = f.find(name);
+    if (it == f.end()) return std::nullopt;
+    return it->value();
+  }
+};
+
+// One upstream call in progress.
+struct Exchange {
+  Error error;
+  std::shared_ptr<upstream::Pool> pool;
+  std::unique_ptr<upstream::Connection> conn;
+  std::unique_ptr<http::response_parser<http::buffer_body>> parser;
+  Clock::time_point sent;       // before acquiring a connection
+  Clock::time_point first_byte; // response header read
+  int status = 0;
+};
+
+bool is_stream_response(const http::fields& f) {
+  std::string_view ct = f[http::field::content_type];
+  return ct.substr(0, 17) == "text/event-stream";
+}
+
+std::string host_header(const config::UpstreamConfig& up) {
+  bool default_port = (up.tls && up.port == 443) || (!up.tls && up.port == 80);
+  std::string host = up.host.find(':') != std::string::npos ? "[" + up.host + "]" : up.host;
+  return default_port ? host : host + ":" + std::to_string(up.port);
+}
+
+Error classify(const beast::error_code& ec, std::string_view what, const config::UpstreamConfig& up) {
+  if (ec == beast::error::timeout) return {ErrorKind::timeout, "upstream '" + up.name + "' timed out " + std::string(what)};
+  if (ec.category() == net::error::get_ssl_category() || ec == net::ssl::error::stream_truncated) {
+    return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message()};
+  }
+  if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
+      ec != http::error::partial_message) {
+    return {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + ec.message()};
+  }
+  if (ec == http::error::body_limit) {
+    return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
+  }
+  return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message()};
+}
+
+// Sends the request and reads the response header. A pooled connection the
+// upstream had already closed fails before any response byte; that case is
+// retried once on a fresh connection (nothing reached the upstream's app).
+net::awaitable<Exchange> start_exchange(RequestContext& ctx, const config::UpstreamConfig& up,
+                                        http::request<http::string_body>& req, upstream::Connection** current) {
+  Exchange ex;
+  ex.pool = ctx.worker.pool(*ctx.rt, up, ctx.app.threads);
+  ex.sent = Clock::now();
+  const auto deadline = ex.sent + up.timeout;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto lease = co_await ex.pool->acquire(attempt > 0);
+    if (lease.error) {
+      ex.error = std::move(lease.error);
+      co_return ex;
+    }
+    ex.conn = std::move(lease.conn);
+    *current = ex.conn.get();
+    ex.conn->tcp().expires_at(deadline);
+    auto [wec, wn] = co_await ex.conn->visit([&](auto& s) { return http::async_write(s, req, kTuple); });
+    beast::error_code ec = wec;
+    if (!ec) {
+      ex.parser = std::make_unique<http::response_parser<http::buffer_body>>();
+      ex.parser->header_limit(64 * 1024);
+      auto [rec, rn] = co_await ex.conn->visit(
+          [&](auto& s) { return http::async_read_header(s, ex.conn->buffer, *ex.parser, kTuple); });
+      ec = rec;
+    }
+    if (!ec) {
+      ex.first_byte = Clock::now();
+      ex.status = ex.parser->get().result_int();
+      co_return ex;
+    }
+    bool stale_reuse = lease.reused && ec != beast::error::timeout &&
+                       (ec == http::error::end_of_stream || ec == net::error::eof ||
+                        ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+                        ec == net::ssl::error::stream_truncated);
+    ex.pool->release(std::move(ex.conn), false);
+    *current = nullptr;
+    if (!stale_reuse) {
+      ex.error = classify(ec, "before responding", up);
+      co_return ex;
+    }
+  }
+  ex.error = {ErrorKind::connect_error, "upstream '" + up.name + "' closed the connection"};
+  co_return ex;
+}
+
+// Resolves when the client has gone away (EOF or reset) while we wait on the
+// upstream; then the upstream connection is closed at once so the provider
+// stops generating. Pipelined bytes are not a disconnect.
+net::awaitable<void> client_gone(beast::tcp_stream& client, upstream::Connection** current) {
+  auto& sock = client.socket();
+  for (;;) {
+    auto [ec] = co_await sock.async_wait(net::ip::tcp::socket::wait_read, kTuple);
+    if (ec) {
+      // Cancelled because the call finished: park until the group collects us.
+      if (ec == net::error::operation_aborted) co_return;
+    } else {
+      char byte;
+      ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0) {
+        // The next pipelined request: not a disconnect. Wait until cancelled.
+        net::steady_timer forever(sock.get_executor(), Clock::time_point::max());
+        co_await forever.async_wait(kTuple);
+        co_return;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    }
+    if (*current) (*current)->close();
+    co_return;
+  }
+}
+
+struct Outcome {
+  Error error;                 // canaryd-made failure (no upstream response relayed)
+  int status = 0;              // status sent to the client
+  bool relayed = false;        // an upstream response (or part of it) reached the client
+  bool keep_alive = false;
+  bool client_gone = false;
+  std::optional<upstream::Usage> usage;
+  Clock::time_point done;
+  Clock::duration client_write{};  // time spent writing to the client after the upstream finished
+};
+
+void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const config::UpstreamConfig& up,
+                     std::string_view fallback) {
+  f.set("X-Request-ID", ctx.request_id);
+  f.set("X-Canaryd-Arm", arm_name(arm));
+  f.set("X-Canaryd-Provider", up.name);
+  if (!fallback.empty()) f.set("X-Canaryd-Fallback", fallback);
+}
+
+// Relays an upstream response whose header has been read.
+net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const config::UpstreamConfig& up,
+                              std::string_view fallback) {
+  Outcome out;
+  auto& p = *ex.parser;
+  auto& ures = p.get();
+  const bool streaming = is_stream_response(ures);
+  const auto& sc = ctx.rt->config->server;
+  const auto deadline = ex.sent + up.timeout;
+  char buf[kRelayBuffer];
+
+  // A response without a body (204, 304, HEAD) is complete already.
+  if (!streaming) {
+    // Non-streaming: read it whole (bounded), read `usage`, send with a length.
+    p.body_limit(up.max_response_bytes);
+    std::string body;
+    if (auto len = p.content_length()) body.reserve(static_cast<std::size_t>(*len));
+    while (!p.is_done()) {
+      ures.body().data = buf;
+      ures.body().size = sizeof buf;
+      ex.conn->tcp().expires_at(deadline);
+      auto [ec, n] = co_await ex.conn->visit([&](auto& s) { return http::async_read(s, ex.conn->buffer, p, kTuple); });
+      body.append(buf, sizeof buf - ures.body().size);
+      if (ec == http::error::need_buffer) continue;
+      if (ec) {
+        out.error = classify(ec, "while sending the body", up);
+        ex.pool->release(std::move(ex.conn), false);
+        co_return out;
+      }
+    }
+    const bool reusable = ures.keep_alive();
+    ex.pool->release(std::move(ex.conn), reusable);
+    auto upstream_done = Clock::now();
+    if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
+
+    http::response<http::string_body> res{ures.result(), 11};
+    client_response_headers(ures, res);
+    add_arm_headers(res, ctx, arm, up, fallback);
+    res.body() = std::move(body);
+    res.keep_alive(ctx.keep_alive);
+    res.prepare_payload();
+    ctx.client.expires_after(sc.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(ctx.client, res, kTuple);
+    out.relayed = true;
+    out.status = ex.status;
+    out.done = Clock::now();
+    out.client_write = out.done - upstream_done;
+    out.keep_alive = !wec && ctx.keep_alive;
+    co_return out;
+  }
+
+  // Streaming: forward bytes as they arrive, never buffering the whole body.
+  p.body_limit(boost::none);
+  upstream::SseScanner sse;
+  http::response<http::buffer_body> res{ures.result(), 11};
+  client_response_headers(ures, res);
+  add_arm_headers(res, ctx, arm, up, fallback);
+  res.set(http::field::cache_control, res[http::field::cache_control].empty() ? "no-cache" : res[http::field::cache_control]);
+  res.chunked(true);
+  res.keep_alive(ctx.keep_alive);
+  res.body().data = nullptr;
+  res.body().more = true;
+  http::response_serializer<http::buffer_body> sr{res};
+  ctx.client.expires_after(sc.idle_timeout);
+  auto [hec, hn] = co_await http::async_write_header(ctx.client, sr, kTuple);
+  out.relayed = true;
+  out.status = ex.status;
+  bool upstream_ok = true;
+  beast::error_code cec = hec;
+  while (!cec && !p.is_done()) {
+    ures.body().data = buf;
+    ures.body().size = sizeof buf;
+    ex.conn->tcp().expires_after(up.stream_idle_timeout);
+    auto [ec, n] = co_await ex.conn->visit([&](auto& s) { return http::async_read_some(s, ex.conn->buffer, p, kTuple); });
+    std::size_t got = sizeof buf - ures.body().size;
+    if (ec && ec != http::error::need_buffer) {
+      upstream_ok = false;
+      out.error = classify(ec, "in the middle of the stream", up);
+      break;
+    }
+    if (got == 0) continue;
+    sse.feed(std::string_view(buf, got));
+    res.body().data = buf;
+    res.body().size = got;
+    res.body().more = true;
+    ctx.client.expires_after(sc.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(ctx.client, sr, kTuple);
+    if (wec == http::error::need_buffer) wec = {};
+    cec = wec;
+  }
+  if (cec) {
+    out.client_gone = true;
+    ex.pool->release(std::move(ex.conn), false);
+    out.done = Clock::now();
+    co_return out;
+  }
+  if (!upstream_ok) {
+    // Headers are out: the only honest signal left is to end the connection
+    // without the final chunk, so the client sees a truncated stream.
+    ex.pool->release(std::move(ex.conn), false);
+    out.keep_alive = false;
+    out.done = Clock::now();
+    co_return out;
+  }
+  ex.pool->release(std::move(ex.conn), ures.keep_alive());
+  auto upstream_done = Clock::now();
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = false;
+  ctx.client.expires_after(sc.idle_timeout);
+  auto [fec, fn] = co_await http::async_write(ctx.client, sr, kTuple);
+  out.usage = sse.usage();
+  out.done = Clock::now();
+  out.client_write = out.done - upstream_done;
+  out.keep_alive = !fec && ctx.keep_alive;
+  co_return out;
+}
+
+// Which failures of the canary may go to control (fallback.on).
+std::string_view fallback_reason(const Exchange& ex) {
+  if (ex.error) {
+    switch (ex.error.kind) {
+      case ErrorKind::connect_error: return "connect_error";
+      case ErrorKind::tls_error: return "tls_error";
+      case ErrorKind::timeout: return "timeout";
+      case ErrorKind::bad_response: return "5xx";
+      default: return "";
+    }
+  }
+  if (ex.status == 429) return "429";
+  if (ex.status >= 500) return "5xx";
+  return "";
+}
+
+bool listed(const std::vector<std::string>& on, std::string_view reason) {
+  for (const auto& r : on) {
+    if (r == reason) return true;
+  }
+  return false;
+}
+
+metrics::Metrics::Status metric_status(const Exchange& ex) {
+  if (ex.error.kind == ErrorKind::timeout) return metrics::Metrics::Status::timeout;
+  if (ex.error || ex.status >= 400) return metrics::Metrics::Status::error;
+  return metrics::Metrics::Status::success;
+}
+
+// Counts as an error in the analysis window: the upstream's failures, never
+// the client's own 4xx (429 is the provider's).
+bool analysis_error(const Exchange& ex) { return ex.error || ex.status >= 500 || ex.status == 429; }
+
+
+struct Decision {
+  Arm arm = Arm::control;
+  bool forced = false;
+  bool pinned = false;
+  std::string_view sticky_source;
+};
+
+std::string_view source_name(split::KeySource::Kind k) {
+  switch (k) {
+    case split::KeySource::Kind::header: return "header";
+    case split::KeySource::Kind::body_user: return "body_user";
+    case split::KeySource::Kind::client_ip: return "client_ip";
+  }
+  return "";
+}
+
+// SPEC §4: override, then rollback, then the pin (upgrade-only), then the hash.
+net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const split::HeaderLookup& headers,
+                                const std::optional<std::string>& user) {
+  Decision d;
+  if (route == RouteKind::control_only) co_return d;
+  const config::Config& cfg = *ctx.rt->config;
+  auto override_arm = split::parse_override(headers.get(cfg.split.override_header));
+  if (override_arm) {
+    d.arm = *override_arm;
+    d.forced = true;
+    co_return d;
+  }
+  RolloutController* ro = ctx.app.rollout;
+  const std::uint32_t threshold = ro ? ro->threshold() : 0;
+  const bool rolled_back = !ro || ro->rolled_back() || threshold == 0;
+  if (rolled_back) co_return d;
+  std::optional<std::string_view> body_user;
+  if (user) body_user = *user;
+  split::StickyKey key = ctx.rt->splitter.sticky_key(headers, body_user, ctx.peer_ip);
+  d.sticky_source = key.random ? std::string_view("random") : source_name(key.source);
+  if (key.random && ctx.app.metrics) ctx.app.metrics->add_random_key();
+  Arm hash = ctx.rt->splitter.hash_arm(key.value, threshold);
+  std::optional<Arm> pin;
+  if (cfg.split.pin_ttl.count() > 0 && !key.random && ctx.worker.store) {
+    std::string_view ns = cfg.redis ? std::string_view(cfg.redis->ns) : std::string_view("canaryd");
+    pin = co_await ctx.worker.store->pin(store::pin_key(ns, ro->epoch(), key.value), hash,
+                                         std::chrono::duration_cast<std::chrono::seconds>(cfg.split.pin_ttl));
+  }
+  split::Decision sd = split::decide(std::nullopt, false, hash, pin);
+  d.arm = sd.arm;
+  d.pinned = sd.pinned;
+  co_return d;
+}
+
+// One upstream attempt into the metrics and the analysis window.
+void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, const std::string& model, Arm arm,
+                     metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o) {
+  auto end = o ? o->done : Clock::now();
+  if (auto* m = ctx.app.metrics) {
+    int p = m->provider_index(up.name);
+    int mi = m->model_index(model);
+    if (p >= 0) {
+      m->observe_request(p, mi, status, seconds(end - ex.sent));
+      if (ex.status) m->observe_ttfb(p, mi, seconds(ex.first_byte - ex.sent));
+      if (o && o->usage) m->add_tokens(p, mi, o->usage->prompt, o->usage->completion);
+    }
+    if (o && o->relayed) {
+      // Time in canaryd itself: before the upstream call, and writing out
+      // after the upstream finished.
+      m->observe_overhead(seconds((ex.sent - ctx.received) + o->client_write));
+    }
+  }
+  if (ctx.app.rollout) {
+    ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent));
+  }
+}
+
+void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::UpstreamConfig* up,
+                std::string_view model, int status, bool stream, std::string_view fallback, std::string_view error,
+                const Exchange& ex, const Outcome* o) {
+  if (!ctx.app.access_log || !ctx.rt->config->server.access_log) return;
+  auto end = o ? o->done : Clock::now();
+  AccessRecord r;
+  r.request_id = ctx.request_id;
+  r.method = ctx.req.method_string();
+  r.path = ctx.path;
+  r.arm = arm_name(arm);
+  r.provider = up ? std::string_view(up->name) : std::string_view();
+  r.model = model;
+  r.status = status;
+  r.latency_ms = millis(end - ctx.received);
+  if (ex.status) r.ttfb_ms = millis(ex.first_byte - ctx.received);
+  if (o && o->relayed) r.overhead_ms = millis((ex.sent - ctx.received) + o->client_write);
+  if (o && o->usage) {
+    r.prompt_tokens = o->usage->prompt;
+    r.completion_tokens = o->usage->completion;
+  }
+  r.fallback = fallback;
+  r.error = error;
+  r.sticky_source = d.sticky_source;
+  r.stream = stream;
+  r.pinned = d.pinned;
+  ctx.app.access_log->write(r);
+}
+
+}  // namespace
+
+net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
+  const config::Config& cfg = *ctx.rt->config;
+  auto& req = ctx.req;
+  std::string body = std::move(req.body());
+
+  // Phase 1: inspect the body once.
+  Inspected in;
+  if (route == RouteKind::split) {
+    if (req.method() != http::verb::post) {
+      co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "only POST is allowed on " + ctx.path);
+    }
+    json::Lookup<5> lk{{"model", "stream", "user", "messages", "input"}};
+    std::string why = json::scan_object(body, lk);
+    if (!why.empty()) {
+      co_return co_await write_error(ctx, ErrorKind::bad_request, "We could not parse the JSON body of your request: " + why);
+    }
+    auto model = lk.values[0] ? json::decode_string(lk.values[0]->of(body)) : std::nullopt;
+    if (!model || model->empty()) {
+      co_return co_await write_error(ctx, ErrorKind::bad_request, "you must provide a model parameter");
+    }
+    in.model = std::move(*model);
+    in.model_span = lk.values[0];
+    if (ctx.path == "/v1/chat/completions" && (!lk.values[3] || lk.values[3]->of(body).front() != '[')) {
+      co_return co_await write_error(ctx, ErrorKind::bad_request, "'messages' is a required property and must be an array");
+    }
+    if (lk.values[1]) {
+      std::string_view s = lk.values[1]->of(body);
+      if (s != "true" && s != "false" && s != "null") {
+        co_return co_await write_error(ctx, ErrorKind::bad_request, "'stream' must be a boolean");
+      }
+      in.stream = (s == "true");
+    }
+    if (lk.values[2]) in.user = json::decode_string(lk.values[2]->of(body));
+  }
+
+  // Phase 2: decide the arm.
+  HeaderView headers(req);
+  Decision decision = co_await decide(ctx, route, headers, in.user);
+  ctx.app.inflight.fetch_add(1, std::memory_order_relaxed);
+  if (ctx.app.metrics) ctx.app.metrics->inflight_add(1);
+
+  // Phase 3: call the upstream, falling back to control when allowed.
+  upstream::Connection* current = nullptr;
+  Arm arm = decision.arm;
+  std::string fallback;
+  std::optional<Exchange> ex;
+  std::optional<Outcome> outcome;
+  const config::UpstreamConfig* up = nullptr;
+  std::string sent_model;
+
+  auto call = [&]() -> net::awaitable<void> {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      up = &(arm == Arm::canary ? cfg.canary() : cfg.control());
+      // The model the provider sees: the arm's rename, and on fallback the
+      // fallback rename first.
+      sent_model = in.model;
+      if (!fallback.empty()) {
+        if (auto f = cfg.fallback.models.find(sent_model); f != cfg.fallback.models.end()) sent_model = f->second;
+      }
+      if (auto m = up->models.find(sent_model); m != up->models.end()) sent_model = m->second;
+      http::request<http::string_body> ureq{req.method(), up->base_path + ctx.path.substr(3) +
+                                                               std::string(req.target().substr(ctx.path.size())),
+                                            11};
+      upstream_request_headers(req, ureq, {host_header(*up), up->api_key_value, ctx.request_id, ctx.peer_ip});
+      if (in.model_span && sent_model != in.model) {
+        std::string renamed;
+        renamed.reserve(body.size() + sent_model.size());
+        renamed.append(body, 0, in.model_span->begin);
+        renamed += json::encode_string(sent_model);
+        renamed.append(body, in.model_span->end);
+        ureq.body() = std::move(renamed);
+      } else {
+        ureq.body() = body;
+      }
+      ureq.keep_alive(true);
+      ureq.prepare_payload();
+
+      ex.emplace(co_await start_exchange(ctx, *up, ureq, &current));
+      std::string_view reason = fallback_reason(*ex);
+      const bool may_fall_back = attempt == 0 && arm == Arm::canary && !decision.forced && cfg.fallback.enabled &&
+                                 !reason.empty() && listed(cfg.fallback.on, reason);
+      if (may_fall_back && ctx.app.rollout && ctx.app.rollout->take_fallback()) {
+        // The canary failed before any byte reached the client: account for
+        // its attempt, drop its answer, and ask control once.
+        account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
+        if (ex->conn) ex->pool->release(std::move(ex->conn), false);
+        current = nullptr;
+        if (ctx.app.metrics) ctx.app.metrics->add_fallback(up->name, cfg.control().name, reason);
+        fallback = std::string(reason);
+        arm = Arm::control;
+        continue;
+      }
+      break;
+    }
+    if (!ex->error) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback));
+    current = nullptr;
+  };
+
+  auto race = co_await (call() || client_gone(ctx.client, &current));
+  ctx.app.inflight.fetch_sub(1, std::memory_order_relaxed);
+  if (ctx.app.metrics) ctx.app.metrics->inflight_add(-1);
+  bool gone = race.index() == 1;
+
+  bool keep = false;
+  if (!gone && ex && ex->error && !outcome) {
+    // Nothing reached the client: answer with canaryd's own error.
+    account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
+    ctx.keep_alive = ctx.keep_alive && true;
+    http::response<http::string_body> res{static_cast<http::status>(http_status(ex->error.kind)), 11};
+    res.set(http::field::content_type, "application/json");
+    add_arm_headers(res, ctx, arm, *up, fallback);
+    res.body() = openai_error_body(ex->error.kind, ex->error.message);
+    res.keep_alive(ctx.keep_alive);
+    res.prepare_payload();
+    ctx.client.expires_after(cfg.server.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(ctx.client, res, kTuple);
+    keep = !wec && ctx.keep_alive;
+    log_access(ctx, decision, arm, up, sent_model, http_status(ex->error.kind), in.stream, fallback,
+               error_name(ex->error.kind), *ex, nullptr);
+    co_return keep;
+  }
+  if (ex && up) {
+    Outcome none;
+    const Outcome& o = outcome ? *outcome : none;
+    bool upstream_failed = outcome ? static_cast<bool>(o.error) : true;
+    Exchange& e = *ex;
+    if (gone || o.client_gone) {
+      // The client left: not the upstream's fault; count it as its status so far.
+      account_attempt(ctx, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr);
+    } else {
+      Exchange view;
+      view.status = e.status;
+      view.error = upstream_failed ? o.error : Error{};
+      view.sent = e.sent;
+      view.first_byte = e.first_byte;
+      account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
+    }
+    log_access(ctx, decision, arm, up, sent_model, o.status ? o.status : 499, in.stream, fallback,
+               o.error ? error_name(o.error.kind) : (gone || o.client_gone ? "client_gone" : ""), e,
+               outcome ? &o : nullptr);
+    keep = !gone && o.keep_alive;
+  }
+  co_return keep;
+}
+
+}  // namespace canaryd::server

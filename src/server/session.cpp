@@ -1,0 +1,160 @@
+#include "server/session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "server/endpoints.hpp"
+#include "server/headers.hpp"
+
+namespace canaryd::server {
+namespace {
+
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+struct SessionGuard {
+  Worker& worker;
+  SessionHandle handle;
+  SessionGuard(Worker& w, beast::tcp_stream* s) : worker(w), handle{s, true} {
+    worker.add_session(&handle);
+    worker.app().connections.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~SessionGuard() {
+    worker.remove_session(&handle);
+    worker.app().connections.fetch_sub(1, std::memory_order_relaxed);
+  }
+};
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+// Answers a request the parser refused, then the connection closes: after a
+// framing error nothing more on it can be trusted.
+net::awaitable<void> refuse(beast::tcp_stream& stream, ErrorKind kind, std::string_view message,
+                            std::chrono::milliseconds timeout) {
+  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), 11};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::connection, "close");
+  res.body() = openai_error_body(kind, message);
+  res.prepare_payload();
+  stream.expires_after(timeout);
+  co_await http::async_write(stream, res, kTuple);
+}
+
+}  // namespace
+
+net::awaitable<bool> write_error(RequestContext& ctx, ErrorKind kind, std::string_view message) {
+  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), ctx.req.version()};
+  res.set(http::field::content_type, "application/json");
+  res.set("X-Request-ID", ctx.request_id);
+  res.body() = openai_error_body(kind, message);
+  res.keep_alive(ctx.keep_alive);
+  res.prepare_payload();
+  ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
+  auto [ec, n] = co_await http::async_write(ctx.client, res, kTuple);
+  co_return !ec && ctx.keep_alive;
+}
+
+net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
+  App& app = worker.app();
+  beast::error_code ec;
+  socket.set_option(net::ip::tcp::no_delay(true), ec);
+  auto remote = socket.remote_endpoint(ec);
+  std::string peer_ip = ec ? std::string("0.0.0.0") : remote.address().to_string();
+  if (remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()) {
+    peer_ip = net::ip::make_address_v4(net::ip::v4_mapped, remote.address().to_v6()).to_string();
+  }
+
+  beast::tcp_stream stream(std::move(socket));
+  SessionGuard guard(worker, &stream);
+  beast::flat_buffer buffer;
+  bool first = true;
+
+  for (;;) {
+    auto rt = app.current();
+    const auto& sc = rt->config->server;
+    guard.handle.idle = true;
+    if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;
+
+    // Between requests the idle timeout applies; once the first byte of a
+    // request is in, the whole header must arrive within header_timeout.
+    if (!first && buffer.size() == 0) {
+      stream.expires_after(sc.idle_timeout);
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      if (rec) break;  // idle timeout, the client closed, or a drain cut
+      buffer.commit(n);
+    }
+    first = false;
+    guard.handle.idle = false;
+
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(sc.max_header_bytes);
+    parser.body_limit(sc.max_body_bytes);
+    stream.expires_after(sc.header_timeout);
+    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+    if (hec) {
+      if (hec == http::error::header_limit) {
+        co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
+      } else if (hec == http::error::end_of_stream || hec == net::error::eof || hec == beast::error::timeout ||
+                 hec == net::error::operation_aborted || hec == net::error::connection_reset) {
+        // closed, slow client cut off, or drain
+      } else {
+        co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request: " + hec.message(), sc.idle_timeout);
+      }
+      break;
+    }
+    auto& hreq = parser.get();
+    if (auto cl = parser.content_length(); cl && *cl > sc.max_body_bytes) {
+      co_await refuse(stream, ErrorKind::payload_too_large,
+                      "request body of " + std::to_string(*cl) + " bytes is over the limit of " +
+                          std::to_string(sc.max_body_bytes),
+                      sc.idle_timeout);
+      break;
+    }
+    if (beast::iequals(hreq[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> cont{http::status::continue_, 11};
+      stream.expires_after(sc.idle_timeout);
+      auto [cec, cn] = co_await http::async_write(stream, cont, kTuple);
+      if (cec) break;
+    }
+    if (!parser.is_done()) {
+      // The body may be large and the link slow: the idle timeout bounds each read.
+      stream.expires_after(sc.idle_timeout);
+      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+      if (bec) {
+        if (bec == http::error::body_limit) {
+          co_await refuse(stream, ErrorKind::payload_too_large, "request body is over the limit", sc.idle_timeout);
+        } else if (bec != beast::error::timeout && bec != net::error::eof && bec != http::error::end_of_stream &&
+                   bec != net::error::operation_aborted && bec != net::error::connection_reset) {
+          co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request body: " + bec.message(),
+                          sc.idle_timeout);
+        }
+        break;
+      }
+    }
+    stream.expires_never();
+
+    http::request<http::string_body> req = parser.release();
+    RequestContext ctx{app, worker, rt, stream, req, peer_ip, request_id_from(req["X-Request-ID"]), {},
+                       std::chrono::steady_clock::now(), req.keep_alive()};
+    std::string_view target = req.target();
+    ctx.path = std::string(target.substr(0, target.find('?')));
+    if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
+
+    bool keep = false;
+    if (starts_with(ctx.path, "/v1/")) {
+      keep = co_await handle_api(ctx);
+    } else {
+      keep = co_await handle_own(ctx);
+    }
+    if (!keep) break;
+  }
+
+  stream.expires_after(std::chrono::seconds(1));
+  stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  stream.close();
+}
+
+}  // namespace canaryd::server

@@ -1,0 +1,158 @@
+// canaryd's asynchronous Redis client (SPEC §2 `redis`, §4). hiredis is only
+// the RESP codec (redisFormatCommandArgv to encode, redisReader to decode);
+// Asio owns the socket, plain or TLS (Debian's hiredis 0.14 has no TLS and
+// managed Redis services require rediss://). So a command is an ordinary
+// coroutine on the caller's I/O thread, bounded by redis.timeout, and never
+// blocks that thread.
+//
+// One client = one connection, owned by one I/O thread (no locks): every
+// method except healthy() and the destructor-side post must run there.
+// Concurrent commands are pipelined on that connection and answered FIFO.
+// Failure is cheap and fast: while disconnected a command fails at once, a
+// background loop reconnects with capped exponential backoff (50ms .. 2s), and
+// every failed command is reported to the error sink with its `op` label.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "canaryd/config.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
+
+namespace canaryd::store {
+
+// One decoded RESP reply, or a transport failure (failed = true: no answer
+// from Redis at all — not connected, timed out, connection lost, stopped).
+struct Reply {
+  enum class Type : std::uint8_t { nil, string, integer, array, status, error };
+
+  Type type = Type::nil;
+  bool failed = false;
+  long long integer = 0;
+  std::string str;  // string, status and error text; for a failure, why
+  std::vector<Reply> elements;
+
+  // Redis answered and the answer is not an error reply.
+  bool ok() const { return !failed && type != Type::error; }
+  static Reply failure(std::string why) {
+    Reply r;
+    r.failed = true;
+    r.str = std::move(why);
+    return r;
+  }
+};
+
+class RedisClient : public std::enable_shared_from_this<RedisClient> {
+ public:
+  using Executor = boost::asio::any_io_executor;
+  using ErrorSink = std::function<void(std::string_view op)>;
+
+  // How long one connection attempt (resolve, connect, TLS, AUTH, SELECT) may
+  // take: redis.timeout is sized for one round trip on a warm connection, far
+  // too short for a TLS handshake to a managed service.
+  static constexpr std::chrono::milliseconds kMinConnectTimeout{1000};
+  static constexpr std::chrono::milliseconds kMinBackoff{50};
+  static constexpr std::chrono::milliseconds kMaxBackoff{2000};
+  // Commands past this many unanswered on one connection fail at once instead
+  // of queueing without bound behind a Redis that stopped answering.
+  static constexpr std::size_t kMaxInFlight = 65536;
+
+  // Builds the client and starts its connect loop on `executor` (nothing runs
+  // until that io_context does). `tls` may be shared by every thread's client;
+  // null builds one from `config` (throws on an unreadable ca_file).
+  static std::shared_ptr<RedisClient> create(Executor executor, config::RedisConfig config,
+                                             ErrorSink on_error = {},
+                                             std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
+
+  // The TLS client context for rediss://: system CAs plus redis.ca_file.
+  // Throws std::runtime_error naming the file (start-up only).
+  static std::shared_ptr<boost::asio::ssl::context> make_tls_context(const config::RedisConfig& config);
+
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Sends one command and waits for its reply, at most redis.timeout. Never
+  // throws. The arguments are encoded before this returns, so they need not
+  // outlive the awaitable; `op` (the metrics label) must (use a literal).
+  // Any failure or error reply is reported to the error sink as `op`.
+  boost::asio::awaitable<Reply> command(const std::vector<std::string>& argv, std::string_view op);
+  boost::asio::awaitable<Reply> command(std::span<const std::string_view> argv, std::string_view op);
+  // g++ 12 rejects a braced list inside a coroutine ("array used as
+  // initializer"); there, put the arguments in a std::array and use the span.
+  boost::asio::awaitable<Reply> command(std::initializer_list<std::string_view> argv, std::string_view op);
+
+  // Connected and the last answer came in time. Safe from any thread.
+  bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
+  // I/O thread only: a connection is established (AUTH/SELECT done).
+  bool connected() const { return conn_ != nullptr; }
+  // Cancels everything: pending commands fail, no more reconnects. I/O thread
+  // only; from elsewhere post it to executor().
+  void stop();
+  // Counts a failure the caller found in a reply (e.g. an unexpected type).
+  void report_error(std::string_view op) const;
+
+  const Executor& executor() const { return executor_; }
+  // For tests and diagnostics (I/O thread): connections established so far,
+  // commands awaiting a reply on the current connection, the last connect error.
+  std::uint64_t connects() const { return connects_; }
+  std::size_t in_flight() const;
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  struct Connection;
+  struct Waiter;
+  struct Attempt;
+  struct Private {};
+
+ public:
+  RedisClient(Private, Executor executor, config::RedisConfig config, ErrorSink on_error,
+              std::shared_ptr<boost::asio::ssl::context> tls);
+
+ private:
+  static boost::asio::awaitable<Reply> run_command(std::shared_ptr<RedisClient> self, std::string cmd,
+                                                   std::string_view op);
+  static boost::asio::awaitable<Reply> exec(std::shared_ptr<RedisClient> self, std::shared_ptr<Connection> conn,
+                                            std::string cmd, std::chrono::milliseconds timeout);
+  static boost::asio::awaitable<void> run(std::shared_ptr<RedisClient> self);
+  static boost::asio::awaitable<void> read_loop(std::shared_ptr<RedisClient> self,
+                                                std::shared_ptr<Connection> conn);
+  boost::asio::awaitable<std::shared_ptr<Connection>> establish();
+  void start();
+  void flush(const std::shared_ptr<Connection>& conn);
+  void fail(const std::shared_ptr<Connection>& conn, std::string_view why);
+
+  Executor executor_;
+  config::RedisConfig config_;
+  ErrorSink on_error_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;
+  std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds connect_timeout_;
+  std::chrono::milliseconds stall_limit_;
+
+  std::shared_ptr<Connection> conn_;    // established, AUTH/SELECT done
+  std::shared_ptr<Attempt> attempt_;    // the connection attempt in progress
+  boost::asio::steady_timer retry_timer_;
+  bool stopped_ = false;
+  std::uint64_t connects_ = 0;
+  std::uint32_t jitter_state_;
+  std::string last_error_;
+  std::atomic<bool> healthy_{false};
+};
+
+}  // namespace canaryd::store

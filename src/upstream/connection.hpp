@@ -1,0 +1,109 @@
+// One connection to an upstream, plain HTTP or TLS, and the per-thread pool
+// that keeps them alive between requests. Each I/O thread has its own pools
+// (Envoy's worker model), so nothing here is shared between threads.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "canaryd/config.hpp"
+#include "canaryd/error.hpp"
+
+namespace canaryd::upstream {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+
+class Connection {
+ public:
+  using Plain = beast::tcp_stream;
+  using Tls = beast::ssl_stream<beast::tcp_stream>;
+
+  explicit Connection(const net::any_io_executor& ex) : stream_(std::in_place_type<Plain>, ex) {}
+  Connection(const net::any_io_executor& ex, net::ssl::context& tls)
+      : stream_(std::in_place_type<Tls>, ex, tls) {}
+
+  beast::tcp_stream& tcp() {
+    if (auto* t = std::get_if<Tls>(&stream_)) return beast::get_lowest_layer(*t);
+    return std::get<Plain>(stream_);
+  }
+  bool is_tls() const { return std::holds_alternative<Tls>(stream_); }
+  Tls& tls() { return std::get<Tls>(stream_); }
+
+  // Calls f with the stream to read and write HTTP on (plain or TLS).
+  template <class F>
+  decltype(auto) visit(F&& f) {
+    return std::visit(std::forward<F>(f), stream_);
+  }
+
+  // The peer closed it, or sent something unasked: not safe to reuse.
+  bool stale() const;
+  void close();
+
+  beast::flat_buffer buffer;        // read buffer, kept across responses
+  std::uint64_t requests = 0;       // responses completed on this connection
+  std::chrono::steady_clock::time_point idle_since{};
+
+ private:
+  std::variant<Plain, Tls> stream_;
+};
+
+// TLS client context for one upstream: system CAs (+ ca_file), peer
+// verification unless tls_verify is false. Throws at start-up on a bad ca_file.
+std::shared_ptr<net::ssl::context> make_tls_context(const config::UpstreamConfig& cfg);
+
+class Pool {
+ public:
+  // `cap` is this thread's share of the upstream's max_connections.
+  Pool(net::any_io_executor ex, const config::UpstreamConfig& cfg, std::shared_ptr<net::ssl::context> tls,
+       std::uint32_t cap);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  struct Lease {
+    Error error;
+    std::unique_ptr<Connection> conn;
+    bool reused = false;
+  };
+
+  // An idle keep-alive connection, else a new one (resolve, connect, CONNECT
+  // through the egress proxy, TLS handshake), waiting up to `pool_wait` for a
+  // slot when the pool is at its cap. `fresh` skips idle connections.
+  net::awaitable<Lease> acquire(bool fresh = false);
+  // Returns a connection: kept for reuse only after a complete keep-alive
+  // response, otherwise closed.
+  void release(std::unique_ptr<Connection> conn, bool reusable);
+
+  const config::UpstreamConfig& config() const { return cfg_; }
+  std::size_t open() const { return open_; }
+  std::size_t idle() const { return idle_.size(); }
+  std::uint64_t connects() const { return connects_; }
+
+ private:
+  net::awaitable<Lease> connect();
+  void wake_one();
+
+  net::any_io_executor ex_;
+  const config::UpstreamConfig cfg_;  // a copy: the pool may outlive its config generation
+  std::shared_ptr<net::ssl::context> tls_;
+  std::uint32_t cap_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  std::size_t open_ = 0;  // idle + leased + connecting
+  std::uint64_t connects_ = 0;
+  std::deque<net::steady_timer*> waiters_;
+};
+
+}  // namespace canaryd::upstream
