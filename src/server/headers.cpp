@@ -50,6 +50,7 @@ void upstream_request_headers(const http::fields& in, http::fields& out, const U
       case http::field::authorization:
       case http::field::content_length:
       case http::field::accept_encoding:
+      case http::field::expect:  // canaryd has the whole body already; a 100 would confuse the relay
         continue;
       default:
         break;

@@ -18,6 +18,7 @@
 #include "common/json_scan.hpp"
 #include "metrics/metrics.hpp"
 #include "server/headers.hpp"
+#include "server/report.hpp"
 #include "server/rollout_controller.hpp"
 #include "server/session.hpp"
 #include "store/store.hpp"
@@ -112,6 +113,7 @@ net::awaitable<Exchange> start_exchange(RequestContext& ctx, const config::Upstr
     if (!ec) {
       ex.parser = std::make_unique<http::response_parser<http::buffer_body>>();
       ex.parser->header_limit(64 * 1024);
+      if (req.method() == http::verb::head) ex.parser->skip(true);
       auto [rec, rn] = co_await ex.conn->visit(
           [&](auto& s) { return http::async_read_header(s, ex.conn->buffer, *ex.parser, kTuple); });
       ec = rec;
@@ -151,7 +153,7 @@ net::awaitable<void> client_gone(beast::tcp_stream& client, upstream::Connection
       ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n > 0) {
         // The next pipelined request: not a disconnect. Wait until cancelled.
-        net::steady_timer forever(sock.get_executor(), Clock::time_point::max());
+        net::steady_timer forever(sock.get_executor(), std::chrono::hours(24 * 365));
         co_await forever.async_wait(kTuple);
         co_return;
       }
@@ -216,7 +218,8 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     auto upstream_done = Clock::now();
     if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
 
-    http::response<http::string_body> res{ures.result(), 11};
+    http::response<http::string_body> res;
+    res.result(ex.status);
     client_response_headers(ures, res);
     add_arm_headers(res, ctx, arm, up, fallback);
     res.body() = std::move(body);
@@ -235,7 +238,8 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   // Streaming: forward bytes as they arrive, never buffering the whole body.
   p.body_limit(boost::none);
   upstream::SseScanner sse;
-  http::response<http::buffer_body> res{ures.result(), 11};
+  http::response<http::buffer_body> res;
+  res.result(ex.status);
   client_response_headers(ures, res);
   add_arm_headers(res, ctx, arm, up, fallback);
   res.set(http::field::cache_control, res[http::field::cache_control].empty() ? "no-cache" : res[http::field::cache_control]);
@@ -404,6 +408,13 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
   if (ctx.app.rollout) {
     ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent));
   }
+  if (auto* r = ctx.app.report) {
+    const std::uint64_t prompt = o && o->usage ? o->usage->prompt : 0;
+    const std::uint64_t completion = o && o->usage ? o->usage->completion : 0;
+    std::optional<std::chrono::nanoseconds> ttfb;
+    if (ex.status) ttfb = std::chrono::duration_cast<std::chrono::nanoseconds>(ex.first_byte - ex.sent);
+    r->record(arm, prompt, completion, cost_usd(ctx.rt->config->pricing, model, prompt, completion), ttfb);
+  }
 }
 
 void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::UpstreamConfig* up,
@@ -425,6 +436,7 @@ void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::U
   if (o && o->usage) {
     r.prompt_tokens = o->usage->prompt;
     r.completion_tokens = o->usage->completion;
+    r.cost_usd = cost_usd(ctx.rt->config->pricing, model, r.prompt_tokens, r.completion_tokens);
   }
   r.fallback = fallback;
   r.error = error;
@@ -543,7 +555,6 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   if (!gone && ex && ex->error && !outcome) {
     // Nothing reached the client: answer with canaryd's own error.
     account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
-    ctx.keep_alive = ctx.keep_alive && true;
     http::response<http::string_body> res{static_cast<http::status>(http_status(ex->error.kind)), 11};
     res.set(http::field::content_type, "application/json");
     add_arm_headers(res, ctx, arm, *up, fallback);
