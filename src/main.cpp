@@ -2,8 +2,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -15,7 +18,9 @@
 #include "metrics/metrics.hpp"
 #include "server/app.hpp"
 #include "server/log.hpp"
+#include "server/report.hpp"
 #include "server/rollout_controller.hpp"
+#include "server/rollout_sync.hpp"
 #include "server/server.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
@@ -75,7 +80,19 @@ int run(const Flags& flags) {
   app.access_log = &access;
   server::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
   app.rollout = &rollout;
+  server::Report report(SystemClock::instance(),
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
+  app.report = &report;
 
+  // The stores outlive the server: the workers are joined (in ~Server) before
+  // any store they use goes away.
+  store::Stores stores;
+  try {
+    stores = store::make_stores(*cfg, static_cast<std::size_t>(threads), &metrics, SystemClock::instance());
+  } catch (const std::exception& e) {
+    std::cerr << flags.config << ": " << e.what() << "\n";
+    return 1;
+  }
   net::io_context control(1);
   server::Server srv(app, control, threads);
   try {
@@ -85,8 +102,29 @@ int run(const Flags& flags) {
     log::flush();
     return 1;
   }
-  auto stores = store::make_stores(*cfg, srv.workers().size(), &metrics, SystemClock::instance());
   for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->store = stores.for_thread(i, srv.workers()[i]->ioc());
+
+  // With Redis the rollout state is shared; its sync runs on the control thread.
+  std::shared_ptr<server::RolloutSync> rollout_sync;
+  if (cfg->redis) {
+    try {
+      rollout_sync = server::RolloutSync::create(control.get_executor(), *cfg, rollout,
+                                                 [&metrics](std::string_view op) { metrics.add_redis_error(op); });
+    } catch (const std::exception& e) {
+      std::cerr << flags.config << ": " << e.what() << "\n";
+      return 1;
+    }
+    rollout_sync->start();
+    // A restarted replica serves the stored state from its first request, not
+    // the config's first step; if Redis does not answer in time the canary
+    // gets no traffic until it does.
+    const auto deadline = std::chrono::steady_clock::now() + server::RolloutSync::kStartupWait;
+    while (!rollout_sync->loaded() && std::chrono::steady_clock::now() < deadline) {
+      control.run_one_for(std::chrono::milliseconds(50));
+    }
+    if (control.stopped()) control.restart();
+    if (!rollout_sync->loaded()) log::warn("shared rollout state not read yet: no canary traffic until Redis answers");
+  }
 
   if (cfg->server.client_keys_value.empty() && cfg->server.listen_host != "127.0.0.1" &&
       cfg->server.listen_host != "::1" && cfg->server.listen_host != "localhost") {
@@ -144,6 +182,7 @@ int run(const Flags& flags) {
           tick.cancel();
           signals.cancel();
           stores.stop();
+          if (rollout_sync) rollout_sync->stop();
           control.stop();
         });
       } else {
