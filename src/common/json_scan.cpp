@@ -226,6 +226,8 @@ std::optional<std::string> decode_string(std::string_view lit) {
   for (std::size_t i = 1; i + 1 < lit.size(); ++i) {
     char c = lit[i];
     if (c != '\\') {
+      // An unescaped quote or control character: not one string literal.
+      if (c == '"' || static_cast<unsigned char>(c) < 0x20) return std::nullopt;
       out += c;
       continue;
     }
@@ -272,12 +274,57 @@ std::optional<std::string> decode_string(std::string_view lit) {
   return out;
 }
 
+namespace {
+
+// Length of the well-formed UTF-8 sequence at text[i] (RFC 3629: no overlongs,
+// no surrogates, nothing above U+10FFFF), or 0.
+std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+  unsigned char c = byte(i);
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > text.size()) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
 std::string encode_string(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size() + 2);
   out += '"';
-  for (unsigned char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+      // Invalid UTF-8 (a client's model name or path) would make the whole
+      // document unparseable for strict readers: replace it, byte by byte.
+      std::size_t n = utf8_sequence(text, i);
+      if (n == 0) {
+        out += "\\ufffd";
+      } else {
+        out.append(text.substr(i, n));
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

@@ -38,9 +38,10 @@ std::string scan_object(std::string_view doc, Lookup<N>& lookup) {
 }
 
 // Decodes a JSON string literal (with its quotes) into UTF-8. nullopt if the
-// span is not a string.
+// span is not one string literal. Lone surrogate escapes become U+FFFD.
 std::optional<std::string> decode_string(std::string_view literal);
-// Encodes UTF-8 text as a JSON string literal with quotes.
+// Encodes UTF-8 text as a JSON string literal with quotes. Bytes that are not
+// well-formed UTF-8 become \ufffd, so the result is always valid JSON.
 std::string encode_string(std::string_view text);
 
 inline bool is_true(std::string_view literal) { return literal == "true"; }

@@ -8,6 +8,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -76,7 +77,12 @@ int call(const Url& url, const std::string& token, http::verb method, const std:
     http::read(stream, buffer, res);
     out = nlohmann::json::parse(res.body(), nullptr, false);
     if (res.result_int() != 200) {
-      error = out.is_object() && out.contains("error") ? out["error"].value("message", res.body()) : res.body();
+      // {"error":{"message":...}} (OpenAI shape) when it is that, else the raw body.
+      const auto* message = out.is_object() && out.contains("error") && out["error"].is_object() &&
+                                    out["error"].contains("message") && out["error"]["message"].is_string()
+                                ? out["error"]["message"].get_ptr<const std::string*>()
+                                : nullptr;
+      error = message ? *message : res.body();
       error = std::to_string(res.result_int()) + ": " + error;
       return 1;
     }
@@ -91,15 +97,44 @@ int call(const Url& url, const std::string& token, http::verb method, const std:
   }
 }
 
-std::string pct(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f%%", v * 100);
+// The admin API's JSON is read leniently: a field that is missing, null (a
+// NaN rate serialises as null) or of another type shows as "-" instead of
+// throwing out of the CLI.
+const nlohmann::json& member(const nlohmann::json& j, const char* key) {
+  static const nlohmann::json kNone;
+  if (!j.is_object()) return kNone;
+  auto it = j.find(key);
+  return it == j.end() ? kNone : *it;
+}
+
+std::string text(const nlohmann::json& j, const char* key, const char* fallback) {
+  const auto& v = member(j, key);
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_null()) return fallback;
+  return v.dump();
+}
+
+std::string count(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return std::to_string(v.get<std::uint64_t>());
+  if (v.is_number_integer()) return std::to_string(v.get<std::int64_t>());
+  if (v.is_number_float()) {
+    char b[48];
+    std::snprintf(b, sizeof b, "%.0f", v.get<double>());
+    return b;
+  }
+  return "-";
+}
+
+std::string pct(const nlohmann::json& v) {
+  if (!v.is_number()) return "-";
+  char b[48];
+  std::snprintf(b, sizeof b, "%.2f%%", v.get<double>() * 100);
   return b;
 }
 
 std::string secs(const nlohmann::json& v) {
   if (!v.is_number()) return "-";
-  char b[32];
+  char b[48];
   double s = v.get<double>();
   if (s < 1) {
     std::snprintf(b, sizeof b, "%.0fms", s * 1000);
@@ -120,39 +155,38 @@ std::string num(const nlohmann::json& v, const char* fmt = "%.2f") {
 
 std::string render_status(const nlohmann::json& s) {
   std::ostringstream o;
-  o << "State:    " << s.value("state", "?") << "\n";
-  if (s.contains("steps") && s["steps"].is_array()) {
+  o << "State:    " << text(s, "state", "?") << "\n";
+  const auto& step = member(s, "step");
+  if (const auto& steps = member(s, "steps"); steps.is_array()) {
     o << "Steps:    ";
-    int i = 0;
-    int cur = s.value("step", 0);
-    for (const auto& st : s["steps"]) {
+    std::int64_t i = 0;
+    std::int64_t cur = step.is_number_integer() ? step.get<std::int64_t>() : -1;
+    for (const auto& st : steps) {
       if (i) o << " -> ";
-      std::string w = num(st.value("weight", 0.0), "%g") + "%";
+      std::string w = num(st.is_object() ? member(st, "weight") : st, "%g") + "%";
       o << (i == cur ? "[" + w + "]" : w);
       ++i;
     }
     o << "\n";
   }
-  o << "Step:     " << s.value("step", 0) << "\n";
-  o << "Weight:   " << num(s.value("weight", 0.0), "%g") << "% of users on the canary\n";
-  o << "Since:    " << s.value("since", "") << "\n";
-  if (!s.value("reason", "").empty()) o << "Reason:   " << s.value("reason", "") << "\n";
-  if (s.contains("verdict") && s["verdict"].is_object()) {
-    const auto& v = s["verdict"];
-    o << "Verdict:  " << v.value("result", v.value("kind", "?"));
-    if (!v.value("reason", "").empty()) o << " (" << v.value("reason", "") << ")";
+  o << "Step:     " << (step.is_null() ? "0" : count(step)) << "\n";
+  o << "Weight:   " << num(member(s, "weight"), "%g") << "% of users on the canary\n";
+  o << "Since:    " << text(s, "since", "") << "\n";
+  if (std::string reason = text(s, "reason", ""); !reason.empty()) o << "Reason:   " << reason << "\n";
+  if (const auto& v = member(s, "verdict"); v.is_object()) {
+    o << "Verdict:  " << text(v, "result", text(v, "kind", "?").c_str());
+    if (std::string reason = text(v, "reason", ""); !reason.empty()) o << " (" << reason << ")";
     o << "\n";
   }
-  if (s.contains("arms") && s["arms"].is_object()) {
+  if (const auto& arms = member(s, "arms"); arms.is_object()) {
     o << "\n  ARM       REQUESTS   ERROR RATE   P50      P99\n";
     for (const char* arm : {"control", "canary"}) {
-      if (!s["arms"].contains(arm)) continue;
-      const auto& a = s["arms"][arm];
+      if (!arms.contains(arm)) continue;
+      const auto& a = arms[arm];
       char line[160];
-      std::snprintf(line, sizeof line, "  %-9s %-10s %-12s %-8s %s\n", arm,
-                    std::to_string(a.value("requests", 0ULL)).c_str(), pct(a.value("error_rate", 0.0)).c_str(),
-                    secs(a.value("p50_seconds", nlohmann::json())).c_str(),
-                    secs(a.value("p99_seconds", nlohmann::json())).c_str());
+      std::snprintf(line, sizeof line, "  %-9s %-10s %-12s %-8s %s\n", arm, count(member(a, "requests")).c_str(),
+                    pct(member(a, "error_rate")).c_str(), secs(member(a, "p50_seconds")).c_str(),
+                    secs(member(a, "p99_seconds")).c_str());
       o << line;
     }
   }
@@ -162,30 +196,26 @@ std::string render_status(const nlohmann::json& s) {
 std::string render_report(const nlohmann::json& r) {
   std::ostringstream o;
   o << "  ARM       REQUESTS  ERRORS   P50      P99      TTFB p50  TOKENS(in/out)     COST $    $/1k req  $/month (proj.)\n";
-  if (r.contains("arms") && r["arms"].is_object()) {
+  if (const auto& arms = member(r, "arms"); arms.is_object()) {
     for (const char* arm : {"control", "canary"}) {
-      if (!r["arms"].contains(arm)) continue;
-      const auto& a = r["arms"][arm];
+      if (!arms.contains(arm)) continue;
+      const auto& a = arms[arm];
       char line[256];
       std::snprintf(line, sizeof line, "  %-9s %-9s %-8s %-8s %-8s %-9s %-18s %-9s %-9s %s\n", arm,
-                    std::to_string(a.value("requests", 0ULL)).c_str(), pct(a.value("error_rate", 0.0)).c_str(),
-                    secs(a.value("p50_seconds", nlohmann::json())).c_str(),
-                    secs(a.value("p99_seconds", nlohmann::json())).c_str(),
-                    secs(a.value("ttfb_p50_seconds", nlohmann::json())).c_str(),
-                    (std::to_string(a.value("prompt_tokens", 0ULL)) + "/" +
-                     std::to_string(a.value("completion_tokens", 0ULL)))
-                        .c_str(),
-                    num(a.value("cost_usd", 0.0), "%.4f").c_str(),
-                    num(a.value("cost_per_1k_requests_usd", 0.0), "%.4f").c_str(),
-                    num(a.value("projected_monthly_cost_usd", 0.0), "%.2f").c_str());
+                    count(member(a, "requests")).c_str(), pct(member(a, "error_rate")).c_str(),
+                    secs(member(a, "p50_seconds")).c_str(), secs(member(a, "p99_seconds")).c_str(),
+                    secs(member(a, "ttfb_p50_seconds")).c_str(),
+                    (count(member(a, "prompt_tokens")) + "/" + count(member(a, "completion_tokens"))).c_str(),
+                    num(member(a, "cost_usd"), "%.4f").c_str(),
+                    num(member(a, "cost_per_1k_requests_usd"), "%.4f").c_str(),
+                    num(member(a, "projected_monthly_cost_usd"), "%.2f").c_str());
       o << line;
     }
   }
-  if (r.contains("projected_monthly_saving_usd")) {
-    o << "\nProjected monthly saving if all traffic moved to the canary: $"
-      << num(r["projected_monthly_saving_usd"], "%.2f") << "\n";
+  if (const auto& saving = member(r, "projected_monthly_saving_usd"); saving.is_number()) {
+    o << "\nProjected monthly saving if all traffic moved to the canary: $" << num(saving, "%.2f") << "\n";
   }
-  if (r.contains("shadow") && r["shadow"].is_object()) o << "\nShadow: " << r["shadow"].dump() << "\n";
+  if (const auto& shadow = member(r, "shadow"); shadow.is_object()) o << "\nShadow: " << shadow.dump() << "\n";
   return o.str();
 }
 

@@ -27,6 +27,16 @@ bool names_in_connection(std::string_view name, std::string_view connection) {
   return false;
 }
 
+// Every Connection header line counts: a client or upstream may send several.
+std::string connection_tokens(const http::fields& in) {
+  std::string all;
+  for (auto [it, end] = in.equal_range(http::field::connection); it != end; ++it) {
+    if (!all.empty()) all += ',';
+    all.append(it->value());
+  }
+  return all;
+}
+
 }  // namespace
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
@@ -40,7 +50,7 @@ bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
 }
 
 void upstream_request_headers(const http::fields& in, http::fields& out, const UpstreamHeaderContext& ctx) {
-  std::string_view connection = in[http::field::connection];
+  const std::string connection = connection_tokens(in);
   std::string forwarded_for;
   for (const auto& f : in) {
     std::string_view name = f.name_string();
@@ -71,14 +81,16 @@ void upstream_request_headers(const http::fields& in, http::fields& out, const U
     out.set(http::field::authorization, auth);
   }
   out.set("X-Request-ID", ctx.request_id);
-  if (!forwarded_for.empty()) forwarded_for += ", ";
-  forwarded_for.append(ctx.client_ip);
-  out.set("X-Forwarded-For", forwarded_for);
+  if (!ctx.client_ip.empty()) {
+    if (!forwarded_for.empty()) forwarded_for += ", ";
+    forwarded_for.append(ctx.client_ip);
+  }
+  if (!forwarded_for.empty()) out.set("X-Forwarded-For", forwarded_for);
   out.set(http::field::accept_encoding, "identity");
 }
 
 void client_response_headers(const http::fields& in, http::fields& out) {
-  std::string_view connection = in[http::field::connection];
+  const std::string connection = connection_tokens(in);
   for (const auto& f : in) {
     std::string_view name = f.name_string();
     if (is_hop_by_hop(name, connection)) continue;

@@ -48,11 +48,14 @@ bool client_key_ok(std::string_view supplied, const Keys& keys) {
   constexpr std::string_view kBearer = "Bearer ";
   if (supplied.size() <= kBearer.size()) return false;
   bool scheme = true;
-  for (std::size_t i = 0; i < kBearer.size(); ++i) {
+  // The scheme is case-insensitive (RFC 7235); the separator is exactly one
+  // space (folding case with | 0x20 would also let '\0' pass for it).
+  for (std::size_t i = 0; i + 1 < kBearer.size(); ++i) {
     char c = supplied[i];
     char w = kBearer[i];
     if ((c | 0x20) != (w | 0x20)) scheme = false;
   }
+  if (supplied[kBearer.size() - 1] != ' ') scheme = false;
   std::string_view token = supplied.substr(kBearer.size());
   bool ok = false;
   for (const auto& k : keys) ok |= constant_time_equal(token, k);

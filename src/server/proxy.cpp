@@ -6,6 +6,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <array>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -21,6 +23,7 @@
 #include "server/report.hpp"
 #include "server/rollout_controller.hpp"
 #include "server/session.hpp"
+#include "server/wire.hpp"
 #include "store/store.hpp"
 #include "upstream/usage.hpp"
 
@@ -108,7 +111,11 @@ net::awaitable<Exchange> start_exchange(RequestContext& ctx, const config::Upstr
     ex.conn = std::move(lease.conn);
     *current = ex.conn.get();
     ex.conn->tcp().expires_at(deadline);
-    auto [wec, wn] = co_await ex.conn->visit([&](auto& s) { return http::async_write(s, req, kTuple); });
+    std::string head;
+    head.reserve(512);
+    append_request_head(head, req.method(), req.target(), req);
+    std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(req.body())};
+    auto [wec, wn] = co_await ex.conn->visit([&](auto& s) { return net::async_write(s, out, kTuple); });
     beast::error_code ec = wec;
     if (!ec) {
       ex.parser = std::make_unique<http::response_parser<http::buffer_body>>();
@@ -218,15 +225,17 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     auto upstream_done = Clock::now();
     if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
 
-    http::response<http::string_body> res;
-    res.result(ex.status);
-    client_response_headers(ures, res);
-    add_arm_headers(res, ctx, arm, up, fallback);
-    res.body() = std::move(body);
-    res.keep_alive(ctx.keep_alive);
-    res.prepare_payload();
+    http::fields fields;
+    client_response_headers(ures, fields);
+    add_arm_headers(fields, ctx, arm, up, fallback);
+    fields.set(http::field::content_length, std::to_string(body.size()));
+    if (!ctx.keep_alive) fields.set(http::field::connection, "close");
+    std::string head;
+    head.reserve(512);
+    append_response_head(head, static_cast<unsigned>(ex.status), fields);
+    std::array<net::const_buffer, 2> wire{net::buffer(head), net::buffer(body)};
     ctx.client.expires_after(sc.idle_timeout);
-    auto [wec, wn] = co_await http::async_write(ctx.client, res, kTuple);
+    auto [wec, wn] = co_await net::async_write(ctx.client, wire, kTuple);
     out.relayed = true;
     out.status = ex.status;
     out.done = Clock::now();
@@ -238,22 +247,22 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   // Streaming: forward bytes as they arrive, never buffering the whole body.
   p.body_limit(boost::none);
   upstream::SseScanner sse;
-  http::response<http::buffer_body> res;
-  res.result(ex.status);
-  client_response_headers(ures, res);
-  add_arm_headers(res, ctx, arm, up, fallback);
-  res.set(http::field::cache_control, res[http::field::cache_control].empty() ? "no-cache" : res[http::field::cache_control]);
-  res.chunked(true);
-  res.keep_alive(ctx.keep_alive);
-  res.body().data = nullptr;
-  res.body().more = true;
-  http::response_serializer<http::buffer_body> sr{res};
+  http::fields fields;
+  client_response_headers(ures, fields);
+  add_arm_headers(fields, ctx, arm, up, fallback);
+  if (fields[http::field::cache_control].empty()) fields.set(http::field::cache_control, "no-cache");
+  fields.set(http::field::transfer_encoding, "chunked");
+  if (!ctx.keep_alive) fields.set(http::field::connection, "close");
+  std::string head;
+  head.reserve(512);
+  append_response_head(head, static_cast<unsigned>(ex.status), fields);
   ctx.client.expires_after(sc.idle_timeout);
-  auto [hec, hn] = co_await http::async_write_header(ctx.client, sr, kTuple);
+  auto [hec, hn] = co_await net::async_write(ctx.client, net::buffer(head), kTuple);
   out.relayed = true;
   out.status = ex.status;
   bool upstream_ok = true;
   beast::error_code cec = hec;
+  std::string size_line;
   while (!cec && !p.is_done()) {
     ures.body().data = buf;
     ures.body().size = sizeof buf;
@@ -267,12 +276,12 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     }
     if (got == 0) continue;
     sse.feed(std::string_view(buf, got));
-    res.body().data = buf;
-    res.body().size = got;
-    res.body().more = true;
+    // One chunk per upstream read, framed by hand, sent in one gathered write.
+    size_line.clear();
+    append_chunk_size(size_line, got);
+    std::array<net::const_buffer, 3> chunk{net::buffer(size_line), net::buffer(buf, got), net::buffer("\r\n", 2)};
     ctx.client.expires_after(sc.idle_timeout);
-    auto [wec, wn] = co_await http::async_write(ctx.client, sr, kTuple);
-    if (wec == http::error::need_buffer) wec = {};
+    auto [wec, wn] = co_await net::async_write(ctx.client, chunk, kTuple);
     cec = wec;
   }
   if (cec) {
@@ -291,11 +300,8 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   }
   ex.pool->release(std::move(ex.conn), ures.keep_alive());
   auto upstream_done = Clock::now();
-  res.body().data = nullptr;
-  res.body().size = 0;
-  res.body().more = false;
   ctx.client.expires_after(sc.idle_timeout);
-  auto [fec, fn] = co_await http::async_write(ctx.client, sr, kTuple);
+  auto [fec, fn] = co_await net::async_write(ctx.client, net::buffer("0\r\n\r\n", 5), kTuple);
   out.usage = sse.usage();
   out.done = Clock::now();
   out.client_write = out.done - upstream_done;
@@ -585,7 +591,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
     }
     log_access(ctx, decision, arm, up, sent_model, o.status ? o.status : 499, in.stream, fallback,
-               o.error ? error_name(o.error.kind) : (gone || o.client_gone ? "client_gone" : ""), e,
+               (gone || o.client_gone) ? std::string_view("client_gone") : (o.error ? error_name(o.error.kind) : ""), e,
                outcome ? &o : nullptr);
     keep = !gone && o.keep_alive;
   }

@@ -9,6 +9,7 @@
 
 #include "server/endpoints.hpp"
 #include "server/headers.hpp"
+#include "server/http_strict.hpp"
 
 namespace canaryd::server {
 namespace {
@@ -43,6 +44,19 @@ net::awaitable<void> refuse(beast::tcp_stream& stream, ErrorKind kind, std::stri
   co_await http::async_write(stream, res, kTuple);
 }
 
+// Requests canaryd answers itself get an access line too (SPEC §6: one per request).
+void log_refusal(const RequestContext& ctx, ErrorKind kind) {
+  if (!ctx.app.access_log || !ctx.rt->config->server.access_log) return;
+  AccessRecord r;
+  r.request_id = ctx.request_id;
+  r.method = ctx.req.method_string();
+  r.path = ctx.path;
+  r.status = http_status(kind);
+  r.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ctx.received).count();
+  r.error = error_name(kind);
+  ctx.app.access_log->write(r);
+}
+
 }  // namespace
 
 net::awaitable<bool> write_error(RequestContext& ctx, ErrorKind kind, std::string_view message) {
@@ -54,6 +68,7 @@ net::awaitable<bool> write_error(RequestContext& ctx, ErrorKind kind, std::strin
   res.prepare_payload();
   ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
   auto [ec, n] = co_await http::async_write(ctx.client, res, kTuple);
+  log_refusal(ctx, kind);
   co_return !ec && ctx.keep_alive;
 }
 
@@ -89,14 +104,47 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     first = false;
     guard.handle.idle = false;
 
+    // The whole head is checked strictly on its raw bytes before Beast
+    // parses it (see http_strict.hpp for what Beast lets through).
+    stream.expires_after(sc.header_timeout);
+    auto head_bytes = [&] {
+      return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
+    };
+    auto head = http_strict::check_request_head(head_bytes());
+    bool head_cut = false;
+    while (head.status == http_strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      if (rec) {
+        head_cut = true;  // closed, slow client cut off, or drain
+        break;
+      }
+      buffer.commit(n);
+      head = http_strict::check_request_head(head_bytes());
+    }
+    if (head_cut) break;
+    if (head.status == http_strict::HeadStatus::bad) {
+      co_await refuse(stream, ErrorKind::bad_request, std::string("malformed HTTP request: ") + std::string(head.reason),
+                      sc.idle_timeout);
+      break;
+    }
+    if (head.status == http_strict::HeadStatus::incomplete) {
+      co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
+      break;
+    }
+
     http::request_parser<http::string_body> parser;
     parser.header_limit(sc.max_header_bytes);
     parser.body_limit(sc.max_body_bytes);
-    stream.expires_after(sc.header_timeout);
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
     if (hec) {
       if (hec == http::error::header_limit) {
         co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
+      } else if (hec == http::error::body_limit) {
+        // Beast checks a declared Content-Length against body_limit while
+        // reading the header: the body is over the limit and still unread.
+        co_await refuse(stream, ErrorKind::payload_too_large,
+                        "request body is over the limit of " + std::to_string(sc.max_body_bytes) + " bytes",
+                        sc.idle_timeout);
       } else if (hec == http::error::end_of_stream || hec == net::error::eof || hec == beast::error::timeout ||
                  hec == net::error::operation_aborted || hec == net::error::connection_reset) {
         // closed, slow client cut off, or drain

@@ -100,7 +100,10 @@ net::awaitable<Pool::Lease> Pool::acquire(bool fresh) {
       while (!idle_.empty()) {
         std::unique_ptr<Connection> c = std::move(idle_.back());  // LIFO: the warmest one
         idle_.pop_back();
-        if (now - c->idle_since > kMaxIdle || c->stale()) {
+        // A peek costs a syscall; a connection used within the last second is
+        // almost never closed yet, and the stale-reuse retry covers it if so.
+        const auto idle = now - c->idle_since;
+        if (idle > kMaxIdle || (idle > std::chrono::seconds(1) && c->stale())) {
           c->close();
           --open_;
           continue;

@@ -39,9 +39,8 @@ std::optional<Usage> parse_usage(std::string_view doc) {
 }
 
 void SseScanner::feed(std::string_view bytes) {
-  if (overflow_) return;
   std::size_t start = 0;
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
+  for (std::size_t i = 0; i < bytes.size() && !overflow_; ++i) {
     char c = bytes[i];
     if (c != '\n' && c != '\r') {
       after_cr_ = false;
@@ -54,6 +53,10 @@ void SseScanner::feed(std::string_view bytes) {
       continue;
     }
     std::string_view piece = bytes.substr(start, i - start);
+    if (partial_.size() + piece.size() > kMaxLine) {
+      stop();
+      return;
+    }
     if (partial_.empty()) {
       line(piece);
     } else {
@@ -68,17 +71,29 @@ void SseScanner::feed(std::string_view bytes) {
     }
     start = i + 1;
   }
+  if (overflow_) {
+    stop();
+    return;
+  }
   if (start < bytes.size()) {
+    // Checked before appending so one huge feed never grows partial_ past the bound.
+    if (partial_.size() + (bytes.size() - start) > kMaxLine) {
+      stop();
+      return;
+    }
     partial_.append(bytes.substr(start));
     after_cr_ = false;
-    if (partial_.size() > kMaxLine) {
-      overflow_ = true;
-      partial_.clear();
-      partial_.shrink_to_fit();
-      data_.clear();
-      data_.shrink_to_fit();
-    }
   }
+}
+
+// The same answer whatever the chunking: any line (data, comment or other)
+// longer than kMaxLine, or an event's data past it, ends the scanning for good.
+void SseScanner::stop() {
+  overflow_ = true;
+  partial_.clear();
+  partial_.shrink_to_fit();
+  data_.clear();
+  data_.shrink_to_fit();
 }
 
 void SseScanner::line(std::string_view text) {
@@ -90,11 +105,11 @@ void SseScanner::line(std::string_view text) {
   std::string_view value = text.substr(5);
   if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   if (!data_.empty()) data_ += '\n';
-  data_.append(value);
-  if (data_.size() > kMaxLine) {
-    overflow_ = true;
-    data_.clear();
+  if (data_.size() + value.size() > kMaxLine) {
+    overflow_ = true;  // feed() releases the buffers
+    return;
   }
+  data_.append(value);
 }
 
 void SseScanner::dispatch() {

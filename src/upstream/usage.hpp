@@ -22,7 +22,8 @@ std::optional<Usage> parse_usage(std::string_view json_object);
 
 // Splits a text/event-stream byte stream into events, whatever the chunk
 // boundaries, and keeps the last `usage` seen in a data event. Bounded: a line
-// longer than kMaxLine stops the scanning (the relay itself is unaffected).
+// longer than kMaxLine, or an event whose data grows past it, stops the
+// scanning (the relay itself is unaffected).
 class SseScanner {
  public:
   static constexpr std::size_t kMaxLine = 1 << 20;
@@ -35,6 +36,7 @@ class SseScanner {
  private:
   void line(std::string_view text);
   void dispatch();
+  void stop();
 
   std::string partial_;   // an incomplete line
   std::string data_;      // data lines of the current event, joined by '\n'

@@ -1,0 +1,165 @@
+// Tests for `canaryd ctl`'s human-readable renderings of the admin API's JSON
+// (SPEC §6 shape).
+#include "ctl/ctl.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace canaryd::ctl {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+nlohmann::json sample_status() {
+  return nlohmann::json::parse(R"({
+    "state": "progressing", "step": 1, "weight": 25,
+    "steps": [{"weight": 10, "pause": "10m"}, {"weight": 25, "pause": "15m"},
+              {"weight": 50, "pause": "30m"}, {"weight": 100, "pause": "0s"}],
+    "since": "2026-11-02T10:00:00Z", "reason": "",
+    "verdict": {"kind": "pass", "reason": "error rate 0.10% vs 0.20%", "canary_error_rate": 0.001,
+                "control_error_rate": 0.002, "z": -1.2, "canary_p99_seconds": 0.85,
+                "canary_requests": 640, "control_requests": 1920,
+                "error_rate_failed": false, "latency_failed": false},
+    "version": 7, "epoch": 1,
+    "arms": {
+      "control": {"requests": 1920, "errors": 4, "error_rate": 0.0020833, "p50_seconds": 0.31,
+                  "p99_seconds": 1.25, "covered_seconds": 300},
+      "canary": {"requests": 640, "errors": 1, "error_rate": 0.0016, "p50_seconds": 0.22,
+                 "p99_seconds": 0.85, "covered_seconds": 300}
+    }
+  })");
+}
+
+TEST(RenderStatus, ShowsStateWeightStepsAndArms) {
+  std::string out = render_status(sample_status());
+  EXPECT_THAT(out, HasSubstr("State:    progressing"));
+  EXPECT_THAT(out, HasSubstr("Weight:   25% of users on the canary"));
+  EXPECT_THAT(out, HasSubstr("Step:     1"));
+  EXPECT_THAT(out, HasSubstr("10% -> [25%] -> 50% -> 100%"));
+  EXPECT_THAT(out, HasSubstr("Since:    2026-11-02T10:00:00Z"));
+  EXPECT_THAT(out, HasSubstr("Verdict:  pass (error rate 0.10% vs 0.20%)"));
+  EXPECT_THAT(out, Not(HasSubstr("Reason:")));  // empty reason: no line
+
+  EXPECT_THAT(out, HasSubstr("ARM"));
+  // One row per arm, control first, with requests, error rate, p50, p99.
+  auto control = out.find("  control   1920");
+  auto canary = out.find("  canary    640");
+  ASSERT_NE(control, std::string::npos) << out;
+  ASSERT_NE(canary, std::string::npos) << out;
+  EXPECT_LT(control, canary);
+  std::string control_row = out.substr(control, out.find('\n', control) - control);
+  EXPECT_THAT(control_row, HasSubstr("0.21%"));
+  EXPECT_THAT(control_row, HasSubstr("310ms"));
+  EXPECT_THAT(control_row, HasSubstr("1.25s"));
+  std::string canary_row = out.substr(canary, out.find('\n', canary) - canary);
+  EXPECT_THAT(canary_row, HasSubstr("0.16%"));
+  EXPECT_THAT(canary_row, HasSubstr("220ms"));
+  EXPECT_THAT(canary_row, HasSubstr("850ms"));
+}
+
+TEST(RenderStatus, AbortedWithReasonAndFractionalWeight) {
+  auto s = sample_status();
+  s["state"] = "aborted";
+  s["weight"] = 0;
+  s["step"] = 0;
+  s["reason"] = "error_rate: canary 5.00% over 200 requests";
+  s["steps"][0]["weight"] = 12.5;
+  std::string out = render_status(s);
+  EXPECT_THAT(out, HasSubstr("State:    aborted"));
+  EXPECT_THAT(out, HasSubstr("Weight:   0% of users"));
+  EXPECT_THAT(out, HasSubstr("Reason:   error_rate: canary 5.00% over 200 requests"));
+  EXPECT_THAT(out, HasSubstr("[12.5%] -> 25%"));
+}
+
+TEST(RenderStatus, ToleratesNullsAndOddShapes) {
+  // Values a server may send as null (NaN rates, no verdict yet, no samples)
+  // or leave out must not crash the CLI.
+  auto s = sample_status();
+  s["verdict"] = nullptr;
+  s["reason"] = nullptr;
+  s["since"] = nullptr;
+  s["arms"]["control"]["error_rate"] = nullptr;
+  s["arms"]["control"]["requests"] = nullptr;
+  s["arms"]["canary"]["p99_seconds"] = nullptr;
+  s["steps"][1] = 25;  // not an object
+  std::string out;
+  ASSERT_NO_THROW(out = render_status(s));
+  EXPECT_THAT(out, HasSubstr("State:    progressing"));
+  EXPECT_THAT(out, HasSubstr("  control"));
+  EXPECT_THAT(out, HasSubstr("  canary"));
+  EXPECT_THAT(out, Not(HasSubstr("Verdict")));
+
+  nlohmann::json weird = {{"state", 3}, {"step", "one"}, {"weight", "ten"}, {"arms", {{"canary", "x"}}}};
+  ASSERT_NO_THROW(out = render_status(weird));
+  EXPECT_THAT(out, HasSubstr("State:"));
+  ASSERT_NO_THROW(render_status(nlohmann::json::array()));
+  ASSERT_NO_THROW(render_status(nlohmann::json("text")));
+  ASSERT_NO_THROW(render_status(nlohmann::json()));
+  EXPECT_THAT(render_status(nlohmann::json::object()), HasSubstr("State:    ?"));
+}
+
+nlohmann::json sample_report() {
+  return nlohmann::json::parse(R"({
+    "window_seconds": 300,
+    "arms": {
+      "control": {"provider": "openai", "requests": 1000, "error_rate": 0.004, "p50_seconds": 0.42,
+                  "p99_seconds": 1.8, "ttfb_p50_seconds": 0.35, "prompt_tokens": 120000,
+                  "completion_tokens": 45000, "cost_usd": 2.4, "cost_per_1k_requests_usd": 2.4,
+                  "projected_monthly_cost_usd": 20736.0},
+      "canary": {"provider": "holysheep", "requests": 250, "error_rate": 0.0, "p50_seconds": 0.3,
+                 "p99_seconds": 0.9, "ttfb_p50_seconds": 0.2, "prompt_tokens": 30000,
+                 "completion_tokens": 11000, "cost_usd": 0.0258, "cost_per_1k_requests_usd": 0.1032,
+                 "projected_monthly_cost_usd": 891.65}
+    },
+    "projected_monthly_saving_usd": 19844.35,
+    "shadow": {"enabled": false}
+  })");
+}
+
+TEST(RenderReport, PerArmRowsAndSaving) {
+  std::string out = render_report(sample_report());
+  EXPECT_THAT(out, HasSubstr("ARM"));
+  EXPECT_THAT(out, HasSubstr("COST"));
+  auto control = out.find("  control   1000");
+  auto canary = out.find("  canary    250");
+  ASSERT_NE(control, std::string::npos) << out;
+  ASSERT_NE(canary, std::string::npos) << out;
+  EXPECT_LT(control, canary);
+  std::string control_row = out.substr(control, out.find('\n', control) - control);
+  EXPECT_THAT(control_row, HasSubstr("0.40%"));
+  EXPECT_THAT(control_row, HasSubstr("420ms"));
+  EXPECT_THAT(control_row, HasSubstr("1.80s"));
+  EXPECT_THAT(control_row, HasSubstr("350ms"));
+  EXPECT_THAT(control_row, HasSubstr("120000/45000"));
+  EXPECT_THAT(control_row, HasSubstr("2.4000"));
+  EXPECT_THAT(control_row, HasSubstr("20736.00"));
+  std::string canary_row = out.substr(canary, out.find('\n', canary) - canary);
+  EXPECT_THAT(canary_row, HasSubstr("30000/11000"));
+  EXPECT_THAT(canary_row, HasSubstr("0.0258"));
+  EXPECT_THAT(canary_row, HasSubstr("0.1032"));
+  EXPECT_THAT(canary_row, HasSubstr("891.65"));
+  EXPECT_THAT(out, HasSubstr("Projected monthly saving if all traffic moved to the canary: $19844.35"));
+  EXPECT_THAT(out, HasSubstr("Shadow: {\"enabled\":false}"));
+}
+
+TEST(RenderReport, ToleratesNullsAndMissingArms) {
+  auto r = sample_report();
+  r["arms"].erase("canary");
+  r["arms"]["control"]["cost_usd"] = nullptr;
+  r["arms"]["control"]["error_rate"] = nullptr;
+  r["arms"]["control"]["prompt_tokens"] = nullptr;
+  r["projected_monthly_saving_usd"] = nullptr;
+  std::string out;
+  ASSERT_NO_THROW(out = render_report(r));
+  EXPECT_THAT(out, HasSubstr("  control   1000"));
+  EXPECT_THAT(out, Not(HasSubstr("  canary ")));
+  ASSERT_NO_THROW(render_report(nlohmann::json::array()));
+  ASSERT_NO_THROW(render_report(nlohmann::json()));
+  ASSERT_NO_THROW(render_report(nlohmann::json{{"arms", {{"control", 5}}}}));
+}
+
+}  // namespace
+}  // namespace canaryd::ctl
