@@ -194,6 +194,10 @@ int run(const Flags& flags) {
   };
   wait_signal();
   control.run();
+  // Join the I/O threads before the stores go: a Redis client must not be
+  // destroyed while its thread may still run it, nor after its io_context.
+  srv.join();
+  stores = store::Stores();
   log::info("canaryd stopped");
   log::flush();
   return exit_code;

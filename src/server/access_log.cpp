@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include "common/json_scan.hpp"
@@ -16,9 +17,21 @@ void field(std::string& out, std::string_view key, std::string_view value) {
   out += json::encode_string(value);
 }
 
-void number(std::string& out, std::string_view key, double value) {
-  char buf[48];
-  int n = std::snprintf(buf, sizeof buf, ",\"%.*s\":%.3f", static_cast<int>(key.size()), key.data(), value);
+void number(std::string& out, std::string_view key, double value, int decimals = 3) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  // JSON has no NaN or infinity; and %f of a huge double is ~310 characters.
+  if (!std::isfinite(value)) {
+    out += "null";
+    return;
+  }
+  char buf[400];
+  int n = std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  if (n < 0 || static_cast<std::size_t>(n) >= sizeof buf) {
+    out += "null";
+    return;
+  }
   out.append(buf, static_cast<std::size_t>(n));
 }
 
@@ -49,6 +62,8 @@ std::string format_access(const AccessRecord& r) {
     integer(out, "prompt_tokens", r.prompt_tokens);
     integer(out, "completion_tokens", r.completion_tokens);
   }
+  // Micro-dollar precision: one cheap call costs well under a tenth of a cent.
+  if (r.cost_usd >= 0) number(out, "cost_usd", r.cost_usd, 6);
   if (r.stream) out += ",\"stream\":true";
   if (r.pinned) out += ",\"pinned\":true";
   if (!r.sticky_source.empty()) field(out, "sticky_source", r.sticky_source);

@@ -27,6 +27,7 @@ struct AccessRecord {
   double overhead_ms = -1;
   std::uint64_t prompt_tokens = 0;
   std::uint64_t completion_tokens = 0;
+  double cost_usd = -1;        // < 0: no usage reported
   std::string_view fallback;   // reason, "" when none
   std::string_view error;      // canaryd's error code, "" when none
   std::string_view sticky_source;

@@ -25,6 +25,7 @@ class AssignmentStore;
 namespace canaryd::server {
 
 class RolloutController;
+class Report;
 
 // Everything derived from one config generation. Swapped as a whole on reload;
 // a request keeps the generation it started with.
@@ -42,6 +43,7 @@ struct App {
   metrics::Metrics* metrics = nullptr;
   RolloutController* rollout = nullptr;
   AccessLog* access_log = nullptr;
+  Report* report = nullptr;  // per-arm tokens/cost/TTFB for /admin/report
   // Per I/O thread stores live in the workers; this one is the fallback shared one.
   int threads = 1;  // I/O threads (pools divide max_connections among them)
   std::atomic<bool> ready{false};

@@ -9,6 +9,7 @@
 
 #include "metrics/metrics.hpp"
 #include "server/headers.hpp"
+#include "server/report.hpp"
 #include "server/rollout_controller.hpp"
 #include "store/store.hpp"
 
@@ -113,6 +114,12 @@ net::awaitable<bool> handle_own(RequestContext& ctx) {
     }
     if (!admin_token_ok(ctx.req[http::field::authorization], sc.admin_token_value)) {
       co_return co_await write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
+    }
+    if (path == "/admin/report") {
+      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      if (!ctx.app.report) co_return co_await write_error(ctx, ErrorKind::not_found, "no report");
+      nlohmann::json arms = ctx.app.rollout ? ctx.app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
+      co_return co_await respond_json(ctx, http::status::ok, ctx.app.report->build(arms));
     }
     if (!ctx.app.rollout) co_return co_await write_error(ctx, ErrorKind::not_found, "no rollout");
     auto result = ctx.app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());

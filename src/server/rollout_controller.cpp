@@ -1,5 +1,6 @@
 #include "server/rollout_controller.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include "metrics/metrics.hpp"
@@ -11,6 +12,14 @@
 #include "split/split.hpp"
 
 namespace canaryd::server {
+
+struct RolloutController::Op {
+  enum class Kind { tick, pause, resume, promote, abort, retry, weight };
+  Kind kind = Kind::tick;
+  rollout::Verdict verdict;  // tick
+  double weight = 0;         // weight
+  bool advance = false;      // a tick that advanced a step: never replayed on a newer stored state
+};
 
 class RolloutState {
  public:
@@ -24,6 +33,7 @@ class RolloutState {
   config::AnalysisConfig analysis;      // under mu_
   rollout::Windows windows;             // lock-free
   rollout::FallbackBudget budget;       // has its own mutex (rare path)
+  std::vector<RolloutController::Op> pending;  // under mu_: local operations the store has not confirmed
 };
 
 namespace {
@@ -48,12 +58,14 @@ RolloutController::~RolloutController() = default;
 
 void RolloutController::publish() {
   const auto& m = state_->machine;
-  const bool aborted = m.state() == rollout::State::aborted;
-  threshold_.store(aborted ? 0 : split::weight_to_threshold(m.weight()), std::memory_order_relaxed);
-  rolled_back_.store(aborted || m.weight() <= 0, std::memory_order_relaxed);
+  // Shared but not read yet: this replica may be restarting into an aborted
+  // rollout, so the canary waits for the stored state.
+  const bool off = m.state() == rollout::State::aborted || (shared_ && !loaded_);
+  threshold_.store(off ? 0 : split::weight_to_threshold(m.weight()), std::memory_order_relaxed);
+  rolled_back_.store(off || m.weight() <= 0, std::memory_order_relaxed);
   epoch_.store(m.epoch(), std::memory_order_relaxed);
   if (metrics_) {
-    metrics_->set_canary_weight(aborted ? 0 : m.weight());
+    metrics_->set_canary_weight(off ? 0 : m.weight());
     metrics_->set_rollout_state(rollout::state_name(m.state()));
   }
 }
@@ -71,23 +83,69 @@ bool RolloutController::take_fallback() {
   return true;
 }
 
+bool RolloutController::apply(const Op& op, bool replay) {
+  auto& m = state_->machine;
+  std::optional<rollout::Transition> t;
+  switch (op.kind) {
+    case Op::Kind::tick: t = m.tick(op.verdict); break;
+    case Op::Kind::pause: t = m.pause(); break;
+    case Op::Kind::resume: t = m.resume(); break;
+    case Op::Kind::promote: t = m.promote(); break;
+    case Op::Kind::abort: t = m.abort("aborted by operator"); break;
+    case Op::Kind::retry: t = m.retry(); break;
+    case Op::Kind::weight: t = m.set_weight(op.weight).transition; break;
+  }
+  if (!t) return false;
+  log::info(replay ? "rollout transition re-applied on the shared state" : "rollout transition",
+            {{"from", rollout::state_name(t->from)},
+             {"to", rollout::state_name(t->to)},
+             {"step", t->step},
+             {"weight", t->weight},
+             {"reason", t->reason},
+             {"cause", t->cause},
+             {"version", m.version()},
+             {"epoch", m.epoch()}});
+  if (!replay && t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(rollback_reason(*t));
+  return true;
+}
+
+void RolloutController::record_verdict_only(const rollout::Verdict& verdict) {
+  auto s = state_->machine.status();
+  s.verdict = verdict;
+  state_->machine.restore(s);
+}
+
+void RolloutController::notify() {
+  // on_change_ is set once, before the server starts, and never again.
+  if (on_change_) on_change_();
+}
+
 void RolloutController::tick() {
   auto now = clock_.now();
   auto control = state_->windows.snapshot(Arm::control, now);
   auto canary = state_->windows.snapshot(Arm::canary, now);
-  std::lock_guard lock(mu_);
-  rollout::Verdict verdict = rollout::analyse(state_->analysis, control, canary);
-  auto t = state_->machine.tick(verdict);
-  if (t) {
-    log::info("rollout transition", {{"from", rollout::state_name(t->from)},
-                                      {"to", rollout::state_name(t->to)},
-                                      {"step", t->step},
-                                      {"weight", t->weight},
-                                      {"reason", t->reason},
-                                      {"cause", t->cause}});
-    if (t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(rollback_reason(*t));
+  bool changed = false;
+  {
+    std::lock_guard lock(mu_);
+    rollout::Verdict verdict = rollout::analyse(state_->analysis, control, canary);
+    // Shared: nothing moves before the stored state is known, and only the
+    // lease holder advances (anyone may roll back).
+    if (shared_ && (!loaded_ || (verdict.kind == rollout::Verdict::Kind::pass && !lease_))) {
+      record_verdict_only(verdict);
+    } else {
+      Op op;
+      op.kind = Op::Kind::tick;
+      op.verdict = std::move(verdict);
+      const auto before = state_->machine.state();
+      changed = apply(op, false);
+      if (changed) {
+        op.advance = op.verdict.kind == rollout::Verdict::Kind::pass && before == rollout::State::progressing;
+        if (shared_) state_->pending.push_back(std::move(op));
+      }
+    }
+    publish();
   }
-  publish();
+  if (changed) notify();
 }
 
 nlohmann::json RolloutController::status() const {
@@ -96,6 +154,16 @@ nlohmann::json RolloutController::status() const {
   {
     std::lock_guard lock(mu_);
     j = rollout::to_json(state_->machine.status());
+    if (shared_) {
+      j["sync"] = {{"store", "redis"},
+                   {"loaded", loaded_},
+                   {"healthy", shared_healthy_},
+                   {"lease", lease_},
+                   {"pending", state_->pending.size()},
+                   {"confirmed_version", confirmed_ ? nlohmann::json(*confirmed_) : nlohmann::json(nullptr)}};
+    } else {
+      j["sync"] = {{"store", "memory"}};
+    }
   }
   j["arms"] = {{"control", rollout::to_json(state_->windows.snapshot(Arm::control, now))},
                {"canary", rollout::to_json(state_->windows.snapshot(Arm::canary, now))}};
@@ -130,54 +198,159 @@ AdminResult RolloutController::admin(std::string_view method, std::string_view p
     r.method_not_allowed = true;
     return r;
   }
-  std::optional<rollout::Transition> t;
+  Op op;
+  if (verb == "pause") {
+    op.kind = Op::Kind::pause;
+  } else if (verb == "resume") {
+    op.kind = Op::Kind::resume;
+  } else if (verb == "promote") {
+    op.kind = Op::Kind::promote;
+  } else if (verb == "abort") {
+    op.kind = Op::Kind::abort;
+  } else if (verb == "retry") {
+    op.kind = Op::Kind::retry;
+  } else {
+    auto j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("weight") || !j["weight"].is_number()) {
+      r.error = "the body must be JSON like {\"weight\": 25}";
+      return r;
+    }
+    op.kind = Op::Kind::weight;
+    op.weight = j["weight"].get<double>();
+    if (auto why = rollout::validate_weight(op.weight); !why.empty()) {
+      r.error = why;
+      return r;
+    }
+  }
+  bool changed = false;
   {
     std::lock_guard lock(mu_);
-    auto& m = state_->machine;
-    if (verb == "pause") {
-      t = m.pause();
-    } else if (verb == "resume") {
-      t = m.resume();
-    } else if (verb == "promote") {
-      t = m.promote();
-    } else if (verb == "abort") {
-      t = m.abort("aborted by operator");
-    } else if (verb == "retry") {
-      t = m.retry();
-    } else {
-      auto j = nlohmann::json::parse(body, nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("weight") || !j["weight"].is_number()) {
-        r.error = "the body must be JSON like {\"weight\": 25}";
-        return r;
-      }
-      auto wr = m.set_weight(j["weight"].get<double>());
-      if (!wr.error.empty()) {
-        r.error = wr.error;
-        return r;
-      }
-      t = wr.transition;
-    }
-    if (t) {
-      log::info("rollout transition", {{"from", rollout::state_name(t->from)},
-                                        {"to", rollout::state_name(t->to)},
-                                        {"step", t->step},
-                                        {"weight", t->weight},
-                                        {"reason", t->reason},
-                                        {"cause", "operator"}});
-      if (t->to == rollout::State::aborted && metrics_) metrics_->add_rollback("manual");
-    }
+    changed = apply(op, false);
+    if (changed && shared_) state_->pending.push_back(std::move(op));
     publish();
   }
+  if (changed) notify();
   r.body = status();
   return r;
 }
 
 void RolloutController::reconfigure(const config::Config& config) {
+  bool changed = false;
+  {
+    std::lock_guard lock(mu_);
+    const auto version = state_->machine.version();
+    state_->machine.reconfigure(config.rollout);
+    state_->analysis = config.rollout.analysis;
+    state_->budget.set_budget(config.fallback.budget);
+    changed = state_->machine.version() != version;
+    publish();
+  }
+  if (changed) notify();
+}
+
+// ---- Shared state -----------------------------------------------------------
+
+void RolloutController::enable_shared(std::function<void()> on_change) {
   std::lock_guard lock(mu_);
-  state_->machine.reconfigure(config.rollout);
-  state_->analysis = config.rollout.analysis;
-  state_->budget.set_budget(config.fallback.budget);
+  shared_ = true;
+  loaded_ = false;
+  on_change_ = std::move(on_change);
   publish();
+}
+
+std::optional<RolloutController::SharedWrite> RolloutController::shared_pending() const {
+  std::lock_guard lock(mu_);
+  const auto& m = state_->machine;
+  if (!shared_ || !loaded_) return std::nullopt;
+  // Nothing to write while we stand on the stored version. A status write
+  // needs no version bump when the key is missing (first start, Redis flushed).
+  if (confirmed_ && *confirmed_ == m.version()) return std::nullopt;
+  SharedWrite w;
+  w.expected = confirmed_;
+  auto status = m.status();
+  w.version = status.version;
+  w.value = rollout::encode(status);
+  w.ops = state_->pending.size();
+  for (const auto& op : state_->pending) w.needs_lease |= op.advance;
+  return w;
+}
+
+void RolloutController::shared_written(const SharedWrite& write) {
+  std::lock_guard lock(mu_);
+  confirmed_ = write.version;
+  auto& pending = state_->pending;
+  pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(std::min(write.ops, pending.size())));
+  shared_healthy_ = true;
+}
+
+bool RolloutController::shared_observed(const std::optional<std::string>& stored_text, bool force) {
+  std::optional<rollout::Status> stored;
+  if (stored_text) {
+    stored = rollout::decode(*stored_text);
+    if (!stored) return false;
+  }
+  bool changed = false;
+  {
+    std::lock_guard lock(mu_);
+    auto& m = state_->machine;
+    const bool first = !loaded_;
+    loaded_ = true;
+    shared_healthy_ = true;
+    if (!stored) {
+      // No key (first replica ever, or Redis lost it): our state is the last
+      // known one and gets written as is.
+      confirmed_.reset();
+      if (first) log::info("no shared rollout state yet: this replica writes its own", {{"version", m.version()}});
+      publish();
+      return true;
+    }
+    if (!force && confirmed_ && *confirmed_ == stored->version) {
+      // Our base is current: queued local operations apply on top of it as they are.
+      if (first) publish();
+      return true;
+    }
+    const auto before = m.status();
+    rollout::Status adopted = *stored;
+    adopted.verdict = before.verdict;  // each replica judges its own traffic
+    m.restore(adopted);
+    confirmed_ = stored->version;
+    std::vector<Op> kept;
+    for (auto& op : state_->pending) {
+      if (op.advance) continue;  // judged on an older state; the next tick judges again
+      if (apply(op, true)) kept.push_back(op);
+    }
+    state_->pending.swap(kept);
+    changed = !state_->pending.empty();
+    if (first || before.state != adopted.state || before.weight != adopted.weight || before.step != adopted.step ||
+        before.epoch != adopted.epoch) {
+      log::info(first ? "rollout state loaded from the shared store" : "rollout state changed by another replica",
+                {{"state", rollout::state_name(adopted.state)},
+                 {"step", adopted.step},
+                 {"weight", adopted.weight},
+                 {"reason", adopted.reason},
+                 {"version", adopted.version},
+                 {"epoch", adopted.epoch}});
+    }
+    publish();
+  }
+  if (changed) notify();
+  return true;
+}
+
+void RolloutController::set_lease(bool held) {
+  std::lock_guard lock(mu_);
+  if (held != lease_) log::info(held ? "rollout lease acquired" : "rollout lease lost");
+  lease_ = held;
+}
+
+void RolloutController::set_shared_healthy(bool healthy) {
+  std::lock_guard lock(mu_);
+  shared_healthy_ = healthy;
+}
+
+bool RolloutController::shared_loaded() const {
+  std::lock_guard lock(mu_);
+  return loaded_;
 }
 
 }  // namespace canaryd::server

@@ -2,16 +2,27 @@
 // proxy: the hot path reads the weight, epoch and rollback flag from atomics
 // and records outcomes into the lock-free windows; the control thread ticks
 // the analysis and the state machine and publishes the result; the admin API
-// drives it by hand. With Redis the state is shared across replicas.
+// drives it by hand.
+//
+// With Redis the state is shared across replicas (RolloutSync, rollout_sync.hpp):
+// every local transition is applied here at once (the hot path never waits on
+// Redis) and queued; the sync writes it with a compare-and-set on the stored
+// version, and on a conflict hands back the stored state, on which the queued
+// operator verbs and rollbacks are re-applied (analysis advances are dropped:
+// the next tick judges again, so no step is advanced twice). Until the stored
+// state has been read once, the canary gets no traffic.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +32,10 @@
 
 namespace canaryd::metrics {
 class Metrics;
+}
+namespace canaryd::rollout {
+struct Verdict;
+struct Transition;
 }
 
 namespace canaryd::server {
@@ -54,8 +69,47 @@ class RolloutController {
   // A reload: new steps/thresholds; the current state, step and weight stay.
   void reconfigure(const config::Config& config);
 
+  // ---- Shared state: called by RolloutSync (any thread; all take the mutex) ----
+
+  // One compare-and-set the sync should attempt.
+  struct SharedWrite {
+    std::optional<std::uint64_t> expected;  // stored version it replaces; nullopt: the key must be absent
+    std::uint64_t version = 0;              // the version being written
+    std::string value;                      // rollout::encode(status)
+    bool needs_lease = false;               // carries an analysis advance: only the lease holder may write it
+    std::size_t ops = 0;                    // queued operations it covers
+  };
+
+  // Switches to shared mode: no canary traffic until shared_observed() has
+  // been called once. `on_change` is called (without the mutex, from the
+  // thread that made the change) after every local transition.
+  void enable_shared(std::function<void()> on_change);
+  // The local state the store has not confirmed yet, if any.
+  std::optional<SharedWrite> shared_pending() const;
+  // The compare-and-set of `write` succeeded.
+  void shared_written(const SharedWrite& write);
+  // The stored state as read (GET, or returned by a failed compare-and-set);
+  // nullopt = no key. Adopts it and re-applies the queued local operations
+  // (not analysis advances). `force`: adopt even when it is the version we are
+  // based on (a write refused for want of the lease). False when the stored
+  // text is malformed (nothing changes).
+  bool shared_observed(const std::optional<std::string>& stored, bool force = false);
+  // Whether this replica holds the advance lease (analysis advances need it).
+  void set_lease(bool held);
+  // The last round trip to the store worked (for status()).
+  void set_shared_healthy(bool healthy);
+  bool shared_loaded() const;
+
  private:
+  friend class RolloutState;
+  struct Op;  // one local transition, replayable on a newer stored state
   void publish();  // copies the state machine's weight/state into the atomics and metrics (mutex held)
+  // Runs one operation on the state machine; logs and counts a transition
+  // (not when replayed on a newer stored state: it was counted already). Mutex held.
+  bool apply(const Op& op, bool replay);
+  // Keeps the latest verdict in the status without letting it move the state (mutex held).
+  void record_verdict_only(const rollout::Verdict& verdict);
+  void notify();
 
   std::unique_ptr<RolloutState> state_;
   mutable std::mutex mu_;
@@ -64,6 +118,15 @@ class RolloutController {
   std::atomic<std::uint32_t> threshold_{0};
   std::atomic<bool> rolled_back_{false};
   std::atomic<std::uint64_t> epoch_{0};
+
+  // Shared mode, under mu_.
+  bool shared_ = false;
+  bool loaded_ = false;
+  bool lease_ = false;
+  bool shared_healthy_ = false;
+  bool dirty_ = false;                        // local state differs from the confirmed stored one
+  std::optional<std::uint64_t> confirmed_;    // the stored version we are based on; nullopt: no key
+  std::function<void()> on_change_;
 };
 
 }  // namespace canaryd::server

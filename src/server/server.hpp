@@ -33,11 +33,13 @@ class Server {
   void cut_now();
 
   std::vector<std::unique_ptr<Worker>>& workers() { return workers_; }
+  // Stops the I/O threads and joins them; the io_contexts stay alive (and
+  // own what is left of their coroutines) until the Server is destroyed.
+  void join();
 
  private:
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> drain(std::function<void(std::size_t)> done);
-  void join();
 
   App& app_;
   boost::asio::io_context& control_;
