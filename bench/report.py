@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw figures ("key value" lines, a key repeated once per
+round) into the comparison table: medians per key, every canaryd figure as a
+ratio against nginx measured in the same run, and the targets of the benchmark
+issue marked met or missed. Prints the table; --markdown FILE also writes it
+as markdown with the machine and the date (for docs/benchmarks.md)."""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+
+def load(path):
+    vals = {}
+    for line in open(path):
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        k, v = parts[0], parts[1].strip()
+        vals.setdefault(k, []).append(v)
+    out = {}
+    for k, vs in vals.items():
+        try:
+            nums = [float(v) for v in vs if v not in ("", "None")]
+            out[k] = statistics.median(nums) if nums else None
+        except ValueError:
+            out[k] = vs[-1]
+    return out
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.2f}"
+    return s + unit
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def machine():
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=5).stdout.strip()
+        except Exception:
+            return ""
+    model = sh("lscpu | sed -n 's/^Model name: *//p'")
+    return {
+        "nproc": sh("nproc"), "cpu": model, "kernel": platform.release(),
+        "mem": sh("awk '/MemTotal/{printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"),
+        "nginx": sh("nginx -v 2>&1 | sed 's/.*nginx\\///'"), "wrk": sh("wrk -v 2>&1 | head -1 | cut -d' ' -f2"),
+        "git": sh("git -C %s rev-parse --short HEAD" % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    }
+
+
+def build_rows(r):
+    g = r.get
+    rows = []  # (section, figure, direct, nginx, canaryd, ratio, target text, met)
+
+    def sub(a, b):
+        return None if a is None or b is None else a - b
+
+    def per_req_cap(key):
+        c = g(key + ".cpu_us_per_req")
+        return None if not c else 1e6 / c
+
+    for n, label in (("1", "1 thread / 1 worker"), ("2", "2 threads / 2 workers")):
+        ng, cd = g(f"sat{n}.nginx.rps"), g(f"sat{n}.canaryd.rps")
+        rt = ratio(cd, ng)
+        rows.append(("throughput", f"req/s at 64 conns, {label}", g(f"sat{n}.direct.rps"), ng, cd, rt,
+                     ">= 1.0x", None if rt is None else rt >= 1.0))
+        ngc, cdc = per_req_cap(f"sat{n}.nginx"), per_req_cap(f"sat{n}.canaryd")
+        rows.append(("throughput", f"req per proxy CPU-second, {label}", None, ngc, cdc, ratio(cdc, ngc), "", None))
+        rows.append(("throughput", f"proxy CPU busy (cores), {label}", None, g(f"sat{n}.nginx.cpu_util"),
+                     g(f"sat{n}.canaryd.cpu_util"), None, "", None))
+        rows.append(("throughput", f"proxy CPU us per request, {label}", None, g(f"sat{n}.nginx.cpu_us_per_req"),
+                     g(f"sat{n}.canaryd.cpu_us_per_req"),
+                     ratio(g(f"sat{n}.canaryd.cpu_us_per_req"), g(f"sat{n}.nginx.cpu_us_per_req")), "", None))
+
+    rows.append(("throughput", "load side alone: wrk+mock on CPU 0 / mock on its own core", g("sat1.direct.rps"),
+                 g("sat1.mock_own_core.rps"), None, None, "", None))
+    for p in ("p50", "p99"):
+        d = g(f"lat.direct.{p}")
+        ng, cd = sub(g(f"lat.nginx.{p}"), d), sub(g(f"lat.canaryd.{p}"), d)
+        # Both subtract the same direct figure, so "added p99 <= nginx's" is
+        # "p99 through canaryd <= p99 through nginx"; compared that way a
+        # direct-run outlier cannot flip the verdict.
+        a, b = g(f"lat.canaryd.{p}"), g(f"lat.nginx.{p}")
+        met = None if a is None or b is None else a <= b
+        rows.append(("latency", f"{p} at 1 conn (us)", d, g(f"lat.nginx.{p}"), g(f"lat.canaryd.{p}"),
+                     ratio(g(f"lat.canaryd.{p}"), g(f"lat.nginx.{p}")), "", None))
+        rows.append(("latency", f"added {p} at 1 conn (us)", None, ng, cd, ratio(cd, ng),
+                     "<= nginx" if p == "p99" else "", met if p == "p99" else None))
+
+    for f, label in (("ttfb_p50_us", "TTFB added p50 (us)"), ("ttfb_p99_us", "TTFB added p99 (us)"),
+                     ("event_p50_us", "per-event delay added p50 (us)"),
+                     ("event_p99_us", "per-event delay added p99 (us)")):
+        d = g(f"stream.direct.{f}")
+        ng, cd = sub(g(f"stream.nginx.{f}"), d), sub(g(f"stream.canaryd.{f}"), d)
+        target, met = "", None
+        if f == "event_p99_us":
+            target, met = "<= 1000 us", None if cd is None else cd <= 1000
+            if met is not None and ((ng is not None and ng < 0) or cd < 0):
+                # The direct run's tail was worse than a proxied one: an
+                # outlier, and the difference says nothing. Do not call it met.
+                met = "noisy"
+        rows.append(("streaming", label, d, ng, cd, ratio(cd, ng), target, met))
+
+    kb = lambda v: None if v is None else v / 1024.0
+    ng_idle, cd_idle = g("mem.nginx.idle_kb"), g("mem.canaryd.idle_kb")
+    rows.append(("memory", "RSS idle (MB)", None, kb(ng_idle), kb(cd_idle), ratio(cd_idle, ng_idle), "<= 20 MB",
+                 None if cd_idle is None else cd_idle <= 20 * 1024))
+    rows.append(("memory", "PSS idle (MB)", None, kb(g("mem.nginx.idle_pss_kb")), kb(g("mem.canaryd.idle_pss_kb")),
+                 ratio(g("mem.canaryd.idle_pss_kb"), g("mem.nginx.idle_pss_kb")), "", None))
+    for k, n, label in (("conns", 1000, "RSS with 1,000 idle keep-alive conns (MB)"),
+                        ("streams", 500, "RSS with 500 slow streams (MB)")):
+        ng, cd = g(f"mem.nginx.{k}_kb"), g(f"mem.canaryd.{k}_kb")
+        rows.append(("memory", label, None, kb(ng), kb(cd), ratio(cd, ng), "", None))
+        ngp, cdp = sub(ng, ng_idle), sub(cd, cd_idle)
+        ngp = None if ngp is None else ngp / n
+        cdp = None if cdp is None else cdp / n
+        what = "per idle conn (KB)" if k == "conns" else "per concurrent stream (KB)"
+        target = "<= 64 KB" if k == "streams" else ""
+        met = (None if cdp is None else cdp <= 64) if k == "streams" else None
+        rows.append(("memory", what, None, ngp, cdp, ratio(cdp, ngp), target, met))
+    rows.append(("memory", "slow streams completed (of 500)", None, g("mem.nginx.streams_ok"),
+                 g("mem.canaryd.streams_ok"), None, "", None))
+
+    ng, cd = g("log.nginx.rps"), g("log.canaryd.rps")
+    rows.append(("access log", "req/s, access log on (1 thread)", None, ng, cd, ratio(cd, ng), "", None))
+    rows.append(("access log", "log on / log off", None, ratio(ng, g("sat1.nginx.rps")),
+                 ratio(cd, g("sat1.canaryd.rps")), None, "", None))
+
+    h, rd, mp = g("pins.hash.rps"), g("pins.redis.rps"), g("pins.memory.rps")
+    rr = ratio(rd, h)
+    rows.append(("pins", "req/s hash only (pin_ttl 0)", None, g("sat1.nginx.rps"), h, ratio(h, g("sat1.nginx.rps")),
+                 "", None))
+    rows.append(("pins", "req/s pin_ttl 1h on Redis", None, None, rd, None, "", None))
+    rows.append(("pins", "req/s pin_ttl 1h in memory", None, None, mp, None, "", None))
+    rows.append(("pins", "Redis / hash only", None, None, rr, None, ">= 0.85x", None if rr is None else rr >= 0.85))
+    rows.append(("pins", "p99 at 64 conns hash / Redis (us)", None, g("pins.hash.p99"), g("pins.redis.p99"), None,
+                 "", None))
+    rows.append(("pins", "p99 at 1 conn hash / Redis (us)", None, g("pinlat.hash.p99"), g("pinlat.redis.p99"),
+                 None, "", None))
+    return rows
+
+
+def table(rows, md=False):
+    hdr = ["", "figure", "direct", "nginx", "canaryd", "canaryd/nginx", "target", "met"]
+    body = []
+    for sec, fig, d, ng, cd, rt, tgt, met in rows:
+        body.append([sec, fig, fmt(d), fmt(ng), fmt(cd), "" if rt is None else f"{rt:.2f}x", tgt,
+                     "" if met is None else met if isinstance(met, str) else ("yes" if met else "NO")])
+    if md:
+        out = ["| " + " | ".join(hdr[1:]) + " |", "|" + "---|" * (len(hdr) - 1)]
+        last = None
+        for row in body:
+            fig = row[1] if row[0] == last else f"**{row[0]}**: {row[1]}"
+            last = row[0]
+            out.append("| " + " | ".join([fig] + row[2:]) + " |")
+        return "\n".join(out)
+    w = [max(len(str(x)) for x in col) for col in zip(hdr, *body)]
+    lines = ["  ".join(str(x).ljust(w[i]) for i, x in enumerate(hdr))]
+    lines.append("  ".join("-" * x for x in w))
+    last = None
+    for row in body:
+        if row[0] != last and last is not None:
+            lines.append("")
+        shown = [row[0] if row[0] != last else ""] + row[1:]
+        last = row[0]
+        lines.append("  ".join(str(x).ljust(w[i]) for i, x in enumerate(shown)))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--markdown")
+    a = ap.parse_args()
+    r = load(a.results)
+    rows = build_rows(r)
+    m = machine()
+    errs = {k: v for k, v in r.items() if k.endswith(".errors") and v}
+    print()
+    print(table(rows))
+    print()
+    print(f"mode={r.get('meta.mode')} sched={r.get('meta.sched')} took={fmt(r.get('meta.seconds'))}s "
+          f"loadavg before/after={r.get('meta.load_before')}/{r.get('meta.load_after')} "
+          f"redis keys after pin runs={fmt(r.get('pins.redis_keys'))}")
+    crashed = sorted(k.split(".", 1)[1] for k in r if k.startswith("crashed."))
+    if crashed:
+        print("PROCESSES THAT DIED DURING THE RUN (their figures are missing): " + ", ".join(crashed))
+    if errs:
+        print("non-2xx or socket errors (median per run): " + ", ".join(f"{k}={fmt(v)}" for k, v in errs.items()))
+    missed = [f"{row[1]} ({row[6]})" for row in rows if row[7] is False]
+    noisy = [row[1] for row in rows if row[7] == "noisy"]
+    print("targets missed: " + ("; ".join(missed) if missed else "none"))
+    if noisy:
+        print("not judged (direct baseline had a worse tail than a proxy; run again): " + "; ".join(noisy))
+    if a.markdown:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with open(a.markdown, "w") as f:
+            f.write(f"### Run {now} ({r.get('meta.mode')} mode)\n\n")
+            f.write(f"Machine: {m['nproc']} x {m['cpu']}, {m['mem']}, Linux {m['kernel']}; nginx {m['nginx']}, "
+                    f"wrk {m['wrk']}; canaryd binary built {r.get('meta.canaryd_built')} (repo HEAD {m['git']}). Scheduling: {r.get('meta.sched')}; "
+                    f"load average before/after: {r.get('meta.load_before')}/{r.get('meta.load_after')}; "
+                    f"took {fmt(r.get('meta.seconds'))} s.\n\n")
+            f.write(table(rows, md=True) + "\n")
+            if crashed:
+                f.write("\nDied during the run: " + ", ".join(crashed) + "\n")
+            if errs:
+                f.write("\nErrors: " + ", ".join(f"{k}={fmt(v)}" for k, v in errs.items()) + "\n")
+            f.write("\nTargets missed: " + ("; ".join(missed) if missed else "none") + "\n")
+            if noisy:
+                f.write("\nNot judged (the direct baseline had a worse tail than a proxy): " + "; ".join(noisy) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
