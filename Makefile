@@ -45,5 +45,16 @@ bench:
 	@$(MAKE) --no-print-directory build BUILD_DIR=build
 	@bench/run.sh $(if $(QUICK),--quick,)
 
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := request_head sse_scanner json_scan config_load
+fuzz:
+	@command -v clang++-14 >/dev/null || apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
+	CXX=clang++-14 cmake -G Ninja -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCANARYD_FUZZ=ON \
+	  -DCANARYD_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link
+	ninja -C build-fuzz -j $(JOBS) $(addprefix fuzz_,$(FUZZ_HARNESSES))
+	set -e; for h in $(FUZZ_HARNESSES); do mkdir -p build-fuzz/corpus/$$h; \
+	  build-fuzz/tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    build-fuzz/corpus/$$h tests/fuzz/corpus/$$h; done
+
 clean:
 	rm -rf build build-*

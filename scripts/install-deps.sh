@@ -14,7 +14,7 @@ build_pkgs=(
   prometheus-cpp-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev
 )
 test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps)
-bench_pkgs=(nginx-light wrk util-linux)
+bench_pkgs=(nginx-light wrk util-linux linux-perf valgrind strace)
 runtime_pkgs=(
   ca-certificates libssl3 libhiredis0.14 libprometheus-cpp-core1.0
   libspdlog1.10 libfmt9 libyaml-cpp0.7

@@ -557,6 +557,12 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   if (ctx.app.metrics) ctx.app.metrics->inflight_add(-1);
   bool gone = race.index() == 1;
 
+  if (!gone && outcome && outcome->error && !outcome->relayed && ex) {
+    // The upstream sent a header, then failed before its (buffered) body was
+    // complete: nothing reached the client yet, so it gets a clean 502/504.
+    ex->error = outcome->error;
+    outcome.reset();
+  }
   bool keep = false;
   if (!gone && ex && ex->error && !outcome) {
     // Nothing reached the client: answer with canaryd's own error.

@@ -211,13 +211,20 @@ net::awaitable<void> RolloutSync::sync_once() {
     log::warn("the shared rollout state in Redis is malformed; keeping the local state", {{"key", key_}});
   };
 
+  // g++ 12 mis-destroys non-trivial locals declared inside a loop body that
+  // suspends and then `continue`s (free(): invalid pointer at start-up): every
+  // object that lives across a co_await is declared outside the loop.
   bool fetched = false;
+  std::vector<std::string> argv;
+  Reply r;
+  std::optional<RolloutController::SharedWrite> write;
+  std::optional<std::string> stored;
   for (int round = 0; round < kMaxRounds && !stopped_; ++round) {
-    auto write = controller_.shared_pending();
+    write = controller_.shared_pending();
     if (!write) {
       if (fetched) break;
-      const auto get = args("GET", key_);
-      Reply r = co_await client_->command(get, kOp);
+      argv = args("GET", key_);
+      r = co_await client_->command(argv, kOp);
       if (!r.ok() || (r.type != Reply::Type::string && r.type != Reply::Type::nil)) {
         if (r.ok()) client_->report_error(kOp);
         controller_.set_shared_healthy(false);
@@ -228,32 +235,32 @@ net::awaitable<void> RolloutSync::sync_once() {
         malformed();
         co_return;
       }
-      continue;
-    }
-    const auto cas = cas_args(*write);
-    Reply r = co_await client_->command(cas, kOp);
-    if (!r.ok() || r.type != Reply::Type::array || r.elements.empty() ||
-        r.elements[0].type != Reply::Type::integer) {
-      if (r.ok()) client_->report_error(kOp);
-      controller_.set_shared_healthy(false);
-      co_return;
-    }
-    fetched = true;
-    const long long code = r.elements[0].integer;
-    if (code == 1) {
-      controller_.shared_written(*write);
-      log::debug("rollout state written", {{"version", write->version}, {"replica", replica_id_}});
-      continue;
-    }
-    std::optional<std::string> stored;
-    if (r.elements.size() > 1) stored = stored_value(r.elements[1]);
-    if (code == 2) {
-      // The lease moved on between our renewal and this write: our advance is void.
-      controller_.set_lease(false);
-    }
-    if (!controller_.shared_observed(stored, /*force=*/code == 2)) {
-      malformed();
-      co_return;
+    } else {
+      argv = cas_args(*write);
+      r = co_await client_->command(argv, kOp);
+      if (!r.ok() || r.type != Reply::Type::array || r.elements.empty() ||
+          r.elements[0].type != Reply::Type::integer) {
+        if (r.ok()) client_->report_error(kOp);
+        controller_.set_shared_healthy(false);
+        co_return;
+      }
+      fetched = true;
+      const long long code = r.elements[0].integer;
+      if (code == 1) {
+        controller_.shared_written(*write);
+        log::debug("rollout state written", {{"version", write->version}, {"replica", replica_id_}});
+      } else {
+        stored.reset();
+        if (r.elements.size() > 1) stored = stored_value(r.elements[1]);
+        if (code == 2) {
+          // The lease moved on between our renewal and this write: our advance is void.
+          controller_.set_lease(false);
+        }
+        if (!controller_.shared_observed(stored, /*force=*/code == 2)) {
+          malformed();
+          co_return;
+        }
+      }
     }
   }
 }
@@ -262,11 +269,13 @@ net::awaitable<void> RolloutSync::watch(std::shared_ptr<RolloutSync> self) {
   // "$" = only entries added after the call; from the first entry on we
   // continue from its id, so nothing between two reads is missed.
   std::string last = "$";
+  std::vector<std::string> xread;  // outside the loop: see sync_once()
+  Reply r;
   while (!self->stopped_) {
     bool pause = !self->events_->connected();
     if (!pause) {
-      const auto xread = self->xread_args(last);
-      Reply r = co_await self->events_->command(xread, kOp);
+      xread = self->xread_args(last);
+      r = co_await self->events_->command(xread, kOp);
       if (self->stopped_) break;
       if (!r.ok()) {
         pause = true;
