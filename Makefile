@@ -32,6 +32,7 @@ build: deps $(BUILD_DIR)/build.ninja
 
 e2e-deps:
 	@if [ ! -d tests/e2e/node_modules ]; then npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error; fi
+	@if [ ! -d deploy/validate/node_modules ]; then npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error; fi
 
 test: build e2e-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 $(CTEST_ARGS)
@@ -44,6 +45,9 @@ bench:
 	@scripts/install-deps.sh --bench
 	@$(MAKE) --no-print-directory build BUILD_DIR=build
 	@bench/run.sh $(if $(QUICK),--quick,)
+
+docker-test: build
+	CANARYD_DOCKER_MAKE_BASE=1 scripts/docker-test.sh --build-dir $(BUILD_DIR) --full
 
 FUZZ_SECONDS ?= 60
 FUZZ_HARNESSES := request_head sse_scanner json_scan config_load

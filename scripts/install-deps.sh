@@ -13,7 +13,7 @@ build_pkgs=(
   libboost1.81-dev libssl-dev nlohmann-json3-dev libhiredis-dev
   prometheus-cpp-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev
 )
-test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps)
+test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap)
 bench_pkgs=(nginx-light wrk util-linux linux-perf valgrind strace)
 runtime_pkgs=(
   ca-certificates libssl3 libhiredis0.14 libprometheus-cpp-core1.0

@@ -1,0 +1,420 @@
+// Validates every manifest in deploy/ offline, against the real schemas of the
+// npm packages kubernetes-models, @kubernetes-models/argo-rollouts and
+// @kubernetes-models/prometheus-operator (pinned in package-lock.json), in
+// strict mode: a field the schema does not know (the seed's rollbackBackoff,
+// a typo) is an error, as it would be silently pruned by the API server.
+// Then builds every kustomization (kubectl kustomize when present, else
+// kustomize-lite.mjs), validates the output, and checks what a deployment of
+// canaryd relies on (probes, drain timing, hardening, references, the alert
+// rules, the PromQL of the rules and the AnalysisTemplate via promtool, and
+// canaryd's config via `canaryd --check-config` when CANARYD_BIN is set).
+//
+//   node deploy/validate/validate.mjs            (npm ci --prefix deploy/validate first)
+//   CANARYD_BIN=build/canaryd node deploy/validate/validate.mjs
+// Prints one line per check and "N passed, N failed"; exits 1 on any failure.
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import yaml from "js-yaml";
+import { build as buildLite, loadDocs } from "./kustomize-lite.mjs";
+import { ruleGroups, rulesFile, ruleManifest } from "./sync-rules.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const deploy = path.resolve(here, "..");
+const repo = path.resolve(deploy, "..");
+const require = createRequire(import.meta.url);
+const rel = (p) => path.relative(repo, p);
+
+let passed = 0;
+let failed = 0;
+function check(name, fn) {
+  try {
+    const note = fn();
+    console.log(`ok - ${name}${note ? ` (${note})` : ""}`);
+    passed++;
+  } catch (e) {
+    console.log(`FAIL - ${name}\n    ${String(e.message ?? e).split("\n").join("\n    ")}`);
+    failed++;
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// --- Strict schemas -------------------------------------------------------------
+// Kubernetes' OpenAPI schemas leave additionalProperties open; every copy of
+// @kubernetes-models/validate in node_modules gets its register() wrapped so
+// each object schema with properties rejects unknown ones (except where the
+// schema itself says x-kubernetes-preserve-unknown-fields).
+function strictify(s) {
+  if (Array.isArray(s)) return s.forEach(strictify);
+  if (!s || typeof s !== "object") return;
+  if (s.properties && s.additionalProperties === undefined && !s["x-kubernetes-preserve-unknown-fields"]) {
+    s.additionalProperties = false;
+  }
+  for (const [k, v] of Object.entries(s)) if (k !== "enum" && k !== "default") strictify(v);
+}
+function findValidateCopies(dir, out = []) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    if (!e.isDirectory()) continue;
+    const p = path.join(dir, e.name);
+    if (p.endsWith(path.join("@kubernetes-models", "validate"))) out.push(p);
+    else if (e.name === "node_modules" || e.name.startsWith("@") || dir.endsWith("node_modules") || dir.endsWith("@kubernetes-models"))
+      findValidateCopies(p, out);
+  }
+  return out;
+}
+const nodeModules = path.join(here, "node_modules");
+if (!fs.existsSync(nodeModules)) {
+  console.error("validate: run `npm ci --prefix deploy/validate` first");
+  process.exit(2);
+}
+for (const dir of findValidateCopies(nodeModules)) {
+  const mod = require(dir);
+  const register = mod.register;
+  mod.register = (id, schema) => {
+    strictify(schema);
+    return register(id, schema);
+  };
+}
+
+// apiVersion + kind -> the model class of the real schema.
+function modelFor(apiVersion, kind) {
+  const [group, version] = apiVersion.includes("/") ? apiVersion.split("/") : ["", apiVersion];
+  let mod;
+  if (group === "argoproj.io") mod = `@kubernetes-models/argo-rollouts/argoproj.io/${version}/${kind}`;
+  else if (group === "monitoring.coreos.com")
+    mod = `@kubernetes-models/prometheus-operator/monitoring.coreos.com/${version}/${kind}`;
+  else if (group === "") mod = `kubernetes-models/v1/${kind}`;
+  else mod = `kubernetes-models/${group}/${version}/${kind}`;
+  if (!/^[A-Za-z0-9./@-]+$/.test(mod)) return null;
+  try {
+    return require(mod)[kind] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+// The Kustomization fields kustomize v5 knows (kustomize's own type has no
+// published JSON schema in these packages); the build itself is the real test.
+const kKustomizationFields = new Set([
+  "apiVersion", "kind", "metadata", "resources", "components", "namespace", "namePrefix", "nameSuffix",
+  "labels", "commonLabels", "commonAnnotations", "images", "replicas", "patches", "patchesStrategicMerge",
+  "patchesJson6902", "configMapGenerator", "secretGenerator", "generatorOptions", "generators",
+  "transformers", "validators", "crds", "openapi", "buildMetadata", "sortOptions", "helmCharts", "vars",
+  "replacements", "configurations",
+]);
+
+function validateObject(obj) {
+  if (obj.apiVersion?.startsWith("kustomize.config.k8s.io/") && obj.kind === "Kustomization") {
+    const unknown = Object.keys(obj).filter((k) => !kKustomizationFields.has(k));
+    assert(unknown.length === 0, `unknown Kustomization fields: ${unknown.join(", ")}`);
+    return;
+  }
+  const Model = modelFor(obj.apiVersion, obj.kind);
+  assert(Model, `no schema for ${obj.apiVersion} ${obj.kind} in the pinned packages`);
+  try {
+    new Model(obj).validate();
+  } catch (e) {
+    const errs = (e.errors ?? [])
+      .map((x) => `${x.instancePath || "/"} ${x.message}${x.params?.additionalProperty ? `: "${x.params.additionalProperty}"` : ""}`)
+      .filter((v, i, a) => a.indexOf(v) === i);
+    throw new Error(errs.length ? errs.slice(0, 8).join("\n") : e.message);
+  }
+}
+const id = (o) => `${o.kind}/${o.metadata?.name ?? "?"}`;
+
+// --- 0. Strict mode works: what it must reject -------------------------------------
+function rejects(name, obj, expected) {
+  check(name, () => {
+    let err = null;
+    try {
+      validateObject(obj);
+    } catch (e) {
+      err = e;
+    }
+    assert(err, "accepted");
+    assert(err.message.includes(expected), `rejected, but not for ${expected}: ${err.message}`);
+  });
+}
+rejects("the seed's Rollout is rejected for rollbackBackoff (fixtures/seed-rollout.yaml)",
+  loadDocs(path.join(here, "fixtures", "seed-rollout.yaml"))[0], '"rollbackBackoff"');
+rejects("a misspelt Deployment field is rejected", {
+  apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "x" },
+  spec: { selector: { matchLabels: { a: "b" } }, template: { metadata: { labels: { a: "b" } },
+    spec: { containers: [{ name: "c", image: "i", readinesProbe: {} }] } } },
+}, '"readinesProbe"');
+rejects("a wrong type is rejected", {
+  apiVersion: "policy/v1", kind: "PodDisruptionBudget", metadata: { name: "x" }, spec: { maxUnavailable: [] },
+}, "/spec/maxUnavailable");
+
+// --- 1. Every YAML document in deploy/ --------------------------------------------
+function yamlFiles(dir, out = []) {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) {
+      if (p !== here) yamlFiles(p, out);
+    } else if (/\.ya?ml$/.test(e.name)) out.push(p);
+  }
+  return out.sort();
+}
+const notManifests = [];
+for (const file of yamlFiles(deploy)) {
+  let docs;
+  try {
+    docs = loadDocs(file);
+  } catch (e) {
+    check(`${rel(file)} parses`, () => {
+      throw e;
+    });
+    continue;
+  }
+  for (const doc of docs) {
+    if (typeof doc !== "object" || (doc.apiVersion === undefined && doc.kind === undefined)) {
+      notManifests.push(rel(file));
+      continue;
+    }
+    check(`${rel(file)}: ${id(doc)} matches the ${doc.apiVersion} schema`, () => {
+      assert(doc.apiVersion && doc.kind, "apiVersion and kind must both be set");
+      validateObject(doc);
+    });
+  }
+}
+if (notManifests.length) console.log(`# not Kubernetes manifests (no apiVersion/kind): ${[...new Set(notManifests)].join(", ")}`);
+
+// --- 2. Kustomizations -----------------------------------------------------------------
+function hasCommand(cmd) {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+const kustomizer = process.env.KUSTOMIZE_LITE ? null : hasCommand("kubectl") ? "kubectl" : hasCommand("kustomize") ? "kustomize" : null;
+function kustomizeBuild(dir) {
+  if (!kustomizer) return buildLite(dir);
+  const args = kustomizer === "kubectl" ? ["kustomize", dir] : ["build", dir];
+  const out = execFileSync(kustomizer, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  return yaml.loadAll(out).filter((d) => d != null);
+}
+// Same objects, up to the generated ConfigMap hash and document order.
+function normalise(objs) {
+  const text = JSON.stringify(objs).replace(/(canaryd-config)-[a-z0-9]{10}/g, "$1-HASH");
+  return JSON.parse(text)
+    .map((o) => JSON.stringify(sortKeys(o)))
+    .sort();
+}
+function sortKeys(v) {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === "object") return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys(v[k])]));
+  return v;
+}
+
+const kustomizations = yamlFiles(deploy)
+  .filter((f) => path.basename(f) === "kustomization.yaml")
+  .map((f) => path.dirname(f));
+const built = new Map();
+for (const dir of kustomizations) {
+  check(`kustomize build ${rel(dir)}${kustomizer ? ` (${kustomizer})` : " (kustomize-lite)"}`, () => {
+    const objs = kustomizeBuild(dir);
+    built.set(dir, objs);
+    return `${objs.length} objects`;
+  });
+  const objs = built.get(dir);
+  if (!objs) continue;
+  if (kustomizer) {
+    check(`kustomize-lite builds ${rel(dir)} like ${kustomizer}`, () => {
+      const a = normalise(objs);
+      const b = normalise(buildLite(dir));
+      const onlyReal = a.filter((x) => !b.includes(x));
+      const onlyLite = b.filter((x) => !a.includes(x));
+      assert(onlyReal.length === 0 && onlyLite.length === 0,
+        `differs:\n  ${kustomizer}: ${onlyReal.join("\n  ").slice(0, 600)}\n  lite: ${onlyLite.join("\n  ").slice(0, 600)}`);
+    });
+  }
+  for (const obj of objs) {
+    check(`${rel(dir)} output: ${id(obj)} matches the ${obj.apiVersion} schema`, () => validateObject(obj));
+  }
+}
+
+// --- 3. What a canaryd deployment relies on -------------------------------------------
+function durationSeconds(s) {
+  if (s === undefined) return undefined;
+  if (s === 0 || s === "0") return 0;
+  let total = 0;
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
+  let m;
+  let seen = "";
+  while ((m = re.exec(String(s)))) {
+    total += Number(m[1]) * { h: 3600, m: 60, s: 1, ms: 0.001 }[m[2]];
+    seen += m[0];
+  }
+  assert(seen === String(s), `bad duration ${s}`);
+  return total;
+}
+const labelsMatch = (selector, labels) =>
+  Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
+
+function checkCanarydDeployment(where, objs) {
+  const find = (kind, name) => objs.find((o) => o.kind === kind && (!name || o.metadata.name === name));
+  const dep = find("Deployment", "canaryd");
+  if (!dep) return;
+  const rollout = find("Rollout", "canaryd");
+  const pod = dep.spec.template;
+  const c = pod.spec.containers.find((x) => x.name === "canaryd");
+  const cmVolume = pod.spec.volumes?.find((v) => v.configMap)?.configMap?.name;
+  const cm = find("ConfigMap", cmVolume);
+  const cfg = cm ? yaml.load(cm.data["canaryd.yaml"]) : null;
+  const pre = `${rel(where)}: `;
+
+  check(`${pre}the canaryd config is a ConfigMap mounted at /etc/canaryd and named by CANARYD_CONFIG`, () => {
+    assert(cm, `ConfigMap ${cmVolume} is not in the output`);
+    const mount = c.volumeMounts?.find((m) => m.mountPath === "/etc/canaryd");
+    assert(mount && pod.spec.volumes.find((v) => v.name === mount.name)?.configMap, "no ConfigMap volume at /etc/canaryd");
+    assert(c.env?.find((e) => e.name === "CANARYD_CONFIG")?.value === "/etc/canaryd/canaryd.yaml", "CANARYD_CONFIG not set");
+  });
+  check(`${pre}>= 2 replicas`, () => {
+    const replicas = rollout ? rollout.spec.replicas : dep.spec.replicas;
+    assert(replicas >= 2, `${rollout ? "Rollout" : "Deployment"} has ${replicas} replicas`);
+    const hpa = find("HorizontalPodAutoscaler");
+    if (hpa) assert(hpa.spec.minReplicas >= 2, `HPA minReplicas ${hpa.spec.minReplicas}`);
+  });
+  check(`${pre}readiness on /ready, liveness on /health`, () => {
+    assert(c.readinessProbe?.httpGet?.path === "/ready", "readinessProbe is not GET /ready");
+    assert(c.livenessProbe?.httpGet?.path === "/health", "livenessProbe is not GET /health");
+  });
+  check(`${pre}preStop pause and terminationGracePeriodSeconds > preStop + drain_delay + shutdown_grace`, () => {
+    const cmd = c.lifecycle?.preStop?.exec?.command ?? [];
+    const pause = c.lifecycle?.preStop?.sleep?.seconds ?? (/sleep$/.test(cmd[0] ?? "") ? Number(cmd[1]) : NaN);
+    assert(pause > 0, "no preStop pause");
+    const drain = durationSeconds(cfg?.server?.drain_delay ?? "5s");
+    const grace = durationSeconds(cfg?.server?.shutdown_grace ?? "30s");
+    const tgp = pod.spec.terminationGracePeriodSeconds ?? 30;
+    assert(tgp > pause + drain + grace, `terminationGracePeriodSeconds ${tgp} <= ${pause} + ${drain} + ${grace}`);
+    const period = c.readinessProbe.periodSeconds ?? 10;
+    const failures = c.readinessProbe.failureThreshold ?? 3;
+    assert(period * failures <= drain, `readiness notices the drain after ${period * failures}s > drain_delay ${drain}s`);
+    return `${tgp}s > ${pause}+${drain}+${grace}s`;
+  });
+  check(`${pre}resources requested and limited`, () => {
+    assert(c.resources?.requests?.cpu && c.resources?.requests?.memory, "no cpu/memory requests");
+    assert(c.resources?.limits?.memory, "no memory limit");
+  });
+  check(`${pre}non-root, read-only root, no privilege escalation, capabilities dropped`, () => {
+    const ps = pod.spec.securityContext ?? {};
+    const cs = c.securityContext ?? {};
+    assert((cs.runAsNonRoot ?? ps.runAsNonRoot) === true, "runAsNonRoot is not true");
+    assert((cs.runAsUser ?? ps.runAsUser ?? 1) !== 0, "runs as uid 0");
+    assert(cs.readOnlyRootFilesystem === true, "readOnlyRootFilesystem is not true");
+    assert(cs.allowPrivilegeEscalation === false, "allowPrivilegeEscalation is not false");
+    assert((cs.capabilities?.drop ?? []).includes("ALL"), "capabilities.drop lacks ALL");
+  });
+  check(`${pre}every Secret the pods read is in the output`, () => {
+    const names = [
+      ...(c.envFrom ?? []).filter((e) => e.secretRef && !e.secretRef.optional).map((e) => e.secretRef.name),
+      ...(c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef && !e.valueFrom.secretKeyRef.optional).map((e) => e.valueFrom.secretKeyRef.name),
+    ];
+    const missing = names.filter((n) => !find("Secret", n));
+    if (missing.length && !find("Namespace")) return `base: ${missing.join(", ")} provided by the overlay`;
+    assert(missing.length === 0, `missing Secret ${missing.join(", ")}`);
+    const secret = find("Secret", names[0]);
+    const envs = Object.entries(cfg ?? {}).flatMap(([, sec]) =>
+      typeof sec === "object" && sec ? Object.entries(sec).flatMap(([k, v]) => (k.endsWith("_env") ? [v] : typeof v === "object" && v ? Object.entries(v).filter(([kk]) => kk.endsWith("_env")).map(([, vv]) => vv) : [])) : []);
+    const keys = Object.keys({ ...(secret?.data ?? {}), ...(secret?.stringData ?? {}) });
+    const unset = envs.filter((e) => !keys.includes(e));
+    assert(unset.length === 0, `the Secret lacks ${unset.join(", ")} (named by *_env in canaryd.yaml)`);
+  });
+  check(`${pre}Service, ServiceMonitor, PDB and HPA point at canaryd`, () => {
+    const podLabels = pod.metadata.labels;
+    const svc = find("Service", "canaryd");
+    assert(svc && labelsMatch(svc.spec.selector, podLabels), "Service canaryd does not select the pods");
+    const port = svc.spec.ports.find((p) => p.targetPort === "http" || p.targetPort === 8080);
+    assert(port && c.ports.find((p) => p.name === "http" && p.containerPort === Number(cfg.server.listen.split(":").pop())),
+      "Service/container port does not match server.listen");
+    const sm = find("ServiceMonitor");
+    assert(sm && labelsMatch(sm.spec.selector.matchLabels, svc.metadata.labels), "ServiceMonitor does not select the Service");
+    assert(sm.spec.endpoints.every((e) => svc.spec.ports.some((p) => p.name === e.port) && (e.path ?? "/metrics") === "/metrics"),
+      "ServiceMonitor endpoint is not the Service's /metrics port");
+    const pdb = find("PodDisruptionBudget");
+    assert(pdb && labelsMatch(pdb.spec.selector.matchLabels, podLabels), "PDB does not select the pods");
+    const hpa = find("HorizontalPodAutoscaler");
+    const t = hpa?.spec.scaleTargetRef;
+    assert(t && find(t.kind, t.name) && find(t.kind, t.name).apiVersion === t.apiVersion, `HPA target ${t?.kind}/${t?.name} is not in the output`);
+    if (rollout) assert(t.kind === "Rollout", "with a Rollout, the HPA must scale the Rollout");
+  });
+  if (rollout) {
+    check(`${pre}the Rollout references the Deployment and a complete AnalysisTemplate`, () => {
+      const w = rollout.spec.workloadRef;
+      assert(w && find(w.kind, w.name), `workloadRef ${w?.kind}/${w?.name} is not in the output`);
+      assert(dep.spec.replicas === 0, "the referenced Deployment must be at 0 replicas (the Rollout owns the pods)");
+      assert(labelsMatch(rollout.spec.selector.matchLabels, pod.metadata.labels), "Rollout selector does not match the pods");
+      const a = rollout.spec.strategy.canary.analysis;
+      for (const t of a.templates) {
+        const tpl = find("AnalysisTemplate", t.templateName);
+        assert(tpl, `AnalysisTemplate ${t.templateName} is not in the output`);
+        const given = new Set(a.args.map((x) => x.name));
+        const missing = tpl.spec.args.filter((x) => x.value === undefined && !x.valueFrom && !given.has(x.name));
+        assert(missing.length === 0, `args without a value: ${missing.map((x) => x.name).join(", ")}`);
+        const unused = [...given].filter((g) => !tpl.spec.args.some((x) => x.name === g));
+        assert(unused.length === 0, `args the template does not declare: ${unused.join(", ")}`);
+      }
+    });
+  }
+}
+for (const [dir, objs] of built) checkCanarydDeployment(dir, objs);
+
+// --- 4. Alert rules and PromQL -------------------------------------------------------
+const ruleDoc = loadDocs(ruleManifest)[0];
+check(`${rel(ruleManifest)} carries the groups of ${rel(rulesFile)}`, () => {
+  if (!fs.existsSync(rulesFile)) return `${rel(rulesFile)} does not exist yet: not compared`;
+  assert(JSON.stringify(sortKeys(ruleDoc.spec.groups)) === JSON.stringify(sortKeys(ruleGroups())),
+    "they differ: run `node deploy/validate/sync-rules.mjs`");
+});
+const promtool = hasCommand("promtool");
+function promtoolRules(name, groups) {
+  check(name, () => {
+    if (!promtool) return "promtool not installed: skipped";
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "canaryd-rules-")), "rules.yaml");
+    fs.writeFileSync(f, yaml.dump({ groups }));
+    const r = spawnSync("promtool", ["check", "rules", f], { encoding: "utf8" });
+    fs.rmSync(path.dirname(f), { recursive: true });
+    assert(r.status === 0, (r.stdout + r.stderr).trim());
+  });
+}
+promtoolRules(`promtool accepts the PrometheusRule's rules`, ruleDoc.spec.groups);
+for (const file of yamlFiles(path.join(deploy, "argo-rollouts"))) {
+  for (const doc of loadDocs(file).filter((d) => d.kind === "AnalysisTemplate")) {
+    const rules = doc.spec.metrics
+      .filter((m) => m.provider?.prometheus)
+      .map((m) => ({
+        record: `analysis:${m.name.replace(/-/g, "_")}`,
+        expr: m.provider.prometheus.query.replace(/\{\{\s*args\.([\w-]+)\s*\}\}/g, "x"),
+      }));
+    promtoolRules(`promtool parses the PromQL of ${rel(file)} ${id(doc)}`, [{ name: "analysis", rules }]);
+    check(`${rel(file)} ${id(doc)} queries canaryd's metrics`, () => {
+      for (const m of doc.spec.metrics) {
+        assert(/ai_proxy_[a-z_]+/.test(m.provider.prometheus.query), `${m.name} uses no ai_proxy_* metric`);
+        assert(/\{\{args\.[\w-]+\}\}/.test(m.provider.prometheus.address), `${m.name}: address is not an argument`);
+        assert(m.successCondition || m.failureCondition, `${m.name} has no condition`);
+      }
+    });
+  }
+}
+
+// --- 5. canaryd accepts its Kubernetes config ------------------------------------------
+const canarydBin = process.env.CANARYD_BIN;
+const configs = new Map();
+for (const objs of built.values())
+  for (const o of objs) if (o.kind === "ConfigMap" && o.data?.["canaryd.yaml"]) configs.set(o.data["canaryd.yaml"], o.metadata.name);
+for (const [text, name] of configs) {
+  check(`canaryd --check-config accepts ConfigMap ${name}`, () => {
+    if (!canarydBin) return "CANARYD_BIN not set: skipped";
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "canaryd-cfg-"));
+    fs.writeFileSync(path.join(dir, "canaryd.yaml"), text);
+    const r = spawnSync(canarydBin, ["--check-config", "-c", path.join(dir, "canaryd.yaml")], { encoding: "utf8" });
+    fs.rmSync(dir, { recursive: true });
+    assert(r.status === 0, (r.stderr || r.stdout).trim());
+  });
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

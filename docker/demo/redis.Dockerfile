@@ -1,0 +1,7 @@
+# Redis for the compose demo, from Debian's package (no registry needed).
+ARG BASE_IMAGE=debian:bookworm
+FROM ${BASE_IMAGE}
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
+USER redis
+ENTRYPOINT ["redis-server"]
