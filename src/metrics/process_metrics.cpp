@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -40,7 +41,13 @@ std::optional<ProcStat> read_proc_stat() {
   const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
   ProcStat stat;
+  // utime + stime count clock ticks (10 ms): a process that has been idle since it started reads 0.
+  // The process CPU clock counts nanoseconds and is the same quantity, so prefer it.
   stat.cpu_seconds = (values[11] + values[12]) / ticks;
+  timespec cpu{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu) == 0) {
+    stat.cpu_seconds = static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) * 1e-9;
+  }
   stat.start_ticks = values[19];
   stat.virtual_bytes = values[20];
   stat.resident_bytes = values[21] * page;
