@@ -17,10 +17,12 @@
 #include "ctl/ctl.hpp"
 #include "metrics/metrics.hpp"
 #include "server/app.hpp"
+#include "server/history.hpp"
 #include "server/log.hpp"
 #include "server/report.hpp"
 #include "server/rollout_controller.hpp"
 #include "server/rollout_sync.hpp"
+#include "server/shadow.hpp"
 #include "server/server.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
@@ -83,6 +85,18 @@ int run(const Flags& flags) {
   server::Report report(SystemClock::instance(),
                         std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
   app.report = &report;
+  server::History history(SystemClock::instance());
+  app.history = &history;
+  // Declared before the server: a shadow call still running on a worker when
+  // the workers are joined is destroyed with them, before this goes away.
+  server::Shadow shadow(SystemClock::instance(), &metrics, &access);
+  try {
+    shadow.configure(cfg->shadow);
+  } catch (const std::exception& e) {
+    std::cerr << flags.config << ": shadow.bodies_file: " << e.what() << "\n";
+    return 1;
+  }
+  app.shadow = &shadow;
 
   // The stores outlive the server: the workers are joined (in ~Server) before
   // any store they use goes away.
@@ -156,6 +170,18 @@ int run(const Flags& flags) {
     });
   };
   arm_tick();
+  // The status page's 15-minute history (GET /admin/history), sampled on the control thread too.
+  net::steady_timer history_tick(control);
+  std::function<void()> arm_history = [&] {
+    history_tick.expires_after(history.interval());
+    history_tick.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      auto status = rollout.status();
+      history.sample(status, report.build(status.value("arms", nlohmann::json())));
+      arm_history();
+    });
+  };
+  arm_history();
 
   int exit_code = 0;
   net::signal_set signals(control, SIGTERM, SIGINT, SIGHUP);
@@ -167,6 +193,7 @@ int run(const Flags& flags) {
         try {
           auto next = std::make_shared<const config::Config>(config::load_file(flags.config));
           auto next_rt = std::make_shared<const server::Runtime>(next);
+          shadow.configure(next->shadow);
           app.runtime.store(next_rt);
           rollout.reconfigure(*next);
           if (!flags.log_level) log::set_level(next->log.level);
@@ -180,6 +207,7 @@ int run(const Flags& flags) {
         srv.shutdown([&](std::size_t cut) {
           if (cut > 0) log::warn("shutdown grace over: cut in-flight requests", {{"cut", cut}});
           tick.cancel();
+          history_tick.cancel();
           signals.cancel();
           stores.stop();
           if (rollout_sync) rollout_sync->stop();

@@ -102,6 +102,18 @@ struct FallbackConfig {
   double budget = 0.2;
 };
 
+// Shadow mode: a share of the split requests control serves is mirrored to the
+// canary in the background and the two answers compared. Off by default, and
+// capped (per replica) because every shadow is a paid call.
+struct ShadowConfig {
+  bool enabled = false;
+  double percent = 0;                 // of control-served split requests, two decimals
+  double max_per_second = 1;          // token bucket (burst = one second's worth, at least 1)
+  std::uint32_t max_in_flight = 4;    // shadows waiting on the canary at once
+  bool log_bodies = false;            // prompts and both answers to bodies_file (never to stdout)
+  std::string bodies_file;            // required when log_bodies
+};
+
 struct RedisConfig {
   std::string url = "redis://127.0.0.1:6379/0";
   // resolved from url
@@ -137,6 +149,7 @@ struct Config {
   SplitConfig split;
   RolloutConfig rollout;
   FallbackConfig fallback;
+  ShadowConfig shadow;
   std::optional<RedisConfig> redis;   // absent: in-process store, one replica
   std::map<std::string, Price> pricing;
   MetricsConfig metrics;

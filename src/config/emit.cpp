@@ -141,6 +141,16 @@ std::string to_yaml_redacted(const Config& c) {
   o.num("budget", f.budget);
   e << YAML::EndMap;
 
+  const ShadowConfig& sh = c.shadow;
+  o.begin("shadow");
+  o.flag("enabled", sh.enabled);
+  o.num("percent", sh.percent);
+  o.num("max_per_second", sh.max_per_second);
+  o.kv("max_in_flight", sh.max_in_flight);
+  o.flag("log_bodies", sh.log_bodies);
+  o.str("bodies_file", sh.bodies_file);
+  e << YAML::EndMap;
+
   if (c.redis) {
     const RedisConfig& rd = *c.redis;
     o.begin("redis");

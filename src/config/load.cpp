@@ -437,6 +437,27 @@ void load_fallback(const Loader& l, const Field& f, FallbackConfig& fb) {
   sec.with("budget", [&](const Field& v) { fb.budget = l.number(v, 0, 1); });
 }
 
+void load_shadow(const Loader& l, const Field& f, ShadowConfig& s) {
+  Section sec(l, f, {"enabled", "percent", "max_per_second", "max_in_flight", "log_bodies", "bodies_file"});
+  sec.with("enabled", [&](const Field& v) { s.enabled = l.boolean(v); });
+  sec.with("percent", [&](const Field& v) { s.percent = load_weight(l, v); });
+  sec.with("max_per_second", [&](const Field& v) { s.max_per_second = l.number(v, 0.01, 1e6); });
+  sec.with("max_in_flight", [&](const Field& v) {
+    s.max_in_flight = static_cast<std::uint32_t>(l.integer(v, 1, 100000));
+  });
+  sec.with("log_bodies", [&](const Field& v) { s.log_bodies = l.boolean(v); });
+  sec.with("bodies_file", [&](const Field& v) { s.bodies_file = l.text(v); });
+  if (s.enabled && s.percent <= 0) {
+    const Field* v = sec.get("percent");
+    if (v) l.fail(*v, "must be above 0 when shadow.enabled is true" + Loader::got(*v));
+    l.fail(f.key_line, f.path + ".percent", "is required when shadow.enabled is true (percent of control requests to mirror)");
+  }
+  if (s.log_bodies && s.bodies_file.empty()) {
+    l.fail(sec.get("log_bodies") ? sec.get("log_bodies")->key_line : f.key_line, f.path + ".bodies_file",
+           "is required when shadow.log_bodies is true (prompts and answers never go to the main log)");
+  }
+}
+
 void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
   Section sec(l, f, {"url", "password_env", "timeout", "namespace", "tls_verify", "ca_file"});
   sec.with("url", [&](const Field& v) { r.url = l.nonempty_text(v); });
@@ -481,7 +502,8 @@ Config load_root(const Loader& l, const YAML::Node& root, const std::string& nam
   c.source_path = name;
   Field top{root, "", 1};
   if (!root.IsNull() && !root.IsMap()) l.fail(top.line(), "(root)", "expected a mapping of sections");
-  Section sec(l, top, {"server", "upstreams", "split", "rollout", "fallback", "redis", "pricing", "metrics", "log"});
+  Section sec(l, top,
+              {"server", "upstreams", "split", "rollout", "fallback", "shadow", "redis", "pricing", "metrics", "log"});
 
   sec.with("server", [&](const Field& v) { load_server(l, v, c.server); });
   {
@@ -496,6 +518,7 @@ Config load_root(const Loader& l, const YAML::Node& root, const std::string& nam
   load_split(l, sec.require("split"), c, c.split);
   sec.with("rollout", [&](const Field& v) { load_rollout(l, v, c.rollout); });
   sec.with("fallback", [&](const Field& v) { load_fallback(l, v, c.fallback); });
+  sec.with("shadow", [&](const Field& v) { load_shadow(l, v, c.shadow); });
   sec.with("redis", [&](const Field& v) {
     c.redis.emplace();
     load_redis(l, v, *c.redis);

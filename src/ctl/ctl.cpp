@@ -193,6 +193,40 @@ std::string render_status(const nlohmann::json& s) {
   return o.str();
 }
 
+// The report's "shadow" section: what the canary would have answered, and at what cost.
+std::string render_shadow(const nlohmann::json& s) {
+  std::ostringstream o;
+  if (!member(s, "enabled").is_boolean() || !member(s, "enabled").get<bool>()) {
+    o << "Shadow: off (shadow.enabled: false)\n";
+    return o.str();
+  }
+  o << "Shadow: " << num(member(s, "share_percent"), "%g") << "% of control requests, at most "
+    << num(member(s, "max_per_second"), "%g") << "/s and " << count(member(s, "max_in_flight")) << " in flight\n";
+  o << "  pairs:    " << count(member(s, "pairs")) << " compared, " << count(member(s, "in_flight")) << " in flight\n";
+  const auto& res = member(s, "results");
+  o << "  results:  both succeeded " << count(member(res, "both_succeeded")) << ", status differs "
+    << count(member(res, "status_differs")) << ", canary failed " << count(member(res, "shadow_failed"))
+    << ", both failed " << count(member(res, "both_failed")) << "\n";
+  const auto& sk = member(s, "skipped");
+  o << "  skipped:  rate cap " << count(member(sk, "rate")) << ", in-flight cap " << count(member(sk, "in_flight"))
+    << ", rolled back " << count(member(sk, "rolled_back")) << "\n";
+  const auto& m = member(s, "match_rates");
+  o << "  match:    status " << pct(member(m, "status")) << ", finish_reason " << pct(member(m, "finish_reason"))
+    << ", tool names " << pct(member(m, "tool_names")) << ", canary JSON valid " << pct(member(m, "shadow_json_valid"))
+    << ", tool arguments valid " << pct(member(m, "tool_arguments_valid")) << "\n";
+  const auto& lat = member(s, "latency_delta_seconds");
+  const auto& ttfb = member(s, "ttfb_delta_seconds");
+  o << "  latency:  canary - control p50 " << secs(member(lat, "p50")) << ", p99 " << secs(member(lat, "p99"))
+    << ", mean " << secs(member(lat, "mean")) << "; first byte p50 " << secs(member(ttfb, "p50")) << "\n";
+  o << "  length:   canary/control " << num(member(s, "length_ratio_mean"), "%.2f") << "\n";
+  const auto& cost = member(s, "cost_usd");
+  o << "  cost:     control $" << num(member(cost, "control"), "%.4f") << ", canary $"
+    << num(member(cost, "canary"), "%.4f") << ", delta $" << num(member(cost, "delta"), "%.4f");
+  if (const auto& p = member(s, "cost_delta_percent"); p.is_number()) o << " (" << num(p, "%+.1f") << "%)";
+  o << "\n";
+  return o.str();
+}
+
 std::string render_report(const nlohmann::json& r) {
   std::ostringstream o;
   o << "  ARM       REQUESTS  ERRORS   P50      P99      TTFB p50  TOKENS(in/out)     COST $    $/1k req  $/month (proj.)\n";
@@ -215,7 +249,7 @@ std::string render_report(const nlohmann::json& r) {
   if (const auto& saving = member(r, "projected_monthly_saving_usd"); saving.is_number()) {
     o << "\nProjected monthly saving if all traffic moved to the canary: $" << num(saving, "%.2f") << "\n";
   }
-  if (const auto& shadow = member(r, "shadow"); shadow.is_object()) o << "\nShadow: " << shadow.dump() << "\n";
+  if (const auto& shadow = member(r, "shadow"); shadow.is_object()) o << "\n" << render_shadow(shadow);
   return o.str();
 }
 

@@ -14,5 +14,6 @@ int main(int argc, char** argv);
 // The human-readable renderings, exposed for tests.
 std::string render_status(const nlohmann::json& status);
 std::string render_report(const nlohmann::json& report);
+std::string render_shadow(const nlohmann::json& shadow);
 
 }  // namespace canaryd::ctl

@@ -94,6 +94,7 @@ class Metrics {
   std::string expose() const;
   // For other components' families (shadow, redis); expose() includes them.
   prometheus::Registry& registry() { return *registry_; }
+  const std::string& prefix() const { return prefix_; }
 
  private:
   std::size_t pm(int provider, int model) const noexcept {

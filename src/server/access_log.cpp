@@ -78,4 +78,9 @@ void AccessLog::write(const AccessRecord& r) {
   logger_->info(format_access(r));
 }
 
+void AccessLog::write_line(std::string_view json_object) {
+  if (!logger_ || !logger_->should_log(spdlog::level::info)) return;
+  logger_->info("{}", json_object);
+}
+
 }  // namespace canaryd::server

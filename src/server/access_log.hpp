@@ -39,6 +39,8 @@ class AccessLog {
  public:
   explicit AccessLog(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
   void write(const AccessRecord& r);
+  // Another kind of record on the same stream (a shadow comparison): one JSON object, no newline.
+  void write_line(std::string_view json_object);
 
  private:
   std::shared_ptr<spdlog::logger> logger_;

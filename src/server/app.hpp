@@ -26,6 +26,8 @@ namespace canaryd::server {
 
 class RolloutController;
 class Report;
+class History;
+class Shadow;
 
 // Everything derived from one config generation. Swapped as a whole on reload;
 // a request keeps the generation it started with.
@@ -44,6 +46,8 @@ struct App {
   RolloutController* rollout = nullptr;
   AccessLog* access_log = nullptr;
   Report* report = nullptr;  // per-arm tokens/cost/TTFB for /admin/report
+  History* history = nullptr;  // 15 minutes of per-arm samples for /admin/history and /admin/ui
+  Shadow* shadow = nullptr;    // mirrored control requests to the canary, compared (null: shadow off)
   // Per I/O thread stores live in the workers; this one is the fallback shared one.
   int threads = 1;  // I/O threads (pools divide max_connections among them)
   std::atomic<bool> ready{false};

@@ -9,8 +9,11 @@
 
 #include "metrics/metrics.hpp"
 #include "server/headers.hpp"
+#include "server/history.hpp"
 #include "server/report.hpp"
 #include "server/rollout_controller.hpp"
+#include "server/shadow.hpp"
+#include "server/ui.hpp"
 #include "store/store.hpp"
 
 namespace canaryd::server {
@@ -73,6 +76,14 @@ nlohmann::json health(RequestContext& ctx) {
   return j;
 }
 
+// The money report plus the shadow comparison (GET /admin/report, ctl report).
+nlohmann::json full_report(RequestContext& ctx) {
+  nlohmann::json arms = ctx.app.rollout ? ctx.app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
+  nlohmann::json j = ctx.app.report->build(arms);
+  if (ctx.app.shadow) j["shadow"] = ctx.app.shadow->report(ctx.rt->config->shadow);
+  return j;
+}
+
 nlohmann::json ready_json(bool ready, bool draining) { return {{"ready", ready}, {"draining", draining}}; }
 
 // Outside the coroutines: g++ 12 miscompiles array temporaries in coroutine frames.
@@ -112,14 +123,37 @@ net::awaitable<bool> handle_own(RequestContext& ctx) {
       co_return co_await write_error(ctx, ErrorKind::forbidden,
                                      "the admin API is off: set server.admin_token_env and that variable");
     }
+    // The status page holds no data, only the token prompt: it loads without the token, and each of its
+    // fetches sends it. Its CSP lets nothing run but its own inline script and style.
+    if (path == "/admin/ui") {
+      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      http::response<http::string_body> page{http::status::ok, ctx.req.version()};
+      page.set(http::field::content_type, "text/html; charset=utf-8");
+      page.set("X-Request-ID", ctx.request_id);
+      page.set(http::field::cache_control, "no-store");
+      page.set("Content-Security-Policy", status_page_csp());
+      page.set("X-Frame-Options", "DENY");
+      page.set("X-Content-Type-Options", "nosniff");
+      page.set("Referrer-Policy", "no-referrer");
+      page.body() = std::string(status_page_html());
+      page.keep_alive(ctx.keep_alive);
+      page.prepare_payload();
+      ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
+      auto [ec, n] = co_await http::async_write(ctx.client, page, kTuple);
+      co_return !ec && ctx.keep_alive;
+    }
     if (!admin_token_ok(ctx.req[http::field::authorization], sc.admin_token_value)) {
       co_return co_await write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
+    }
+    if (path == "/admin/history") {
+      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      if (!ctx.app.history) co_return co_await write_error(ctx, ErrorKind::not_found, "no history");
+      co_return co_await respond_json(ctx, http::status::ok, ctx.app.history->to_json());
     }
     if (path == "/admin/report") {
       if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
       if (!ctx.app.report) co_return co_await write_error(ctx, ErrorKind::not_found, "no report");
-      nlohmann::json arms = ctx.app.rollout ? ctx.app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
-      co_return co_await respond_json(ctx, http::status::ok, ctx.app.report->build(arms));
+      co_return co_await respond_json(ctx, http::status::ok, full_report(ctx));
     }
     if (!ctx.app.rollout) co_return co_await write_error(ctx, ErrorKind::not_found, "no rollout");
     auto result = ctx.app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());

@@ -1,7 +1,15 @@
 #include "server/log.hpp"
 
 #include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
 #include <spdlog/spdlog.h>
 
 #include "canaryd/clock.hpp"
@@ -59,6 +67,25 @@ void set_level(std::string_view level) {
 std::shared_ptr<spdlog::logger> access_logger() {
   app();
   return g_access;
+}
+
+std::shared_ptr<spdlog::logger> file_logger(const std::string& name, const std::string& path) {
+  app();
+  // Create it owner-only before spdlog opens it for appending.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  ::close(fd);
+  try {
+    auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false);
+    auto lg = std::make_shared<spdlog::async_logger>(name, sink, spdlog::thread_pool(),
+                                                     spdlog::async_overflow_policy::block);
+    lg->set_pattern("%v");
+    lg->set_level(spdlog::level::info);
+    lg->flush_on(spdlog::level::info);  // on the logger's thread: each line is on disk soon after
+    return lg;
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot open " + path + ": " + e.what());
+  }
 }
 
 void debug(std::string_view msg, const nlohmann::json& f) { emit(spdlog::level::debug, msg, f); }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,9 @@ namespace canaryd::log {
 void init(std::string_view level);
 void set_level(std::string_view level);
 std::shared_ptr<spdlog::logger> access_logger();
+// An async logger appending raw lines to `path` (created 0600: it may hold
+// prompts). Throws std::runtime_error naming the path when it cannot be opened.
+std::shared_ptr<spdlog::logger> file_logger(const std::string& name, const std::string& path);
 
 void debug(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
 void info(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());

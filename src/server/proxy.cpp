@@ -19,10 +19,12 @@
 
 #include "common/json_scan.hpp"
 #include "metrics/metrics.hpp"
+#include "server/exchange.hpp"
 #include "server/headers.hpp"
 #include "server/report.hpp"
 #include "server/rollout_controller.hpp"
 #include "server/session.hpp"
+#include "server/shadow.hpp"
 #include "server/wire.hpp"
 #include "store/store.hpp"
 #include "upstream/usage.hpp"
@@ -55,95 +57,6 @@ struct HeaderView final : split::HeaderLookup {
     return it->value();
   }
 };
-
-// One upstream call in progress.
-struct Exchange {
-  Error error;
-  std::shared_ptr<upstream::Pool> pool;
-  std::unique_ptr<upstream::Connection> conn;
-  std::unique_ptr<http::response_parser<http::buffer_body>> parser;
-  Clock::time_point sent;       // before acquiring a connection
-  Clock::time_point first_byte; // response header read
-  int status = 0;
-};
-
-bool is_stream_response(const http::fields& f) {
-  std::string_view ct = f[http::field::content_type];
-  return ct.substr(0, 17) == "text/event-stream";
-}
-
-std::string host_header(const config::UpstreamConfig& up) {
-  bool default_port = (up.tls && up.port == 443) || (!up.tls && up.port == 80);
-  std::string host = up.host.find(':') != std::string::npos ? "[" + up.host + "]" : up.host;
-  return default_port ? host : host + ":" + std::to_string(up.port);
-}
-
-Error classify(const beast::error_code& ec, std::string_view what, const config::UpstreamConfig& up) {
-  if (ec == beast::error::timeout) return {ErrorKind::timeout, "upstream '" + up.name + "' timed out " + std::string(what)};
-  if (ec.category() == net::error::get_ssl_category() || ec == net::ssl::error::stream_truncated) {
-    return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message()};
-  }
-  if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
-      ec != http::error::partial_message) {
-    return {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + ec.message()};
-  }
-  if (ec == http::error::body_limit) {
-    return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
-  }
-  return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message()};
-}
-
-// Sends the request and reads the response header. A pooled connection the
-// upstream had already closed fails before any response byte; that case is
-// retried once on a fresh connection (nothing reached the upstream's app).
-net::awaitable<Exchange> start_exchange(RequestContext& ctx, const config::UpstreamConfig& up,
-                                        http::request<http::string_body>& req, upstream::Connection** current) {
-  Exchange ex;
-  ex.pool = ctx.worker.pool(*ctx.rt, up, ctx.app.threads);
-  ex.sent = Clock::now();
-  const auto deadline = ex.sent + up.timeout;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto lease = co_await ex.pool->acquire(attempt > 0);
-    if (lease.error) {
-      ex.error = std::move(lease.error);
-      co_return ex;
-    }
-    ex.conn = std::move(lease.conn);
-    *current = ex.conn.get();
-    ex.conn->tcp().expires_at(deadline);
-    std::string head;
-    head.reserve(512);
-    append_request_head(head, req.method(), req.target(), req);
-    std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(req.body())};
-    auto [wec, wn] = co_await ex.conn->visit([&](auto& s) { return net::async_write(s, out, kTuple); });
-    beast::error_code ec = wec;
-    if (!ec) {
-      ex.parser = std::make_unique<http::response_parser<http::buffer_body>>();
-      ex.parser->header_limit(64 * 1024);
-      if (req.method() == http::verb::head) ex.parser->skip(true);
-      auto [rec, rn] = co_await ex.conn->visit(
-          [&](auto& s) { return http::async_read_header(s, ex.conn->buffer, *ex.parser, kTuple); });
-      ec = rec;
-    }
-    if (!ec) {
-      ex.first_byte = Clock::now();
-      ex.status = ex.parser->get().result_int();
-      co_return ex;
-    }
-    bool stale_reuse = lease.reused && ec != beast::error::timeout &&
-                       (ec == http::error::end_of_stream || ec == net::error::eof ||
-                        ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-                        ec == net::ssl::error::stream_truncated);
-    ex.pool->release(std::move(ex.conn), false);
-    *current = nullptr;
-    if (!stale_reuse) {
-      ex.error = classify(ec, "before responding", up);
-      co_return ex;
-    }
-  }
-  ex.error = {ErrorKind::connect_error, "upstream '" + up.name + "' closed the connection"};
-  co_return ex;
-}
 
 // Resolves when the client has gone away (EOF or reset) while we wait on the
 // upstream; then the upstream connection is closed at once so the provider
@@ -191,39 +104,30 @@ void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const 
 }
 
 // Relays an upstream response whose header has been read.
+// `pair`: this request is shadowed; its answer is summarized for the comparison.
 net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const config::UpstreamConfig& up,
-                              std::string_view fallback) {
+                              std::string_view fallback, ShadowPair* pair) {
   Outcome out;
   auto& p = *ex.parser;
   auto& ures = p.get();
   const bool streaming = is_stream_response(ures);
   const auto& sc = ctx.rt->config->server;
-  const auto deadline = ex.sent + up.timeout;
   char buf[kRelayBuffer];
 
   // A response without a body (204, 304, HEAD) is complete already.
   if (!streaming) {
     // Non-streaming: read it whole (bounded), read `usage`, send with a length.
-    p.body_limit(up.max_response_bytes);
     std::string body;
-    if (auto len = p.content_length()) body.reserve(static_cast<std::size_t>(*len));
-    while (!p.is_done()) {
-      ures.body().data = buf;
-      ures.body().size = sizeof buf;
-      ex.conn->tcp().expires_at(deadline);
-      auto [ec, n] = co_await ex.conn->visit([&](auto& s) { return http::async_read(s, ex.conn->buffer, p, kTuple); });
-      body.append(buf, sizeof buf - ures.body().size);
-      if (ec == http::error::need_buffer) continue;
-      if (ec) {
-        out.error = classify(ec, "while sending the body", up);
-        ex.pool->release(std::move(ex.conn), false);
-        co_return out;
-      }
+    if (Error e = co_await read_whole_body(ex, up, body)) {
+      out.error = std::move(e);
+      co_return out;
     }
-    const bool reusable = ures.keep_alive();
-    ex.pool->release(std::move(ex.conn), reusable);
     auto upstream_done = Clock::now();
     if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
+    if (pair) {
+      summarize_body(body, pair->control);
+      if (pair->log_bodies) pair->control_text = body;
+    }
 
     http::fields fields;
     client_response_headers(ures, fields);
@@ -247,6 +151,15 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   // Streaming: forward bytes as they arrive, never buffering the whole body.
   p.body_limit(boost::none);
   upstream::SseScanner sse;
+  if (pair) {
+    sse.on_data = [pair](std::string_view data) {
+      pair->control_stream.event(data);
+      if (pair->log_bodies && pair->control_text.size() < (1u << 20)) {
+        pair->control_text.append(data);
+        pair->control_text += '\n';
+      }
+    };
+  }
   http::fields fields;
   client_response_headers(ures, fields);
   add_arm_headers(fields, ctx, arm, up, fallback);
@@ -299,6 +212,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     co_return out;
   }
   ex.pool->release(std::move(ex.conn), ures.keep_alive());
+  if (pair) pair->control_stream.finish(pair->control);
   auto upstream_done = Clock::now();
   ctx.client.expires_after(sc.idle_timeout);
   auto [fec, fn] = co_await net::async_write(ctx.client, net::buffer("0\r\n\r\n", 5), kTuple);
@@ -452,6 +366,38 @@ void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::U
   ctx.app.access_log->write(r);
 }
 
+std::string renamed_body(std::string_view body, const json::Span& model, std::string_view to) {
+  std::string out;
+  out.reserve(body.size() + to.size());
+  out.append(body.substr(0, model.begin));
+  out += json::encode_string(to);
+  out.append(body.substr(model.end));
+  return out;
+}
+
+// Fills the pair and spawns its call to the canary on this I/O thread.
+void start_shadow(RequestContext& ctx, ShadowPair& pair, const std::shared_ptr<ShadowPair>& handle,
+                  const Inspected& in, const std::string& body) {
+  const config::Config& cfg = *ctx.rt->config;
+  const config::UpstreamConfig& canary = cfg.canary();
+  const config::UpstreamConfig& control = cfg.control();
+  pair.request_id = ctx.request_id;
+  pair.path = ctx.path;
+  pair.stream = in.stream;
+  pair.control_model = in.model;
+  if (auto m = control.models.find(in.model); m != control.models.end()) pair.control_model = m->second;
+  pair.shadow_model = in.model;
+  if (auto m = canary.models.find(in.model); m != canary.models.end()) pair.shadow_model = m->second;
+  std::string shadow_body = in.model_span && pair.shadow_model != in.model
+                                ? renamed_body(body, *in.model_span, pair.shadow_model)
+                                : body;
+  if (pair.log_bodies) pair.request_body = body;
+  std::string head = upstream_head(ctx.req, upstream_target(canary, ctx.path, ctx.req.target().substr(ctx.path.size())),
+                                   shadow_body.size(), {&canary, ctx.request_id, ctx.peer_ip});
+  ctx.app.shadow->start(ctx.client.get_executor(), handle, ctx.worker.pool(*ctx.rt, canary, ctx.app.threads),
+                        std::move(head), std::move(shadow_body));
+}
+
 }  // namespace
 
 net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
@@ -495,6 +441,22 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   ctx.app.inflight.fetch_add(1, std::memory_order_relaxed);
   if (ctx.app.metrics) ctx.app.metrics->inflight_add(1);
 
+  // Shadow: a share of what control serves is mirrored to the canary, in the
+  // background. The guard tells the pair when this request ends without an
+  // answer to compare (the client left).
+  std::shared_ptr<ShadowPair> pair;
+  if (route == RouteKind::split && decision.arm == Arm::control && ctx.app.shadow) {
+    pair = ctx.app.shadow->admit(ctx.rt, ctx.app.rollout ? ctx.app.rollout->canary_off() : false);
+    if (pair) start_shadow(ctx, *pair, pair, in, body);
+  }
+  struct PairGuard {
+    explicit PairGuard(std::shared_ptr<ShadowPair>& pair) : p(pair) {}
+    std::shared_ptr<ShadowPair>& p;
+    ~PairGuard() {
+      if (p) p->control_abandoned();
+    }
+  } pair_guard(pair);
+
   // Phase 3: call the upstream, falling back to control when allowed.
   upstream::Connection* current = nullptr;
   Arm arm = decision.arm;
@@ -503,6 +465,11 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   std::optional<Outcome> outcome;
   const config::UpstreamConfig* up = nullptr;
   std::string sent_model;
+  const std::string_view query = req.target().substr(ctx.path.size());
+  // Declared out of the loop below: g++ 12 double-frees non-trivial locals of a
+  // loop body that suspends and then `continue`s.
+  std::string head;
+  std::string renamed;
 
   auto call = [&]() -> net::awaitable<void> {
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -514,24 +481,15 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
         if (auto f = cfg.fallback.models.find(sent_model); f != cfg.fallback.models.end()) sent_model = f->second;
       }
       if (auto m = up->models.find(sent_model); m != up->models.end()) sent_model = m->second;
-      http::request<http::string_body> ureq{req.method(), up->base_path + ctx.path.substr(3) +
-                                                               std::string(req.target().substr(ctx.path.size())),
-                                            11};
-      upstream_request_headers(req, ureq, {host_header(*up), up->api_key_value, ctx.request_id, ctx.peer_ip});
+      std::string_view out_body = body;
       if (in.model_span && sent_model != in.model) {
-        std::string renamed;
-        renamed.reserve(body.size() + sent_model.size());
-        renamed.append(body, 0, in.model_span->begin);
-        renamed += json::encode_string(sent_model);
-        renamed.append(body, in.model_span->end);
-        ureq.body() = std::move(renamed);
-      } else {
-        ureq.body() = body;
+        renamed = renamed_body(body, *in.model_span, sent_model);
+        out_body = renamed;
       }
-      ureq.keep_alive(true);
-      ureq.prepare_payload();
-
-      ex.emplace(co_await start_exchange(ctx, *up, ureq, &current));
+      head = upstream_head(req, upstream_target(*up, ctx.path, query), out_body.size(),
+                           {up, ctx.request_id, ctx.peer_ip});
+      ex.emplace(co_await start_exchange(ctx.worker.pool(*ctx.rt, *up, ctx.app.threads), *up, head, out_body,
+                                         req.method() == http::verb::head, &current));
       std::string_view reason = fallback_reason(*ex);
       const bool may_fall_back = attempt == 0 && arm == Arm::canary && !decision.forced && cfg.fallback.enabled &&
                                  !reason.empty() && listed(cfg.fallback.on, reason);
@@ -548,7 +506,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       }
       break;
     }
-    if (!ex->error) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback));
+    if (!ex->error) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback, pair.get()));
     current = nullptr;
   };
 
@@ -578,6 +536,13 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
     keep = !wec && ctx.keep_alive;
     log_access(ctx, decision, arm, up, sent_model, http_status(ex->error.kind), in.stream, fallback,
                error_name(ex->error.kind), *ex, nullptr);
+    if (pair) {
+      pair->control.status = http_status(ex->error.kind);
+      pair->control.failed = true;
+      pair->control.error = std::string(error_name(ex->error.kind));
+      pair->control.latency_seconds = seconds(Clock::now() - ex->sent);
+      pair->control_done();
+    }
     co_return keep;
   }
   if (ex && up) {
@@ -600,6 +565,15 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
                (gone || o.client_gone) ? std::string_view("client_gone") : (o.error ? error_name(o.error.kind) : ""), e,
                outcome ? &o : nullptr);
     keep = !gone && o.keep_alive;
+    if (pair && !gone && !o.client_gone && outcome) {
+      pair->control.status = o.status;
+      pair->control.failed = upstream_failed || o.status / 100 != 2;
+      if (o.error) pair->control.error = std::string(error_name(o.error.kind));
+      pair->control.latency_seconds = seconds(o.done - e.sent);
+      if (e.status) pair->control.ttfb_seconds = seconds(e.first_byte - e.sent);
+      pair->control.usage = o.usage;
+      pair->control_done();
+    }
   }
   co_return keep;
 }

@@ -63,6 +63,7 @@ void RolloutController::publish() {
   const bool off = m.state() == rollout::State::aborted || (shared_ && !loaded_);
   threshold_.store(off ? 0 : split::weight_to_threshold(m.weight()), std::memory_order_relaxed);
   rolled_back_.store(off || m.weight() <= 0, std::memory_order_relaxed);
+  canary_off_.store(off, std::memory_order_relaxed);
   epoch_.store(m.epoch(), std::memory_order_relaxed);
   if (metrics_) {
     metrics_->set_canary_weight(off ? 0 : m.weight());

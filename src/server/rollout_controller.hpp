@@ -57,6 +57,8 @@ class RolloutController {
   // Hot path, any thread.
   std::uint32_t threshold() const { return threshold_.load(std::memory_order_relaxed); }
   bool rolled_back() const { return rolled_back_.load(std::memory_order_relaxed); }
+  // Aborted (or shared state not read yet): the canary must get nothing, not even shadows.
+  bool canary_off() const { return canary_off_.load(std::memory_order_relaxed); }
   std::uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
   void record(Arm arm, bool error, std::chrono::nanoseconds latency);
   // True when a fallback fits the budget (and counts it).
@@ -117,6 +119,7 @@ class RolloutController {
   const Clock& clock_;
   std::atomic<std::uint32_t> threshold_{0};
   std::atomic<bool> rolled_back_{false};
+  std::atomic<bool> canary_off_{false};
   std::atomic<std::uint64_t> epoch_{0};
 
   // Shared mode, under mu_.

@@ -117,7 +117,11 @@ void SseScanner::dispatch() {
   ++events_;
   if (data_ == "[DONE]") {
     done_ = true;
-  } else if (data_.find("\"usage\"") != std::string::npos) {
+    data_.clear();
+    return;
+  }
+  if (on_data) on_data(data_);
+  if (data_.find("\"usage\"") != std::string::npos) {
     if (auto u = parse_usage(data_)) usage_ = u;
   }
   data_.clear();

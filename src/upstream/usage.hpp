@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,9 @@ class SseScanner {
   const std::optional<Usage>& usage() const { return usage_; }
   std::size_t events() const { return events_; }
   bool done() const { return done_; }   // saw "data: [DONE]"
+  // Called with each complete event's data (not "[DONE]"), when set. Only
+  // shadowed requests set it (to summarize the answer for the comparison).
+  std::function<void(std::string_view)> on_data;
 
  private:
   void line(std::string_view text);

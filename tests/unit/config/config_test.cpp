@@ -579,3 +579,39 @@ TEST(ConfigShipped, DemoYamlLoads) {
 
 }  // namespace
 }  // namespace canaryd::config
+
+namespace canaryd::config {
+namespace {
+
+TEST(ConfigShadow, OffByDefaultAndParsed) {
+  Config off = load_string(kMinimal, "t.yaml");
+  EXPECT_FALSE(off.shadow.enabled);
+  Config c = load_string(with("shadow:\n  enabled: true\n  percent: 2.5\n  max_per_second: 0.5\n"
+                              "  max_in_flight: 3\n  log_bodies: true\n  bodies_file: /tmp/shadow.jsonl\n"),
+                         "t.yaml");
+  EXPECT_TRUE(c.shadow.enabled);
+  EXPECT_DOUBLE_EQ(c.shadow.percent, 2.5);
+  EXPECT_DOUBLE_EQ(c.shadow.max_per_second, 0.5);
+  EXPECT_EQ(c.shadow.max_in_flight, 3u);
+  EXPECT_TRUE(c.shadow.log_bodies);
+  EXPECT_EQ(c.shadow.bodies_file, "/tmp/shadow.jsonl");
+  EXPECT_NE(to_yaml_redacted(c).find("max_in_flight: 3"), std::string::npos);
+}
+
+TEST(ConfigShadow, ErrorsNameTheKey) {
+  EXPECT_EQ(error_of(with("shadow:\n  enabled: true\n")),
+            "t.yaml:9: shadow.percent: is required when shadow.enabled is true (percent of control requests to mirror)");
+  EXPECT_EQ(error_of(with("shadow:\n  enabled: true\n  percent: 0\n")),
+            "t.yaml:11: shadow.percent: must be above 0 when shadow.enabled is true, got \"0\"");
+  EXPECT_EQ(error_of(with("shadow:\n  percent: 101\n")),
+            "t.yaml:10: shadow.percent: must be between 0 and 100, got \"101\"");
+  EXPECT_EQ(error_of(with("shadow:\n  max_per_second: 0\n")),
+            "t.yaml:10: shadow.max_per_second: must be between 0.01 and 1e+06, got \"0\"");
+  EXPECT_EQ(error_of(with("shadow:\n  enabled: true\n  percent: 1\n  log_bodies: true\n")),
+            "t.yaml:12: shadow.bodies_file: is required when shadow.log_bodies is true (prompts and answers never go "
+            "to the main log)");
+  EXPECT_EQ(error_of(with("shadow:\n  rate: 3\n")), "t.yaml:10: shadow.rate: unknown key");
+}
+
+}  // namespace
+}  // namespace canaryd::config

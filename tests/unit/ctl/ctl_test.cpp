@@ -142,7 +142,29 @@ TEST(RenderReport, PerArmRowsAndSaving) {
   EXPECT_THAT(canary_row, HasSubstr("0.1032"));
   EXPECT_THAT(canary_row, HasSubstr("891.65"));
   EXPECT_THAT(out, HasSubstr("Projected monthly saving if all traffic moved to the canary: $19844.35"));
-  EXPECT_THAT(out, HasSubstr("Shadow: {\"enabled\":false}"));
+  EXPECT_THAT(out, HasSubstr("Shadow: off (shadow.enabled: false)"));
+}
+
+TEST(RenderReport, ShadowSection) {
+  auto r = sample_report();
+  r["shadow"] = nlohmann::json::parse(R"({"enabled": true, "share_percent": 5, "max_per_second": 2, "max_in_flight": 8,
+    "pairs": 120, "in_flight": 1, "skipped": {"rate": 3, "in_flight": 0, "rolled_back": 0},
+    "results": {"both_succeeded": 110, "status_differs": 6, "shadow_failed": 4, "both_failed": 0},
+    "match_rates": {"status": 0.95, "finish_reason": 0.9, "tool_names": 1.0, "shadow_json_valid": 1.0,
+                    "tool_arguments_valid": null},
+    "latency_delta_seconds": {"mean": -0.12, "p50": -0.1, "p99": 0.4},
+    "ttfb_delta_seconds": {"mean": null, "p50": null, "p99": null},
+    "length_ratio_mean": 0.97, "cost_usd": {"control": 0.5, "canary": 0.1, "delta": -0.4}, "cost_delta_percent": -80.0})");
+  std::string out = render_report(r);
+  EXPECT_THAT(out, HasSubstr("Shadow: 5% of control requests, at most 2/s and 8 in flight"));
+  EXPECT_THAT(out, HasSubstr("120 compared, 1 in flight"));
+  EXPECT_THAT(out, HasSubstr("both succeeded 110, status differs 6, canary failed 4, both failed 0"));
+  EXPECT_THAT(out, HasSubstr("rate cap 3"));
+  EXPECT_THAT(out, HasSubstr("status 95.00%, finish_reason 90.00%"));
+  EXPECT_THAT(out, HasSubstr("tool arguments valid -"));
+  EXPECT_THAT(out, HasSubstr("p50 -100ms, p99 400ms, mean -120ms; first byte p50 -"));
+  EXPECT_THAT(out, HasSubstr("canary/control 0.97"));
+  EXPECT_THAT(out, HasSubstr("control $0.5000, canary $0.1000, delta $-0.4000 (-80.0%)"));
 }
 
 TEST(RenderReport, ToleratesNullsAndMissingArms) {
