@@ -1,7 +1,6 @@
 #include "split/split.hpp"
 
 #include <arpa/inet.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
@@ -10,24 +9,10 @@
 #include <random>
 #include <stdexcept>
 
+#include "common/sha256.hpp"
+
 namespace canaryd::split {
 namespace {
-
-// One fetched SHA-256 implementation for the process, and one digest context
-// per thread: the split runs on every request, and an implicit fetch or a
-// context allocation per call would take a lock and a malloc each time.
-const EVP_MD* sha256_md() {
-  static const EVP_MD* md = [] {
-    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    return fetched ? fetched : EVP_sha256();
-  }();
-  return md;
-}
-
-struct MdCtx {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  ~MdCtx() { EVP_MD_CTX_free(ctx); }
-};
 
 char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -133,18 +118,8 @@ bool valid_header_name(std::string_view name) {
 }  // namespace
 
 std::uint32_t bucket(std::string_view salt, std::string_view key) {
-  thread_local MdCtx md;
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  bool ok = md.ctx != nullptr && EVP_DigestInit_ex(md.ctx, sha256_md(), nullptr) == 1 &&
-            EVP_DigestUpdate(md.ctx, salt.data(), salt.size()) == 1 &&
-            EVP_DigestUpdate(md.ctx, ":", 1) == 1 && EVP_DigestUpdate(md.ctx, key.data(), key.size()) == 1 &&
-            EVP_DigestFinal_ex(md.ctx, digest, &len) == 1 && len == 32;
-  if (!ok) {
-    // SHA-256 is compiled into every OpenSSL 3 default provider; without it
-    // no user could be placed consistently, so this is not a state to limp on.
-    std::abort();
-  }
+  const std::string_view parts[] = {salt, ":", key};
+  const crypto::Sha256 digest = crypto::sha256(parts, 3);
   std::uint64_t v = 0;
   for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
   return static_cast<std::uint32_t>(v % kBuckets);

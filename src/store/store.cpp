@@ -1,17 +1,11 @@
 #include "store/store.hpp"
 
-#include <openssl/evp.h>
+#include "common/sha256.hpp"
 
 namespace canaryd::store {
 
 std::string pin_key(std::string_view ns, std::uint64_t epoch, std::string_view sticky_key) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(sticky_key.data(), sticky_key.size(), digest, &len, EVP_sha256(), nullptr) != 1 || len != 32) {
-    // SHA-256 is always in OpenSSL 3's default provider; a pin under a
-    // different key would split one user across two pins, so do not limp on.
-    std::abort();
-  }
+  const crypto::Sha256 digest = crypto::sha256(sticky_key);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(ns.size() + 32 + 32);
