@@ -69,7 +69,7 @@ Error classify(const beast::error_code& ec, std::string_view what, const config:
 
 net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, const config::UpstreamConfig& up,
                                         std::string_view head, std::string_view body, bool head_only,
-                                        upstream::Connection** current) {
+                                        upstream::Connection** current, const bool* abandoned) {
   Exchange ex;
   ex.pool = std::move(pool);
   ex.sent = Exchange::Clock::now();
@@ -78,6 +78,11 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
     auto lease = co_await ex.pool->acquire(attempt > 0);
     if (lease.error) {
       ex.error = std::move(lease.error);
+      co_return ex;
+    }
+    if (abandoned && *abandoned) {
+      ex.pool->release(std::move(lease.conn), true);  // unused: still good for the next request
+      ex.error = {ErrorKind::connect_error, "the client left before upstream '" + up.name + "' was called"};
       co_return ex;
     }
     ex.conn = std::move(lease.conn);

@@ -56,10 +56,12 @@ Error classify(const beast::error_code& ec, std::string_view what, const config:
 // Sends head + body and reads the response header, within up.timeout. A
 // pooled connection the upstream had already closed fails before any response
 // byte; that case is retried once on a fresh connection. `*current` names the
-// connection in use (for a watcher that closes it when the client leaves).
+// connection in use (for a watcher that closes it when the client leaves);
+// `*abandoned`, when given and set once a connection is in hand (the client
+// left while it was being made), stops before anything is sent.
 net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, const config::UpstreamConfig& up,
                                         std::string_view head, std::string_view body, bool head_only,
-                                        upstream::Connection** current);
+                                        upstream::Connection** current, const bool* abandoned = nullptr);
 
 // Reads the rest of a whole (non-event-stream) body into `body`, bounded by
 // up.max_response_bytes, then returns the connection to its pool.

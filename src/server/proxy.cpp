@@ -3,8 +3,6 @@
 // control when the canary fails before any byte reached the client, relay the
 // response (event by event for streams), then account for it.
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <array>
@@ -15,7 +13,6 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <optional>
-#include <sys/socket.h>
 
 #include "common/json_scan.hpp"
 #include "metrics/metrics.hpp"
@@ -32,7 +29,6 @@
 namespace canaryd::server {
 namespace {
 
-using namespace net::experimental::awaitable_operators;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t kRelayBuffer = 16 * 1024;
@@ -57,32 +53,6 @@ struct HeaderView final : split::HeaderLookup {
     return it->value();
   }
 };
-
-// Resolves when the client has gone away (EOF or reset) while we wait on the
-// upstream; then the upstream connection is closed at once so the provider
-// stops generating. Pipelined bytes are not a disconnect.
-net::awaitable<void> client_gone(beast::tcp_stream& client, upstream::Connection** current) {
-  auto& sock = client.socket();
-  for (;;) {
-    auto [ec] = co_await sock.async_wait(net::ip::tcp::socket::wait_read, kTuple);
-    if (ec) {
-      // Cancelled because the call finished: park until the group collects us.
-      if (ec == net::error::operation_aborted) co_return;
-    } else {
-      char byte;
-      ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) {
-        // The next pipelined request: not a disconnect. Wait until cancelled.
-        net::steady_timer forever(sock.get_executor(), std::chrono::hours(24 * 365));
-        co_await forever.async_wait(kTuple);
-        co_return;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-    }
-    if (*current) (*current)->close();
-    co_return;
-  }
-}
 
 struct Outcome {
   Error error;                 // canaryd-made failure (no upstream response relayed)
@@ -471,6 +441,10 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   std::string head;
   std::string renamed;
 
+  // While the upstream works, the worker watches this client: if it leaves,
+  // the upstream connection is closed at once so the provider stops generating.
+  ClientWatch watch(ctx.worker, ctx.client.socket().native_handle(), &current);
+
   auto call = [&]() -> net::awaitable<void> {
     for (int attempt = 0; attempt < 2; ++attempt) {
       up = &(arm == Arm::canary ? cfg.canary() : cfg.control());
@@ -489,7 +463,8 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       head = upstream_head(req, upstream_target(*up, ctx.path, query), out_body.size(),
                            {up, ctx.request_id, ctx.peer_ip});
       ex.emplace(co_await start_exchange(ctx.worker.pool(*ctx.rt, *up, ctx.app.threads), *up, head, out_body,
-                                         req.method() == http::verb::head, &current));
+                                         req.method() == http::verb::head, &current, watch.gone_flag()));
+      if (watch.gone()) co_return;  // the client left: no fallback, no relay
       std::string_view reason = fallback_reason(*ex);
       const bool may_fall_back = attempt == 0 && arm == Arm::canary && !decision.forced && cfg.fallback.enabled &&
                                  !reason.empty() && listed(cfg.fallback.on, reason);
@@ -506,14 +481,14 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       }
       break;
     }
-    if (!ex->error) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback, pair.get()));
+    if (!ex->error && !watch.gone()) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback, pair.get()));
     current = nullptr;
   };
 
-  auto race = co_await (call() || client_gone(ctx.client, &current));
+  co_await call();
   ctx.app.inflight.fetch_sub(1, std::memory_order_relaxed);
   if (ctx.app.metrics) ctx.app.metrics->inflight_add(-1);
-  bool gone = race.index() == 1;
+  const bool gone = watch.gone();
 
   if (!gone && outcome && outcome->error && !outcome->relayed && ex) {
     // The upstream sent a header, then failed before its (buffered) body was

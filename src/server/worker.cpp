@@ -1,5 +1,9 @@
 #include "server/worker.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 namespace canaryd::server {
 
 std::shared_ptr<upstream::Pool> Worker::pool(const Runtime& rt, const config::UpstreamConfig& up, int threads) {
@@ -31,6 +35,50 @@ std::size_t Worker::close_sessions(bool all) {
     }
   }
   return closed;
+}
+
+ClientWatch::ClientWatch(Worker& worker, int fd, upstream::Connection** current)
+    : worker_(worker), fd_(fd), current_(current) {
+  worker_.watch(this);
+}
+
+ClientWatch::~ClientWatch() { worker_.unwatch(this); }
+
+void Worker::watch(ClientWatch* w) {
+  w->index_ = watches_.size();
+  watches_.push_back(w);
+  if (!sweep_armed_) arm_sweep();
+}
+
+void Worker::arm_sweep() {
+  sweep_armed_ = true;
+  sweep_timer_.expires_after(kSweep);
+  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    sweep_armed_ = false;
+    if (!ec) sweep();
+  });
+}
+
+void Worker::unwatch(ClientWatch* w) {
+  // Swap-remove: O(1), order does not matter.
+  ClientWatch* last = watches_.back();
+  watches_[w->index_] = last;
+  last->index_ = w->index_;
+  watches_.pop_back();
+}
+
+void Worker::sweep() {
+  for (ClientWatch* w : watches_) {
+    if (w->gone_) continue;
+    char byte;
+    const ssize_t n = ::recv(w->fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) continue;
+    w->gone_ = true;
+    if (*w->current_) (*w->current_)->close();
+  }
+  if (watches_.empty()) return;
+  // Re-armed only while calls are watched: an idle worker does not wake up.
+  arm_sweep();
 }
 
 }  // namespace canaryd::server

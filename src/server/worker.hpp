@@ -3,11 +3,13 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <map>
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "server/app.hpp"
 #include "upstream/connection.hpp"
@@ -23,8 +25,38 @@ struct SessionHandle {
   bool idle = true;  // waiting for the next request (safe to close on drain)
 };
 
+// A proxied call waiting on its upstream, watched for its client leaving.
+// Registered for the call's duration (RAII); the worker checks every watched
+// client socket every kSweep with one recv(MSG_PEEK): on EOF or a reset it
+// marks the call gone and closes its upstream connection, so the provider
+// stops generating. A per-request async_wait on the client socket (what this
+// replaced) cost an epoll_ctl syscall and a cancellation-slot race on every
+// request; the sweep costs nothing per request and one peek per watched call
+// per tick. Bytes waiting on the socket are a pipelined request, not a
+// disconnect.
+class Worker;
+class ClientWatch {
+ public:
+  ClientWatch(Worker& worker, int fd, upstream::Connection** current);
+  ~ClientWatch();
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+  bool gone() const { return gone_; }
+  const bool* gone_flag() const { return &gone_; }
+
+ private:
+  friend class Worker;
+  Worker& worker_;
+  int fd_;
+  upstream::Connection** current_;
+  std::size_t index_ = 0;
+  bool gone_ = false;
+};
+
 class Worker {
  public:
+  static constexpr std::chrono::milliseconds kSweep{50};
+
   Worker(App& app, int index) : app_(app), index_(index) {}
 
   boost::asio::io_context& ioc() { return ioc_; }
@@ -43,13 +75,24 @@ class Worker {
   // their response. `all` cuts busy ones too (past shutdown_grace).
   std::size_t close_sessions(bool all);
 
+  void watch(ClientWatch* w);
+  void unwatch(ClientWatch* w);
+
  private:
   App& app_;
   int index_;
+  // Before ioc_: destroying ioc_ destroys the coroutine frames still parked
+  // in it (a cut shutdown), whose ClientWatch unregisters from this list.
+  std::vector<ClientWatch*> watches_;
   boost::asio::io_context ioc_{1};
   std::uint64_t pools_generation_ = 0;
   std::map<std::string, std::shared_ptr<upstream::Pool>> pools_;
   std::unordered_set<SessionHandle*> sessions_;
+  boost::asio::steady_timer sweep_timer_{ioc_};
+  bool sweep_armed_ = false;
+
+  void arm_sweep();
+  void sweep();
 };
 
 }  // namespace canaryd::server
