@@ -75,7 +75,7 @@ int run(const Flags& flags) {
     std::cerr << flags.config << ": " << e.what() << "\n";
     return 1;
   }
-  app.runtime.store(rt);
+  app.publish(rt);
   metrics::Metrics metrics(*cfg);
   app.metrics = &metrics;
   server::AccessLog access(log::access_logger());
@@ -194,7 +194,7 @@ int run(const Flags& flags) {
           auto next = std::make_shared<const config::Config>(config::load_file(flags.config));
           auto next_rt = std::make_shared<const server::Runtime>(next);
           shadow.configure(next->shadow);
-          app.runtime.store(next_rt);
+          app.publish(next_rt);
           rollout.reconfigure(*next);
           if (!flags.log_level) log::set_level(next->log.level);
           log::info("config reloaded", {{"file", flags.config}});

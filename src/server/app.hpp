@@ -57,6 +57,14 @@ struct App {
   std::atomic<std::int64_t> inflight{0};
 
   std::shared_ptr<const Runtime> current() const { return runtime.load(std::memory_order_acquire); }
+  // Swaps in a new generation (start-up, SIGHUP). I/O threads notice the
+  // generation number change and take their own reference (Worker::runtime()).
+  void publish(std::shared_ptr<const Runtime> rt) {
+    const std::uint64_t g = rt->generation;
+    runtime.store(std::move(rt), std::memory_order_release);
+    generation.store(g, std::memory_order_release);
+  }
+  std::atomic<std::uint64_t> generation{0};
 };
 
 }  // namespace canaryd::server

@@ -88,7 +88,7 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
   bool first = true;
 
   for (;;) {
-    auto rt = app.current();
+    auto rt = worker.runtime();
     const auto& sc = rt->config->server;
     guard.handle.idle = true;
     if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;

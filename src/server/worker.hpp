@@ -75,6 +75,14 @@ class Worker {
   // their response. `all` cuts busy ones too (past shutdown_grace).
   std::size_t close_sessions(bool all);
 
+  // The current config generation, through a reference owned by this thread.
+  // Every request copies it: had they all copied App::runtime, the two
+  // threads would bounce one reference count (and atomic<shared_ptr>'s lock)
+  // between their caches on every request. A request keeps its generation
+  // alive through its copy; the thread's holder of the previous generation
+  // goes when the last such request ends.
+  const std::shared_ptr<const Runtime>& runtime();
+
   void watch(ClientWatch* w);
   void unwatch(ClientWatch* w);
 
@@ -89,6 +97,8 @@ class Worker {
   std::map<std::string, std::shared_ptr<upstream::Pool>> pools_;
   std::unordered_set<SessionHandle*> sessions_;
   boost::asio::steady_timer sweep_timer_{ioc_};
+  std::shared_ptr<const Runtime> runtime_;
+  std::uint64_t runtime_generation_ = 0;
   bool sweep_armed_ = false;
 
   void arm_sweep();
