@@ -72,6 +72,7 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
                                         upstream::Connection** current, const bool* abandoned) {
   Exchange ex;
   ex.pool = std::move(pool);
+  ex.current = current;
   ex.sent = Exchange::Clock::now();
   const auto deadline = ex.sent + up.timeout;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -108,8 +109,7 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
                        (ec == http::error::end_of_stream || ec == net::error::eof ||
                         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
                         ec == net::ssl::error::stream_truncated);
-    ex.pool->release(std::move(ex.conn), false);
-    *current = nullptr;
+    ex.release(false);
     if (!stale_reuse) {
       ex.error = classify(ec, "before responding", up);
       co_return ex;
@@ -134,11 +134,11 @@ net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig
     body.append(buf, sizeof buf - res.body().size);
     if (ec == http::error::need_buffer) continue;
     if (ec) {
-      ex.pool->release(std::move(ex.conn), false);
+      ex.release(false);
       co_return classify(ec, "while sending the body", up);
     }
   }
-  ex.pool->release(std::move(ex.conn), res.keep_alive());
+  ex.release(res.keep_alive());
   co_return Error{};
 }
 

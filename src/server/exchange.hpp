@@ -34,6 +34,14 @@ struct Exchange {
   Clock::time_point sent;        // before acquiring a connection
   Clock::time_point first_byte;  // response header read
   int status = 0;
+  upstream::Connection** current = nullptr;  // the caller's "connection in use", cleared on release
+
+  // Returns the connection to its pool (kept only if `reusable`) and clears
+  // `*current`, so that nothing closes it in the pool by mistake.
+  void release(bool reusable) {
+    if (current && *current == conn.get()) *current = nullptr;
+    if (conn) pool->release(std::move(conn), reusable);
+  }
 };
 
 // The upstream request head for a client request: SPEC §3 header rules, the

@@ -61,8 +61,14 @@ struct Outcome {
   bool keep_alive = false;
   bool client_gone = false;
   std::optional<upstream::Usage> usage;
-  Clock::time_point done;
+  Clock::time_point done;          // the upstream finished (or the relay stopped)
   Clock::duration client_write{};  // time spent writing to the client after the upstream finished
+  // The last write to the client, left to the caller so that the metrics
+  // count the request before the client can see its end (a client that reads
+  // /metrics right after its answer must find it counted).
+  bool write_pending = false;
+  std::string pending_head;        // non-streaming: head + body
+  std::string pending_body;        // (a stream's pending write is its final chunk)
 };
 
 void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const config::UpstreamConfig& up,
@@ -76,7 +82,7 @@ void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const 
 // Relays an upstream response whose header has been read.
 // `pair`: this request is shadowed; its answer is summarized for the comparison.
 net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const config::UpstreamConfig& up,
-                              std::string_view fallback, ShadowPair* pair) {
+                              std::string_view fallback, ShadowPair* pair, ClientWatch& watch) {
   Outcome out;
   auto& p = *ex.parser;
   auto& ures = p.get();
@@ -92,6 +98,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
       out.error = std::move(e);
       co_return out;
     }
+    watch.stop();
     auto upstream_done = Clock::now();
     if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
     if (pair) {
@@ -104,17 +111,13 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     add_arm_headers(fields, ctx, arm, up, fallback);
     fields.set(http::field::content_length, std::to_string(body.size()));
     if (!ctx.keep_alive) fields.set(http::field::connection, "close");
-    std::string head;
-    head.reserve(512);
-    append_response_head(head, static_cast<unsigned>(ex.status), fields);
-    std::array<net::const_buffer, 2> wire{net::buffer(head), net::buffer(body)};
-    ctx.client.expires_after(sc.idle_timeout);
-    auto [wec, wn] = co_await net::async_write(ctx.client, wire, kTuple);
+    out.pending_head.reserve(512);
+    append_response_head(out.pending_head, static_cast<unsigned>(ex.status), fields);
+    out.pending_body = std::move(body);
+    out.write_pending = true;
     out.relayed = true;
     out.status = ex.status;
-    out.done = Clock::now();
-    out.client_write = out.done - upstream_done;
-    out.keep_alive = !wec && ctx.keep_alive;
+    out.done = upstream_done;
     co_return out;
   }
 
@@ -169,28 +172,44 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   }
   if (cec) {
     out.client_gone = true;
-    ex.pool->release(std::move(ex.conn), false);
+    ex.release(false);
     out.done = Clock::now();
     co_return out;
   }
   if (!upstream_ok) {
     // Headers are out: the only honest signal left is to end the connection
     // without the final chunk, so the client sees a truncated stream.
-    ex.pool->release(std::move(ex.conn), false);
+    ex.release(false);
     out.keep_alive = false;
     out.done = Clock::now();
     co_return out;
   }
-  ex.pool->release(std::move(ex.conn), ures.keep_alive());
+  ex.release(ures.keep_alive());
+  watch.stop();
   if (pair) pair->control_stream.finish(pair->control);
-  auto upstream_done = Clock::now();
-  ctx.client.expires_after(sc.idle_timeout);
-  auto [fec, fn] = co_await net::async_write(ctx.client, net::buffer("0\r\n\r\n", 5), kTuple);
   out.usage = sse.usage();
   out.done = Clock::now();
-  out.client_write = out.done - upstream_done;
-  out.keep_alive = !fec && ctx.keep_alive;
+  out.write_pending = true;  // the final chunk
   co_return out;
+}
+
+// The response's last bytes (see Outcome::write_pending); sets keep_alive,
+// client_write and done.
+net::awaitable<void> finish_write(RequestContext& ctx, Outcome& o) {
+  ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
+  beast::error_code ec;
+  if (o.pending_head.empty()) {
+    auto [wec, wn] = co_await net::async_write(ctx.client, net::buffer("0\r\n\r\n", 5), kTuple);
+    ec = wec;
+  } else {
+    std::array<net::const_buffer, 2> wire{net::buffer(o.pending_head), net::buffer(o.pending_body)};
+    auto [wec, wn] = co_await net::async_write(ctx.client, wire, kTuple);
+    ec = wec;
+  }
+  const auto now = Clock::now();
+  o.client_write = now - o.done;
+  o.done = now;
+  o.keep_alive = !ec && ctx.keep_alive;
 }
 
 // Which failures of the canary may go to control (fallback.on).
@@ -289,9 +308,9 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
       if (ex.status) m->observe_ttfb(p, mi, seconds(ex.first_byte - ex.sent));
       if (o && o->usage) m->add_tokens(p, mi, o->usage->prompt, o->usage->completion);
     }
-    if (o && o->relayed) {
+    if (o && o->relayed && !o->write_pending) {
       // Time in canaryd itself: before the upstream call, and writing out
-      // after the upstream finished.
+      // after the upstream finished (observed after that write when it is pending).
       m->observe_overhead(seconds((ex.sent - ctx.received) + o->client_write));
     }
   }
@@ -472,7 +491,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
         // The canary failed before any byte reached the client: account for
         // its attempt, drop its answer, and ask control once.
         account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
-        if (ex->conn) ex->pool->release(std::move(ex->conn), false);
+        ex->release(false);
         current = nullptr;
         if (ctx.app.metrics) ctx.app.metrics->add_fallback(up->name, cfg.control().name, reason);
         fallback = std::string(reason);
@@ -481,13 +500,20 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       }
       break;
     }
-    if (!ex->error && !watch.gone()) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback, pair.get()));
+    if (!ex->error && !watch.gone()) outcome.emplace(co_await relay(ctx, *ex, arm, *up, fallback, pair.get(), watch));
     current = nullptr;
   };
 
   co_await call();
-  ctx.app.inflight.fetch_sub(1, std::memory_order_relaxed);
-  if (ctx.app.metrics) ctx.app.metrics->inflight_add(-1);
+  // Still in flight until the last byte is written (a drain waits for it).
+  struct InflightGuard {
+    explicit InflightGuard(App& a) : app(a) {}
+    App& app;
+    ~InflightGuard() {
+      app.inflight.fetch_sub(1, std::memory_order_relaxed);
+      if (app.metrics) app.metrics->inflight_add(-1);
+    }
+  } inflight_guard(ctx.app);
   const bool gone = watch.gone();
 
   if (!gone && outcome && outcome->error && !outcome->relayed && ex) {
@@ -535,6 +561,10 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       view.sent = e.sent;
       view.first_byte = e.first_byte;
       account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
+    }
+    if (outcome && o.write_pending && !gone) {
+      co_await finish_write(ctx, *outcome);
+      if (ctx.app.metrics) ctx.app.metrics->observe_overhead(seconds((e.sent - ctx.received) + o.client_write));
     }
     log_access(ctx, decision, arm, up, sent_model, o.status ? o.status : 499, in.stream, fallback,
                (gone || o.client_gone) ? std::string_view("client_gone") : (o.error ? error_name(o.error.kind) : ""), e,

@@ -110,7 +110,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
       }
       sse.feed(std::string_view(buf, got));
     }
-    ex.pool->release(std::move(ex.conn), ok && res.keep_alive());
+    ex.release(ok && res.keep_alive());
     summary.finish(s);
     s.usage = sse.usage();
     if (!ok) s.failed = true;

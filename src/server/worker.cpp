@@ -55,9 +55,14 @@ ClientWatch::ClientWatch(Worker& worker, int fd, upstream::Connection** current)
   worker_.watch(this);
 }
 
-ClientWatch::~ClientWatch() { worker_.unwatch(this); }
+ClientWatch::~ClientWatch() { stop(); }
+
+void ClientWatch::stop() {
+  if (watched_) worker_.unwatch(this);
+}
 
 void Worker::watch(ClientWatch* w) {
+  w->watched_ = true;
   w->index_ = watches_.size();
   watches_.push_back(w);
   if (!sweep_armed_) arm_sweep();
@@ -73,6 +78,7 @@ void Worker::arm_sweep() {
 }
 
 void Worker::unwatch(ClientWatch* w) {
+  w->watched_ = false;
   // Swap-remove: O(1), order does not matter.
   ClientWatch* last = watches_.back();
   watches_[w->index_] = last;

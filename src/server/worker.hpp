@@ -43,6 +43,9 @@ class ClientWatch {
   ClientWatch& operator=(const ClientWatch&) = delete;
   bool gone() const { return gone_; }
   const bool* gone_flag() const { return &gone_; }
+  // The upstream part is over (only the client is written to now): a client
+  // that closes after reading its answer must not count as gone.
+  void stop();
 
  private:
   friend class Worker;
@@ -51,6 +54,7 @@ class ClientWatch {
   upstream::Connection** current_;
   std::size_t index_ = 0;
   bool gone_ = false;
+  bool watched_ = false;
 };
 
 class Worker {

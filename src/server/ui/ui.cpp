@@ -32,7 +32,7 @@ std::string make_csp() {
   const auto html = status_page_html();
   return "default-src 'none'; script-src " + sha256_source(element_text(html, "<script>", "</script>")) +
          "; style-src " + sha256_source(element_text(html, "<style>", "</style>")) +
-         "; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+         "; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 }
 
 }  // namespace
