@@ -33,6 +33,7 @@ build: deps $(BUILD_DIR)/build.ninja
 e2e-deps:
 	@if [ ! -d tests/e2e/node_modules ]; then npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error; fi
 	@if [ ! -d deploy/validate/node_modules ]; then npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error; fi
+	@if [ ! -d tests/browser/node_modules ]; then npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; fi
 
 test: build e2e-deps
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 $(CTEST_ARGS)

@@ -4,6 +4,7 @@
 # run costs one dpkg query. Used by `make`, the Dockerfile and CI.
 #
 #   scripts/install-deps.sh            build + test dependencies
+#   scripts/install-deps.sh --build    only what compiling needs (the image's builder stage)
 #   scripts/install-deps.sh --runtime  only the runtime libraries (container image)
 #   scripts/install-deps.sh --bench    also nginx, wrk (make bench)
 set -euo pipefail
@@ -13,7 +14,8 @@ build_pkgs=(
   libboost1.81-dev libssl-dev nlohmann-json3-dev libhiredis-dev
   prometheus-cpp-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev
 )
-test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap)
+# chromium: the status page's browser test (tests/browser, driven by playwright-core).
+test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap chromium)
 bench_pkgs=(nginx-light wrk util-linux linux-perf valgrind strace)
 runtime_pkgs=(
   ca-certificates libssl3 libhiredis0.14 libprometheus-cpp-core1.0
@@ -23,13 +25,14 @@ runtime_pkgs=(
 want=()
 case "${1:-}" in
   --runtime) want=("${runtime_pkgs[@]}") ;;
+  --build) want=("${build_pkgs[@]}") ;;
   --bench) want=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
   "") want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 [--runtime|--bench]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--build|--runtime|--bench]" >&2; exit 2 ;;
 esac
 # Node.js runs the end-to-end tests with the official openai SDK; a machine that
 # already has a node >= 18 (e.g. from NodeSource) keeps it.
-if [[ "${1:-}" != "--runtime" ]]; then
+if [[ "${1:-}" != "--runtime" && "${1:-}" != "--build" ]]; then
   if ! command -v node >/dev/null 2>&1 || \
      [[ "$(node -e 'process.stdout.write(String(process.versions.node.split(".")[0] >= 18))')" != "true" ]]; then
     want+=(nodejs npm)
