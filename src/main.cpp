@@ -222,6 +222,7 @@ int run(const Flags& flags) {
   };
   wait_signal();
   control.run();
+  srv.finish_accepting();
   // Join the I/O threads before the stores go: a Redis client must not be
   // destroyed while its thread may still run it, nor after its io_context.
   srv.join();

@@ -105,6 +105,13 @@ void Server::cut_now() {
   for (auto& w : workers_) net::post(w->ioc(), [w = w.get()] { w->close_sessions(true); });
 }
 
+void Server::finish_accepting() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+  control_.restart();
+  control_.poll();
+}
+
 void Server::join() {
   guards_.clear();
   for (auto& w : workers_) w->ioc().stop();

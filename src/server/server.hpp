@@ -36,6 +36,10 @@ class Server {
   // Stops the I/O threads and joins them; the io_contexts stay alive (and
   // own what is left of their coroutines) until the Server is destroyed.
   void join();
+  // After the control loop has stopped: closes the listener and runs the
+  // control loop's ready handlers once, so that the cancelled accept (which
+  // holds a socket of a worker's io_context) completes before the workers go.
+  void finish_accepting();
 
  private:
   boost::asio::awaitable<void> accept_loop();
