@@ -42,8 +42,12 @@ e2e-deps:
 	@if [ ! -d deploy/validate/node_modules ]; then npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error; fi
 	@if [ ! -d tests/browser/node_modules ]; then npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; fi
 
+# Under the sanitizers any report fails the test that caused it: UBSan stops the
+# process instead of printing and going on, and the suites check exit codes.
+SAN_ENV := UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
 test: build e2e-deps
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 600 -j 2 $(CTEST_ARGS)
+	cd $(BUILD_DIR) && $(if $(SANITIZE),$(SAN_ENV) )ctest --output-on-failure --timeout 600 -j 2 $(CTEST_ARGS)
 
 run: build
 	@scripts/run.sh $(BUILD_DIR) $(CONFIG)
