@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <boost/asio/ssl/context.hpp>
@@ -41,7 +42,6 @@ struct Runtime {
 };
 
 struct App {
-  std::atomic<std::shared_ptr<const Runtime>> runtime;
   metrics::Metrics* metrics = nullptr;
   RolloutController* rollout = nullptr;
   AccessLog* access_log = nullptr;
@@ -56,15 +56,29 @@ struct App {
   std::atomic<std::int64_t> rejected_connections{0};
   std::atomic<std::int64_t> inflight{0};
 
-  std::shared_ptr<const Runtime> current() const { return runtime.load(std::memory_order_acquire); }
+  // Under a mutex, not std::atomic<shared_ptr>: libstdc++ 12's version
+  // unlocks a load with a relaxed store, which ThreadSanitizer rightly reports
+  // against a concurrent store. It is off the hot path (Worker::runtime()
+  // takes a reference once per generation).
+  std::shared_ptr<const Runtime> current() const {
+    std::lock_guard lock(runtime_mutex_);
+    return runtime_;
+  }
   // Swaps in a new generation (start-up, SIGHUP). I/O threads notice the
   // generation number change and take their own reference (Worker::runtime()).
   void publish(std::shared_ptr<const Runtime> rt) {
     const std::uint64_t g = rt->generation;
-    runtime.store(std::move(rt), std::memory_order_release);
+    {
+      std::lock_guard lock(runtime_mutex_);
+      runtime_ = std::move(rt);
+    }
     generation.store(g, std::memory_order_release);
   }
   std::atomic<std::uint64_t> generation{0};
+
+ private:
+  mutable std::mutex runtime_mutex_;
+  std::shared_ptr<const Runtime> runtime_;
 };
 
 }  // namespace canaryd::server
