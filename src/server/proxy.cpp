@@ -505,14 +505,20 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   };
 
   co_await call();
-  // Still in flight until the last byte is written (a drain waits for it).
+  // Leaves the in-flight count with the accounting, before the client can see
+  // the end of its answer (the metrics are settled by then); on every other
+  // path when this frame ends.
   struct InflightGuard {
     explicit InflightGuard(App& a) : app(a) {}
     App& app;
-    ~InflightGuard() {
+    bool done = false;
+    void release() {
+      if (done) return;
+      done = true;
       app.inflight.fetch_sub(1, std::memory_order_relaxed);
       if (app.metrics) app.metrics->inflight_add(-1);
     }
+    ~InflightGuard() { release(); }
   } inflight_guard(ctx.app);
   const bool gone = watch.gone();
 
@@ -532,6 +538,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
     res.body() = openai_error_body(ex->error.kind, ex->error.message);
     res.keep_alive(ctx.keep_alive);
     res.prepare_payload();
+    inflight_guard.release();
     ctx.client.expires_after(cfg.server.idle_timeout);
     auto [wec, wn] = co_await http::async_write(ctx.client, res, kTuple);
     keep = !wec && ctx.keep_alive;
@@ -563,6 +570,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
     }
     if (outcome && o.write_pending && !gone) {
+      inflight_guard.release();
       co_await finish_write(ctx, *outcome);
       if (ctx.app.metrics) ctx.app.metrics->observe_overhead(seconds((e.sent - ctx.received) + o.client_write));
     }
