@@ -570,9 +570,13 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
     }
     if (outcome && o.write_pending && !gone) {
+      // Time in canaryd itself: before the upstream call, and preparing the
+      // answer after the upstream finished (the last write to the socket is
+      // the kernel's). Observed, like everything else, before the client can
+      // see the end of its answer.
+      if (ctx.app.metrics) ctx.app.metrics->observe_overhead(seconds((e.sent - ctx.received) + (Clock::now() - o.done)));
       inflight_guard.release();
       co_await finish_write(ctx, *outcome);
-      if (ctx.app.metrics) ctx.app.metrics->observe_overhead(seconds((e.sent - ctx.received) + o.client_write));
     }
     log_access(ctx, decision, arm, up, sent_model, o.status ? o.status : 499, in.stream, fallback,
                (gone || o.client_gone) ? std::string_view("client_gone") : (o.error ? error_name(o.error.kind) : ""), e,
