@@ -41,7 +41,12 @@ def metric(cd, name, **labels):
     return sum(v for l, v in metric_samples(text.decode(), name) if all(l.get(k) == w for k, w in labels.items()))
 
 
-def shadow_lines(cd):
+def shadow_lines(cd, expect=None):
+    """The {"type":"shadow"} log lines; with `expect`, waits until that many are out (the log is
+    written by spdlog's async thread, a moment after the pair is counted)."""
+    if expect is not None:
+        wait_until(lambda: len([l for l in cd.log_lines() if l.get("type") == "shadow"]) >= expect, 10,
+                   message=f"{expect} shadow log lines")
     return [l for l in cd.log_lines() if l.get("type") == "shadow"]
 
 
@@ -102,7 +107,7 @@ class ShadowComparisonTest(unittest.TestCase):
             self.assertEqual(metric(cd, "ai_proxy_requests_total", provider="cny"), 0)
 
             # One log line per comparison, without the prompt or the answers.
-            lines = shadow_lines(cd)
+            lines = shadow_lines(cd, sent)
             self.assertEqual(len(lines), sent)
             for l in lines:
                 self.assertEqual(l["result"], "both_succeeded")
@@ -135,7 +140,7 @@ class ShadowComparisonTest(unittest.TestCase):
             post_chat(cd, chat_body("gpt-4.1", "hi"))
             wait_until(lambda: report(cd)["pairs"] == 1, 10)
             self.assertEqual(report(cd)["results"]["status_differs"], 1)
-            self.assertEqual(shadow_lines(cd)[0]["shadow_status"], 400)
+            self.assertEqual(shadow_lines(cd, 1)[0]["shadow_status"], 400)
         with Mock("control") as control, Mock("canary", malformed=True) as canary, \
                 Canaryd(shadow_config(control, canary.base_url), env={"CANARYD_IT_ADMIN": ADMIN}) as cd:
             post_chat(cd, chat_body("gpt-4.1", "hi"))
@@ -143,7 +148,7 @@ class ShadowComparisonTest(unittest.TestCase):
             r = report(cd)
             self.assertEqual(r["results"]["both_succeeded"], 1)
             self.assertEqual(r["match_rates"]["shadow_json_valid"], 0.0)
-            self.assertFalse(shadow_lines(cd)[0]["shadow_json_valid"])
+            self.assertFalse(shadow_lines(cd, 1)[0]["shadow_json_valid"])
 
     def test_unreachable_canary_is_shadow_failed_and_the_client_is_unaffected(self):
         with Mock("control") as control, \
@@ -154,7 +159,7 @@ class ShadowComparisonTest(unittest.TestCase):
             wait_until(lambda: report(cd)["pairs"] == 3, 10)
             self.assertEqual(report(cd)["results"]["shadow_failed"], 3)
             self.assertEqual(metric(cd, "ai_proxy_shadow_requests_total", result="shadow_failed"), 3)
-            self.assertEqual({l["shadow_error"] for l in shadow_lines(cd)}, {"connect_error"})
+            self.assertEqual({l["shadow_error"] for l in shadow_lines(cd, 3)}, {"connect_error"})
 
 
 class ShadowBoundsTest(unittest.TestCase):
