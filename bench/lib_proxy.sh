@@ -1,5 +1,17 @@
 # Sourced by bench/load.sh and bench/soak.sh: starts one mock-upstream and
 # canaryd (fallback off, limits sized for the load) and stops them by PID.
+# The caller sets ROOT and its defaults for DURATION, CONNS and STREAMS, then
+# sources this with its arguments: [--duration S] [--conns N] [--streams N].
+BUILD_DIR=${BUILD_DIR:-build}
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --streams) STREAMS=$2; shift 2 ;;
+    *) echo "usage: $0 [--duration S] [--conns N] [--streams N]" >&2; exit 2 ;;
+  esac
+done
 TMP=$(mktemp -d /tmp/canaryd-load.XXXXXX)
 MOCK_BIN=${MOCK_BIN:-$BUILD_DIR/tools/mock-upstream/mock-upstream}
 CANARYD_BIN=${CANARYD_BIN:-$BUILD_DIR/canaryd}

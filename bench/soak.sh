@@ -8,18 +8,8 @@
 #   BUILD_DIR=build-hard bench/soak.sh --duration 120
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD_DIR=${BUILD_DIR:-build}
-case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac
 DURATION=600 CONNS=100 STREAMS=20
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --duration) DURATION=$2; shift 2 ;;
-    --conns) CONNS=$2; shift 2 ;;
-    --streams) STREAMS=$2; shift 2 ;;
-    *) echo "usage: $0 [--duration S] [--conns N] [--streams N]" >&2; exit 2 ;;
-  esac
-done
-source "$ROOT/bench/lib_proxy.sh"
+source "$ROOT/bench/lib_proxy.sh" "$@"  # BUILD_DIR, --duration/--conns/--streams
 start_stack "$CONNS" "$STREAMS"
 rc=0
 out=$(python3 "$ROOT/bench/loadgen.py" soak "http://127.0.0.1:$CANARYD_PORT" --conns "$CONNS" --streams "$STREAMS" \
