@@ -103,7 +103,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
     if (pair) {
       summarize_body(body, pair->control);
-      if (pair->log_bodies) pair->control_text = body;
+      pair->log_text(pair->control_text, body);
     }
 
     http::fields fields;
@@ -127,10 +127,8 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   if (pair) {
     sse.on_data = [pair](std::string_view data) {
       pair->control_stream.event(data);
-      if (pair->log_bodies && pair->control_text.size() < (1u << 20)) {
-        pair->control_text.append(data);
-        pair->control_text += '\n';
-      }
+      pair->log_text(pair->control_text, data);
+      pair->log_text(pair->control_text, "\n");
     };
   }
   http::fields fields;
@@ -365,8 +363,9 @@ std::string renamed_body(std::string_view body, const json::Span& model, std::st
 }
 
 // Fills the pair and spawns its call to the canary on this I/O thread.
-void start_shadow(RequestContext& ctx, ShadowPair& pair, const std::shared_ptr<ShadowPair>& handle,
-                  const Inspected& in, const std::string& body) {
+void start_shadow(RequestContext& ctx, const std::shared_ptr<ShadowPair>& handle, const Inspected& in,
+                  const std::string& body) {
+  ShadowPair& pair = *handle;
   const config::Config& cfg = *ctx.rt->config;
   const config::UpstreamConfig& canary = cfg.canary();
   const config::UpstreamConfig& control = cfg.control();
@@ -436,7 +435,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   std::shared_ptr<ShadowPair> pair;
   if (route == RouteKind::split && decision.arm == Arm::control && ctx.app.shadow) {
     pair = ctx.app.shadow->admit(ctx.rt, ctx.app.rollout ? ctx.app.rollout->canary_off() : false);
-    if (pair) start_shadow(ctx, *pair, pair, in, body);
+    if (pair) start_shadow(ctx, pair, in, body);
   }
   struct PairGuard {
     explicit PairGuard(std::shared_ptr<ShadowPair>& pair) : p(pair) {}

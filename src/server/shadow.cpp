@@ -28,17 +28,9 @@ namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t kReadBuffer = 16 * 1024;
-// What log_bodies keeps of each answer: enough for an offline evaluation of
-// ordinary answers, bounded so a runaway stream cannot grow memory.
-constexpr std::size_t kMaxLoggedText = 1 << 20;
 constexpr std::string_view kDropNames[] = {"rate", "in_flight", "rolled_back", "control_incomplete"};
 
 double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-void append_bounded(std::string& out, std::string_view text) {
-  if (out.size() >= kMaxLoggedText) return;
-  out.append(text.substr(0, kMaxLoggedText - out.size()));
-}
 
 // An answer for the bodies file: the JSON itself when it parses, else the text.
 nlohmann::json as_json_or_text(const std::string& text) {
@@ -87,10 +79,8 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
     ShadowPair* raw = pair.get();
     sse.on_data = [&summary, raw](std::string_view data) {
       summary.event(data);
-      if (raw->log_bodies) {
-        append_bounded(raw->shadow_text, data);
-        append_bounded(raw->shadow_text, "\n");
-      }
+      raw->log_text(raw->shadow_text, data);
+      raw->log_text(raw->shadow_text, "\n");
     };
     char buf[kReadBuffer];
     std::uint64_t total = 0;
@@ -122,7 +112,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
       s.error = std::string(error_name(e.kind));
     } else {
       summarize_body(answer, s);
-      if (pair->log_bodies) append_bounded(pair->shadow_text, answer);
+      pair->log_text(pair->shadow_text, answer);
     }
   }
   if (s.status / 100 != 2) s.failed = true;
@@ -137,6 +127,11 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
 ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const Runtime> runtime) : rt(std::move(runtime)), owner_(owner) {}
 
 ShadowPair::~ShadowPair() = default;
+
+void ShadowPair::log_text(std::string& side, std::string_view text) const {
+  if (!log_bodies || side.size() >= kMaxLoggedText) return;
+  side.append(text.substr(0, kMaxLoggedText - side.size()));
+}
 
 void ShadowPair::control_done() {
   if (control_reported_ || control_abandoned_) return;

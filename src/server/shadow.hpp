@@ -69,6 +69,12 @@ class ShadowPair {
   void control_abandoned();
   void shadow_done();
 
+  // With log_bodies: appends to one side's logged answer (control_text or
+  // shadow_text), at most kMaxLoggedText per side so a runaway stream cannot
+  // grow memory. Without log_bodies: nothing.
+  static constexpr std::size_t kMaxLoggedText = 1 << 20;
+  void log_text(std::string& side, std::string_view text) const;
+
   std::shared_ptr<const Runtime> rt;
   std::string request_id;
   std::string path;
