@@ -6,8 +6,9 @@
 #
 #   docker/build.sh                        canaryd:latest + canaryd:VERSION (full multi-stage build)
 #   docker/build.sh --mock                 also canaryd-mock:latest (the compose demo's upstreams)
-#   docker/build.sh --prebuilt BINARY [--tag T]
+#   docker/build.sh --prebuilt BINARY [--tag T] [--prebuilt-mock MOCK_BINARY]
 #                                          runtime image around a binary built by the CI build
+#                                          (and canaryd-mock:TAG's version around the mock's)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 docker=${DOCKER:-docker}
@@ -15,14 +16,16 @@ docker=${DOCKER:-docker}
 export DOCKER_BUILDKIT=0
 
 prebuilt=""
+prebuilt_mock=""
 tag=""
 mock=0
 while (($#)); do
   case "$1" in
     --prebuilt) prebuilt=$(realpath "$2"); shift 2 ;;
+    --prebuilt-mock) prebuilt_mock=$(realpath "$2"); shift 2 ;;
     --tag) tag=$2; shift 2 ;;
     --mock) mock=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -48,6 +51,12 @@ if [[ -n "$prebuilt" ]]; then
   tar -C "$repo" -c docker/Dockerfile.prebuilt \
       -C "$(dirname "$prebuilt")" --transform "s|^$(basename "$prebuilt")\$|.prebuilt/canaryd|" "$(basename "$prebuilt")" |
     build -f docker/Dockerfile.prebuilt -t "$tag"
+  if [[ -n "$prebuilt_mock" ]]; then
+    [[ -x "$prebuilt_mock" ]] || { echo "build.sh: $prebuilt_mock is not an executable" >&2; exit 1; }
+    tar -C "$repo" -c docker/Dockerfile.prebuilt-mock \
+        -C "$(dirname "$prebuilt_mock")" --transform "s|^$(basename "$prebuilt_mock")\$|.prebuilt/mock-upstream|" "$(basename "$prebuilt_mock")" |
+      build -f docker/Dockerfile.prebuilt-mock -t "canaryd-mock:${tag##*:}"
+  fi
   echo "$tag"
   exit 0
 fi

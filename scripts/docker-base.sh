@@ -9,6 +9,11 @@
 #   DEBIAN_MIRROR=http://host/debian scripts/docker-base.sh
 #
 # The mirror defaults to the one apt is configured with on this host.
+#
+# Exit 0 the image exists (made now or before); 3 it cannot be made on this
+# machine: not root, no debootstrap and apt cannot install it, or the Debian
+# mirror is unreachable (the image test turns this into a SKIP, with the last
+# line on stderr as the reason); 1 any other failure.
 set -euo pipefail
 
 image=${1:-debian:bookworm}
@@ -17,14 +22,16 @@ docker=${DOCKER:-docker}
 if $docker image inspect "$image" >/dev/null 2>&1; then
   exit 0
 fi
+cannot() { echo "docker-base: cannot make $image here: $*" >&2; exit 3; }
 if [[ $(id -u) -ne 0 ]]; then
-  echo "docker-base: $image is missing and debootstrap needs root; run: sudo $0 $image" >&2
-  exit 1
+  cannot "debootstrap needs root (run: sudo $0 $image)"
 fi
 if ! command -v debootstrap >/dev/null 2>&1; then
   echo "docker-base: installing debootstrap" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null ||
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1; } ||
+    cannot "debootstrap is not installed and apt-get could not install it (no Debian mirror reachable?)"
 fi
 
 # The archive apt already uses for bookworm (deb822 .sources or one-line .list).
@@ -44,11 +51,26 @@ if [[ -z "$mirror" && -f /etc/apt/sources.list ]]; then
 fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
+# Fail fast, and say why, when the mirror cannot be reached (debootstrap would
+# retry and then fail with a less obvious message).
+if [[ "$mirror" =~ ^https?:// ]] && command -v curl >/dev/null 2>&1; then
+  if ! err=$(curl -fsS -o /dev/null --max-time 20 "$mirror/dists/bookworm/Release" 2>&1); then
+    cannot "the Debian mirror $mirror is unreachable (${err:-no answer}); set DEBIAN_MIRROR to one that is"
+  fi
+fi
+
 root=$(mktemp -d /tmp/canaryd-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 echo "docker-base: debootstrap --variant=minbase bookworm from $mirror (a few minutes)" >&2
-debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 || {
-  tail -20 "$root.log" >&2; rm -f "$root.log"; exit 1; }
+if ! debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1; then
+  tail -20 "$root.log" >&2
+  # A download failure is the mirror, not us.
+  if grep -qE "Failed getting release file|Couldn't download|Could not resolve|Temporary failure|Connection (refused|timed out)" "$root.log"; then
+    rm -f "$root.log"
+    cannot "debootstrap could not download from $mirror (see above)"
+  fi
+  rm -f "$root.log"; exit 1
+fi
 rm -f "$root.log"
 
 # What the official image carries: the three bookworm suites, no cached lists.

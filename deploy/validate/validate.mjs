@@ -6,13 +6,17 @@
 // Then builds every kustomization (kubectl kustomize when present, else
 // kustomize-lite.mjs), validates the output, and checks what a deployment of
 // canaryd relies on (probes, drain timing, hardening, references, the alert
-// rules, the PromQL of the rules and the AnalysisTemplate via promtool, and
-// canaryd's config via `canaryd --check-config` when CANARYD_BIN is set).
+// rules, the PromQL of the rules and the AnalysisTemplate via promtool, and,
+// with CANARYD_BIN, canaryd's config via `canaryd --check-config` and every
+// ai_proxy_*/process_* metric name used in deploy/ against the families a
+// running canaryd exposes on /metrics).
 //
 //   node deploy/validate/validate.mjs            (npm ci --prefix deploy/validate first)
 //   CANARYD_BIN=build/canaryd node deploy/validate/validate.mjs
-// Prints one line per check and "N passed, N failed"; exits 1 on any failure.
-import { execFileSync, spawnSync } from "node:child_process";
+//   ... validate.mjs --require-all               (ctest: a check that cannot run
+//                                                 — no promtool, no CANARYD_BIN — fails)
+// Prints one line per check and "N passed, N failed, N skipped"; exits 1 on any failure.
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -28,17 +32,50 @@ const repo = path.resolve(deploy, "..");
 const require = createRequire(import.meta.url);
 const rel = (p) => path.relative(repo, p);
 
+// Under ctest (--require-all) every check must really run: a missing tool or
+// input is a failure there, not a silent "ok".
+const requireAll = process.argv.includes("--require-all");
 let passed = 0;
 let failed = 0;
-function check(name, fn) {
-  try {
-    const note = fn();
-    console.log(`ok - ${name}${note ? ` (${note})` : ""}`);
-    passed++;
-  } catch (e) {
+let skipped = 0;
+class Skip {
+  constructor(reason) {
+    this.reason = reason;
+  }
+}
+function skip(reason) {
+  if (requireAll) throw new Error(`${reason} (--require-all: this check must run)`);
+  return new Skip(reason);
+}
+function report(name, note, e) {
+  if (e) {
     console.log(`FAIL - ${name}\n    ${String(e.message ?? e).split("\n").join("\n    ")}`);
     failed++;
+  } else if (note instanceof Skip) {
+    console.log(`skip - ${name} (${note.reason})`);
+    skipped++;
+  } else {
+    console.log(`ok - ${name}${note ? ` (${note})` : ""}`);
+    passed++;
   }
+}
+function check(name, fn) {
+  let note;
+  try {
+    note = fn();
+  } catch (e) {
+    return report(name, undefined, e);
+  }
+  report(name, note);
+}
+async function checkAsync(name, fn) {
+  let note;
+  try {
+    note = await fn();
+  } catch (e) {
+    return report(name, undefined, e);
+  }
+  report(name, note);
 }
 function assert(cond, msg) {
   if (!cond) throw new Error(msg);
@@ -290,10 +327,19 @@ function checkCanarydDeployment(where, objs) {
     const grace = durationSeconds(cfg?.server?.shutdown_grace ?? "30s");
     const tgp = pod.spec.terminationGracePeriodSeconds ?? 30;
     assert(tgp > pause + drain + grace, `terminationGracePeriodSeconds ${tgp} <= ${pause} + ${drain} + ${grace}`);
+    return `${tgp}s > ${pause}+${drain}+${grace}s`;
+  });
+  check(`${pre}readiness takes a draining pod out within drain_delay, and one slow probe does not`, () => {
+    // During drain_delay /ready answers 503 while canaryd still serves: the
+    // readiness probe must see failureThreshold failures inside that window.
     const period = c.readinessProbe.periodSeconds ?? 10;
     const failures = c.readinessProbe.failureThreshold ?? 3;
-    assert(period * failures <= drain, `readiness notices the drain after ${period * failures}s > drain_delay ${drain}s`);
-    return `${tgp}s > ${pause}+${drain}+${grace}s`;
+    const drain = durationSeconds(cfg?.server?.drain_delay ?? "5s");
+    assert(period * failures <= drain,
+      `readiness notices the drain after periodSeconds ${period} x failureThreshold ${failures} = ${period * failures}s > drain_delay ${drain}s`);
+    // A single probe over timeoutSeconds must not take a healthy pod out.
+    assert(failures >= 2, `readiness failureThreshold ${failures}: one slow /ready takes the pod out of the Service`);
+    return `${period}s x ${failures} <= ${drain}s`;
   });
   check(`${pre}resources requested and limited`, () => {
     assert(c.resources?.requests?.cpu && c.resources?.requests?.memory, "no cpu/memory requests");
@@ -365,14 +411,14 @@ for (const [dir, objs] of built) checkCanarydDeployment(dir, objs);
 // --- 4. Alert rules and PromQL -------------------------------------------------------
 const ruleDoc = loadDocs(ruleManifest)[0];
 check(`${rel(ruleManifest)} carries the groups of ${rel(rulesFile)}`, () => {
-  if (!fs.existsSync(rulesFile)) return `${rel(rulesFile)} does not exist yet: not compared`;
+  if (!fs.existsSync(rulesFile)) return skip(`${rel(rulesFile)} does not exist: not compared`);
   assert(JSON.stringify(sortKeys(ruleDoc.spec.groups)) === JSON.stringify(sortKeys(ruleGroups())),
     "they differ: run `node deploy/validate/sync-rules.mjs`");
 });
 const promtool = hasCommand("promtool");
 function promtoolRules(name, groups) {
   check(name, () => {
-    if (!promtool) return "promtool not installed: skipped";
+    if (!promtool) return skip("promtool is not installed (apt-get install prometheus)");
     const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "canaryd-rules-")), "rules.yaml");
     fs.writeFileSync(f, yaml.dump({ groups }));
     const r = spawnSync("promtool", ["check", "rules", f], { encoding: "utf8" });
@@ -407,7 +453,7 @@ for (const objs of built.values())
   for (const o of objs) if (o.kind === "ConfigMap" && o.data?.["canaryd.yaml"]) configs.set(o.data["canaryd.yaml"], o.metadata.name);
 for (const [text, name] of configs) {
   check(`canaryd --check-config accepts ConfigMap ${name}`, () => {
-    if (!canarydBin) return "CANARYD_BIN not set: skipped";
+    if (!canarydBin) return skip("CANARYD_BIN is not set");
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "canaryd-cfg-"));
     fs.writeFileSync(path.join(dir, "canaryd.yaml"), text);
     const r = spawnSync(canarydBin, ["--check-config", "-c", path.join(dir, "canaryd.yaml")], { encoding: "utf8" });
@@ -416,5 +462,108 @@ for (const [text, name] of configs) {
   });
 }
 
-console.log(`${passed} passed, ${failed} failed`);
+// --- 6. Metric names: what deploy/ queries is what canaryd exports -----------------
+// A misspelt metric in a query is valid PromQL that matches nothing: an alert
+// that never fires, an analysis that always passes on `or vector(0)`. Every
+// ai_proxy_* / process_* name in the manifests, rules and dashboard must be a
+// series a real canaryd exposes.
+const metricNameRe = /\b(?:ai_proxy|process)_[A-Za-z0-9_]+/g;
+function metricUsers() {
+  const files = [];
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) {
+        if (p !== here) walk(p);
+      } else if (/\.(ya?ml|json)$/.test(e.name)) files.push(p);
+    }
+  };
+  walk(deploy);
+  return files.sort();
+}
+// The series names a text exposition allows for each `# TYPE family type`.
+function seriesNames(exposition) {
+  const names = new Map();
+  for (const m of exposition.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    const [, family, type] = m;
+    names.set(family, type);
+    const parts = { histogram: ["_bucket", "_sum", "_count"], summary: ["_sum", "_count"] }[type] ?? [];
+    for (const suffix of parts) names.set(family + suffix, `${type} ${family}`);
+  }
+  return names;
+}
+async function scrapeCanaryd(bin, prefix) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "canaryd-metrics-"));
+  // Port 0: canaryd logs the port it bound ("canaryd listening"), so no race
+  // for a free port. The upstreams are closed loopback ports: nothing is called.
+  fs.writeFileSync(path.join(dir, "canaryd.yaml"), yaml.dump({
+    server: { listen: "127.0.0.1:0", threads: 1, drain_delay: "0s", shutdown_grace: "1s" },
+    upstreams: { openai: { base_url: "http://127.0.0.1:1/v1" }, holysheep: { base_url: "http://127.0.0.1:2/v1" } },
+    split: { control: "openai", canary: "holysheep" },
+    metrics: { prefix },
+  }));
+  const child = spawn(bin, ["-c", path.join(dir, "canaryd.yaml")], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let log = "";
+  try {
+    const port = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`canaryd did not log its port within 10 s:\n${log.slice(-800)}`)), 10000);
+      const onData = (d) => {
+        log += d;
+        const m = /"msg":"canaryd listening"[^\n]*"port":(\d+)/.exec(log);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      };
+      child.stdout.on("data", onData);
+      child.stderr.on("data", onData);
+      exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`canaryd exited (${code ?? signal}) before listening:\n${log.slice(-800)}`));
+      });
+    });
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+    assert(res.status === 200, `GET /metrics answered ${res.status}`);
+    return await res.text();
+  } finally {
+    // Stopped by its PID: SIGTERM (drain_delay 0s), SIGKILL if it lingers.
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(child.pid, "SIGTERM");
+      const timer = setTimeout(() => child.exitCode === null && child.signalCode === null && process.kill(child.pid, "SIGKILL"), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    fs.rmSync(dir, { recursive: true });
+  }
+}
+{
+  const baseCfg = configs.size
+    ? yaml.load([...configs.keys()].find((t) => yaml.load(t)?.metrics?.prefix) ?? [...configs.keys()][0])
+    : null;
+  const prefix = baseCfg?.metrics?.prefix ?? "ai_proxy";
+  let exposed = null;
+  await checkAsync(`a running canaryd (CANARYD_BIN) exposes its metric families on /metrics`, async () => {
+    if (!canarydBin) return skip("CANARYD_BIN is not set");
+    exposed = seriesNames(await scrapeCanaryd(canarydBin, prefix));
+    const families = [...exposed.values()].filter((t) => !t.includes(" ")).length;
+    assert(families > 0, "no # TYPE lines in the exposition");
+    assert([...exposed.keys()].some((n) => n.startsWith(`${prefix}_`)), `no ${prefix}_* family`);
+    return `${families} families, prefix ${prefix}`;
+  });
+  for (const file of metricUsers()) {
+    const text = fs.readFileSync(file, "utf8");
+    const used = [...new Set(text.match(metricNameRe) ?? [])].sort();
+    if (!used.length) continue;
+    // Recording rules define names of their own.
+    const recorded = new Set([...text.matchAll(/^\s*-?\s*record:\s*["']?([\w:]+)/gm)].map((m) => m[1]));
+    check(`${rel(file)}: every metric it names is one canaryd exposes (${used.length} names)`, () => {
+      if (!exposed) return skip("no exposition to compare with (see the check above)");
+      const unknown = used.filter((n) => !exposed.has(n) && !recorded.has(n));
+      assert(unknown.length === 0, `unknown metric names: ${unknown.join(", ")}\n  canaryd exposes: ${[...exposed.keys()].join(", ")}`);
+    });
+  }
+}
+
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(failed ? 1 : 0);
