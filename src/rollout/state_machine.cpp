@@ -295,6 +295,9 @@ Rollout::WeightResult Rollout::set_weight(double weight) {
   if (!result.error.empty()) return result;
   weight = std::round(weight * 100.0) / 100.0;
   if (state_ == State::paused && weight_ == weight) return result;
+  // Weight 0 is a rollback by hand (SPEC §4: pins never survive a rollback):
+  // a new epoch, or old pins would come back when the weight is raised again.
+  if (weight == 0) ++epoch_;
   result.transition =
       change(State::paused, step_, weight, "weight set to " + weight_text(weight) + " by operator", "operator");
   return result;

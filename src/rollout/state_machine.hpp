@@ -7,7 +7,8 @@
 // Not thread-safe: the owner serialises calls (one strand or a mutex) and
 // publishes the weight to the request path itself.
 //
-// `epoch` counts rollbacks, aborts and retries. Sticky pins are keyed by it,
+// `epoch` counts rollbacks, aborts, retries and weights set to 0 by hand.
+// Sticky pins are keyed by it,
 // so bumping it invalidates every pin at once ("pins never survive a rollback").
 #pragma once
 
@@ -53,7 +54,7 @@ struct Status {
   std::string reason;
   std::optional<Verdict> verdict;  // the last verdict tick() saw; none before the first tick
   std::uint64_t version = 0;       // +1 on every transition (not on a mere verdict refresh)
-  std::uint64_t epoch = 0;         // +1 on every rollback, abort and retry
+  std::uint64_t epoch = 0;         // +1 on every rollback, abort, retry and weight 0
   // Wall time (ms since the Unix epoch) the current step began: lets a replica
   // that restores this status resume the step's pause timer where it was.
   std::int64_t step_started_unix_ms = 0;

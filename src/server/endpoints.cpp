@@ -67,7 +67,9 @@ nlohmann::json health(RequestContext& ctx) {
     }
   }
   if (ctx.worker.store) {
-    bool ok = ctx.worker.store->healthy();
+    // Every I/O thread's store, not only the one serving this request: each
+    // thread has its own Redis connection.
+    bool ok = ctx.worker.store->all_healthy();
     j["store"] = {{"kind", std::string(ctx.worker.store->name())}, {"status", ok ? "ok" : "degraded"}};
     if (!ok && !draining) j["status"] = "degraded";
   }

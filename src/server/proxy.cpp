@@ -36,6 +36,13 @@ constexpr std::size_t kRelayBuffer = 16 * 1024;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 double millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// canaryd's own time before the answering attempt was sent: from receiving the
+// request to `ex.sent`, minus the upstream time of earlier (failed, fallen
+// back) attempts, which is the provider's, not canaryd's.
+Clock::duration before_upstream(const RequestContext& ctx, const Exchange& ex, Clock::duration earlier_upstream) {
+  return (ex.sent - ctx.received) - earlier_upstream;
+}
+
 // What the body says, read once.
 struct Inspected {
   std::string model;             // as requested ("" when none)
@@ -51,6 +58,12 @@ struct HeaderView final : split::HeaderLookup {
     auto it = f.find(name);
     if (it == f.end()) return std::nullopt;
     return it->value();
+  }
+  std::vector<std::string_view> get_all(std::string_view name) const override {
+    std::vector<std::string_view> out;
+    auto [first, last] = f.equal_range(name);
+    for (auto it = first; it != last; ++it) out.push_back(it->value());
+    return out;
   }
 };
 
@@ -240,8 +253,13 @@ metrics::Metrics::Status metric_status(const Exchange& ex) {
 }
 
 // Counts as an error in the analysis window: the upstream's failures, never
-// the client's own 4xx (429 is the provider's).
-bool analysis_error(const Exchange& ex) { return ex.error || ex.status >= 500 || ex.status == 429; }
+// the client's own 4xx (400/404/413/422: its request). 429 is the provider's;
+// so are 401 and 403: canaryd always sends the arm's own key (the client's
+// Authorization is never forwarded), so a refused key is that arm's
+// misconfiguration, and a canary answering 401 must be rolled back.
+bool analysis_error(const Exchange& ex) {
+  return ex.error || ex.status >= 500 || ex.status == 429 || ex.status == 401 || ex.status == 403;
+}
 
 
 struct Decision {
@@ -285,8 +303,15 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
   std::optional<Arm> pin;
   if (cfg.split.pin_ttl.count() > 0 && !key.random && ctx.worker.store) {
     std::string_view ns = cfg.redis ? std::string_view(cfg.redis->ns) : std::string_view("canaryd");
-    pin = co_await ctx.worker.store->pin(store::pin_key(ns, ro->epoch(), key.value), hash,
-                                         std::chrono::duration_cast<std::chrono::seconds>(cfg.split.pin_ttl));
+    std::string pkey = store::pin_key(ns, ro->epoch(), key.value);
+    // Only canary pins are stored (store.hpp): one store call either way.
+    if (hash == Arm::canary) {
+      (void)co_await ctx.worker.store->pin_canary(std::move(pkey),
+                                                  std::chrono::duration_cast<std::chrono::seconds>(cfg.split.pin_ttl));
+    } else {
+      std::optional<bool> has = co_await ctx.worker.store->has_canary_pin(std::move(pkey));
+      if (has.value_or(false)) pin = Arm::canary;
+    }
   }
   split::Decision sd = split::decide(std::nullopt, false, hash, pin);
   d.arm = sd.arm;
@@ -295,8 +320,10 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
 }
 
 // One upstream attempt into the metrics and the analysis window.
+// `earlier_upstream`: upstream time of the attempts before this one (see before_upstream).
 void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, const std::string& model, Arm arm,
-                     metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o) {
+                     metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o,
+                     Clock::duration earlier_upstream = {}) {
   auto end = o ? o->done : Clock::now();
   if (auto* m = ctx.app.metrics) {
     int p = m->provider_index(up.name);
@@ -309,10 +336,10 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
     if (o && o->relayed && !o->write_pending) {
       // Time in canaryd itself: before the upstream call, and writing out
       // after the upstream finished (observed after that write when it is pending).
-      m->observe_overhead(seconds((ex.sent - ctx.received) + o->client_write));
+      m->observe_overhead(seconds(before_upstream(ctx, ex, earlier_upstream) + o->client_write));
     }
   }
-  if (ctx.app.rollout) {
+  if (ctx.app.rollout && RolloutController::judged_route(ctx.path)) {
     ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent));
   }
   if (auto* r = ctx.app.report) {
@@ -326,7 +353,7 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
 
 void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::UpstreamConfig* up,
                 std::string_view model, int status, bool stream, std::string_view fallback, std::string_view error,
-                const Exchange& ex, const Outcome* o) {
+                const Exchange& ex, const Outcome* o, Clock::duration earlier_upstream = {}) {
   if (!ctx.app.access_log || !ctx.rt->config->server.access_log) return;
   auto end = o ? o->done : Clock::now();
   AccessRecord r;
@@ -339,7 +366,7 @@ void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::U
   r.status = status;
   r.latency_ms = millis(end - ctx.received);
   if (ex.status) r.ttfb_ms = millis(ex.first_byte - ctx.received);
-  if (o && o->relayed) r.overhead_ms = millis((ex.sent - ctx.received) + o->client_write);
+  if (o && o->relayed) r.overhead_ms = millis(before_upstream(ctx, ex, earlier_upstream) + o->client_write);
   if (o && o->usage) {
     r.prompt_tokens = o->usage->prompt;
     r.completion_tokens = o->usage->completion;
@@ -449,6 +476,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   upstream::Connection* current = nullptr;
   Arm arm = decision.arm;
   std::string fallback;
+  Clock::duration earlier_upstream{};  // failed attempts' upstream time: not canaryd's overhead
   std::optional<Exchange> ex;
   std::optional<Outcome> outcome;
   const config::UpstreamConfig* up = nullptr;
@@ -489,6 +517,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       if (may_fall_back && ctx.app.rollout && ctx.app.rollout->take_fallback()) {
         // The canary failed before any byte reached the client: account for
         // its attempt, drop its answer, and ask control once.
+        earlier_upstream += Clock::now() - ex->sent;
         account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
         ex->release(false);
         current = nullptr;
@@ -559,27 +588,30 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
     Exchange& e = *ex;
     if (gone || o.client_gone) {
       // The client left: not the upstream's fault; count it as its status so far.
-      account_attempt(ctx, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr);
+      account_attempt(ctx, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr,
+                      earlier_upstream);
     } else {
       Exchange view;
       view.status = e.status;
       view.error = upstream_failed ? o.error : Error{};
       view.sent = e.sent;
       view.first_byte = e.first_byte;
-      account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o);
+      account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o, earlier_upstream);
     }
     if (outcome && o.write_pending && !gone) {
       // Time in canaryd itself: before the upstream call, and preparing the
       // answer after the upstream finished (the last write to the socket is
       // the kernel's). Observed, like everything else, before the client can
       // see the end of its answer.
-      if (ctx.app.metrics) ctx.app.metrics->observe_overhead(seconds((e.sent - ctx.received) + (Clock::now() - o.done)));
+      if (ctx.app.metrics) {
+        ctx.app.metrics->observe_overhead(seconds(before_upstream(ctx, e, earlier_upstream) + (Clock::now() - o.done)));
+      }
       inflight_guard.release();
       co_await finish_write(ctx, *outcome);
     }
     log_access(ctx, decision, arm, up, sent_model, o.status ? o.status : 499, in.stream, fallback,
                (gone || o.client_gone) ? std::string_view("client_gone") : (o.error ? error_name(o.error.kind) : ""), e,
-               outcome ? &o : nullptr);
+               outcome ? &o : nullptr, earlier_upstream);
     keep = !gone && o.keep_alive;
     if (pair && !gone && !o.client_gone && outcome) {
       pair->control.status = o.status;

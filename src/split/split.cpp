@@ -210,20 +210,23 @@ std::string Splitter::client_ip(const HeaderLookup& headers, std::string_view pe
   if (!parse_ip(peer_ip, peer)) return std::string(peer_ip);
   std::string peer_text = format_ip(peer);
   if (!trusted_.contains(peer_text)) return peer_text;
-  auto xff = headers.get("X-Forwarded-For");
-  if (!xff) return peer_text;
+  const std::vector<std::string_view> lines = headers.get_all("X-Forwarded-For");
 
+  // Right to left over the lines joined in order: the last line's last entry first.
   std::optional<std::string> leftmost;
-  std::string_view rest = *xff;
-  while (!rest.empty()) {
-    auto comma = rest.rfind(',');
-    std::string_view entry = comma == std::string_view::npos ? rest : rest.substr(comma + 1);
-    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(0, comma);
-    std::uint8_t a[16];
-    if (!parse_ip(entry, a)) continue;  // garbage a client put in front of us
-    std::string text = format_ip(a);
-    if (!trusted_.contains(text)) return text;
-    leftmost = std::move(text);
+  for (auto line = lines.rbegin(); line != lines.rend(); ++line) {
+    std::string_view rest = *line;
+    while (!rest.empty()) {
+      auto comma = rest.rfind(',');
+      std::string_view entry = comma == std::string_view::npos ? rest : rest.substr(comma + 1);
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(0, comma);
+      if (trim(entry).empty()) continue;  // an empty list element (RFC 9110 §5.6.1)
+      std::uint8_t a[16];
+      if (!parse_ip(entry, a)) return {};  // see client_ip() in split.hpp
+      std::string text = format_ip(a);
+      if (!trusted_.contains(text)) return text;
+      leftmost = std::move(text);
+    }
   }
   return leftmost ? *leftmost : peer_text;
 }

@@ -76,6 +76,11 @@ class HeaderLookup {
   virtual ~HeaderLookup() = default;
   // Case-insensitive name; the first value when repeated; nullopt when absent.
   virtual std::optional<std::string_view> get(std::string_view name) const = 0;
+  // Every field line of `name`, in the order received (empty when absent). For
+  // list headers such as X-Forwarded-For, whose lines together are one list
+  // (RFC 9110 §5.3): reading only the first line would let a client's own line
+  // stand in for the one a trusted proxy appended.
+  virtual std::vector<std::string_view> get_all(std::string_view name) const = 0;
 };
 
 struct StickyKey {
@@ -90,12 +95,16 @@ class Splitter {
 
   // The client's address: the peer, or, when the peer is a trusted proxy, the
   // first X-Forwarded-For entry from the right that is not trusted (all trusted:
-  // the leftmost). Malformed entries are skipped. Canonical text (canonical_ip);
-  // a peer that does not parse is returned as given.
+  // the leftmost). Several X-Forwarded-For lines are one list, joined in order.
+  // Empty list elements are ignored; an entry that is not an address (e.g.
+  // "unknown") ends the walk with "" (no usable client address): everything
+  // to its left was written by someone we cannot vouch for, and the hops to
+  // its right are our own proxies, not the user. Canonical text
+  // (canonical_ip); a peer that does not parse is returned as given.
   std::string client_ip(const HeaderLookup& headers, std::string_view peer_ip) const;
 
-  // The first present source (an empty value counts as absent); none present ->
-  // a random 128-bit hex key with random = true.
+  // The first present source (an empty value, or no usable client_ip, counts
+  // as absent); none present -> a random 128-bit hex key with random = true.
   StickyKey sticky_key(const HeaderLookup& headers, std::optional<std::string_view> body_user,
                        std::string_view peer_ip) const;
 

@@ -22,8 +22,8 @@ constexpr auto kSweepInterval = 1s;
 }  // namespace
 
 struct MemoryStore::Shard {
+  // Only canary pins are stored (store.hpp), so an entry needs no arm.
   struct Entry {
-    Arm arm;
     Clock::Steady::time_point expires;
     std::uint64_t seq;  // matches the insertion record in `order`
   };
@@ -87,37 +87,48 @@ MemoryStore::MemoryStore(const Clock& clock, std::size_t max_entries)
 
 MemoryStore::~MemoryStore() = default;
 
-MemoryStore::Shard& MemoryStore::shard_for(const std::string& key) {
+MemoryStore::Shard& MemoryStore::shard_for(const std::string& key) const {
   return shards_[std::hash<std::string>{}(key) % shard_count_];
 }
 
-std::optional<Arm> MemoryStore::pin_now(const std::string& key, Arm proposed, std::chrono::seconds ttl) {
-  if (ttl <= 0s) return proposed;  // pinning off: nothing to remember
+void MemoryStore::pin_canary_now(const std::string& key, std::chrono::seconds ttl) {
+  if (ttl <= 0s) return;  // pinning off: nothing to remember
   auto now = clock_.now();
   Shard& shard = shard_for(key);
   std::lock_guard lock(shard.mu);
   if (auto it = shard.entries.find(key); it != shard.entries.end()) {
-    if (it->second.expires > now) return it->second.arm;
+    if (it->second.expires > now) return;  // NX: the first pin keeps its TTL
     shard.entries.erase(it);
   }
   if (shard.entries.size() >= shard.cap) shard.make_room(now);
   std::uint64_t seq = shard.next_seq++;
-  shard.entries.emplace(key, Shard::Entry{proposed, now + ttl, seq});
+  shard.entries.emplace(key, Shard::Entry{now + ttl, seq});
   shard.order.emplace_back(key, seq);
   shard.compact_order();
-  return proposed;
 }
 
-boost::asio::awaitable<std::optional<Arm>> MemoryStore::pin(std::string key, Arm proposed,
-                                                            std::chrono::seconds ttl) {
-  std::optional<Arm> result;
+bool MemoryStore::has_canary_pin_now(const std::string& key) const {
+  auto now = clock_.now();
+  Shard& shard = shard_for(key);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.entries.find(key);
+  // An expired entry is left for the next sweep or overwrite: a read stays a read.
+  return it != shard.entries.end() && it->second.expires > now;
+}
+
+boost::asio::awaitable<bool> MemoryStore::pin_canary(std::string key, std::chrono::seconds ttl) {
+  bool ok = true;
   try {
-    result = pin_now(key, proposed, ttl);
+    pin_canary_now(key, ttl);
   } catch (...) {
-    // Only allocation can fail here; the caller then decides by hash alone.
-    result = std::nullopt;
+    // Only allocation can fail here; the caller serves the canary anyway.
+    ok = false;
   }
-  co_return result;
+  co_return ok;
+}
+
+boost::asio::awaitable<std::optional<bool>> MemoryStore::has_canary_pin(std::string key) {
+  co_return has_canary_pin_now(key);
 }
 
 std::size_t MemoryStore::size() const {

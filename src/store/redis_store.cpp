@@ -2,32 +2,58 @@
 
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
 #include <array>
 
 namespace canaryd::store {
 
 using namespace std::chrono_literals;
 
-RedisStore::RedisStore(std::shared_ptr<RedisClient> client) : client_(std::move(client)) {}
+void RedisHealthGroup::add(std::weak_ptr<const RedisClient> client) {
+  std::lock_guard lock(mu_);
+  clients_.push_back(std::move(client));
+}
+
+bool RedisHealthGroup::healthy() const {
+  std::lock_guard lock(mu_);
+  return std::all_of(clients_.begin(), clients_.end(), [](const auto& weak) {
+    auto c = weak.lock();
+    return !c || c->healthy();  // gone: stopped at shutdown, nothing to report
+  });
+}
+
+RedisStore::RedisStore(std::shared_ptr<RedisClient> client, std::shared_ptr<const RedisHealthGroup> group)
+    : client_(std::move(client)), group_(std::move(group)) {}
 
 RedisStore::~RedisStore() {
   if (client_) boost::asio::post(client_->executor(), [client = client_] { client->stop(); });
 }
 
-boost::asio::awaitable<std::optional<Arm>> RedisStore::pin(std::string key, Arm proposed,
-                                                           std::chrono::seconds ttl) {
-  if (ttl <= 0s) co_return proposed;  // pinning off: nothing to remember
+bool RedisStore::all_healthy() const { return group_ ? group_->healthy() : healthy(); }
+
+boost::asio::awaitable<bool> RedisStore::pin_canary(std::string key, std::chrono::seconds ttl) {
+  if (ttl <= 0s) co_return true;  // pinning off: nothing to remember
   // Our own reference: `this` is not touched after the first suspension, so a
   // store torn down at shutdown cannot be used by a pin still in flight.
   auto client = client_;
   std::string seconds = std::to_string(ttl.count());
-  const std::array<std::string_view, 7> args = {"SET", key, arm_name(proposed), "NX", "GET", "EX", seconds};
+  const std::array<std::string_view, 6> args = {"SET", key, arm_name(Arm::canary), "NX", "EX", seconds};
+  Reply reply = co_await client->command(std::span<const std::string_view>(args), "pin");
+  if (!reply.ok()) co_return false;  // counted by the client
+  if (reply.type == Reply::Type::nil || (reply.type == Reply::Type::status && reply.str == "OK")) co_return true;
+  client->report_error("pin");
+  co_return false;
+}
+
+boost::asio::awaitable<std::optional<bool>> RedisStore::has_canary_pin(std::string key) {
+  auto client = client_;
+  const std::array<std::string_view, 2> args = {"GET", key};
   Reply reply = co_await client->command(std::span<const std::string_view>(args), "pin");
   if (!reply.ok()) co_return std::nullopt;  // counted by the client
-  if (reply.type == Reply::Type::nil) co_return proposed;
+  if (reply.type == Reply::Type::nil) co_return false;
   if (reply.type == Reply::Type::string) {
-    if (reply.str == arm_name(Arm::canary)) co_return Arm::canary;
-    if (reply.str == arm_name(Arm::control)) co_return Arm::control;
+    if (reply.str == arm_name(Arm::canary)) co_return true;
+    if (reply.str == arm_name(Arm::control)) co_return false;
   }
   // Something else under our key: not ours to interpret; decide by hash.
   client->report_error("pin");

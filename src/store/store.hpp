@@ -1,8 +1,16 @@
-// The assignment store: where a user's first arm is pinned for split.pin_ttl
-// (SPEC §4). One interface, two implementations: MemoryStore (one replica, in
-// process) and RedisStore (shared across replicas; src/store/redis_store.hpp).
-// A store may fail or be slow; it reports that as std::nullopt and the caller
-// decides by hash alone, so a store can never hurt a request.
+// The assignment store: where a user who was served the canary is pinned for
+// split.pin_ttl (SPEC §4). One interface, two implementations: MemoryStore (one
+// replica, in process) and RedisStore (shared across replicas;
+// src/store/redis_store.hpp). A store may fail or be slow; it reports that as
+// failure and the caller decides by hash alone, so a store can never hurt a
+// request.
+//
+// Only canary pins are stored. Pins are upgrade-only (docs/split.md): a pin
+// keeps a user on the canary when the weight is lowered, while raising the
+// weight must still move users control -> canary. A stored control pin would
+// serve no purpose, and worse, with set-if-absent it would block the canary pin
+// that a raised weight has to record. Each request makes exactly one store call:
+// the hash says canary -> pin_canary(); the hash says control -> has_canary_pin().
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -25,13 +33,20 @@ class AssignmentStore {
  public:
   virtual ~AssignmentStore() = default;
 
-  // Records `proposed` as the pin of `key` unless one exists (SET NX semantics)
-  // and returns the pin in force (the existing one, or `proposed`). nullopt when
-  // the store failed or timed out. Never throws. Safe from any I/O thread.
-  virtual boost::asio::awaitable<std::optional<Arm>> pin(std::string key, Arm proposed,
-                                                         std::chrono::seconds ttl) = 0;
+  // Records a canary pin for `key` unless one exists (SET key canary NX EX ttl:
+  // an existing pin keeps its first TTL, so a user's pin is not extended by
+  // every request). False when the store failed or timed out; ttl <= 0 (pinning
+  // off) stores nothing and is true. Never throws. Safe from any I/O thread.
+  virtual boost::asio::awaitable<bool> pin_canary(std::string key, std::chrono::seconds ttl) = 0;
+  // Whether `key` holds a live canary pin. nullopt when the store failed or
+  // timed out. Never throws. Safe from any I/O thread.
+  virtual boost::asio::awaitable<std::optional<bool>> has_canary_pin(std::string key) = 0;
   virtual std::string_view name() const = 0;  // "memory" / "redis"
   virtual bool healthy() const = 0;
+  // Every I/O thread's store is healthy, which is what /health reports: one
+  // thread's Redis connection may be down while another's is up. A store
+  // shared by every thread (MemoryStore) answers healthy().
+  virtual bool all_healthy() const { return healthy(); }
 };
 
 // "<ns>:pin:<epoch>:<hex of the first 16 bytes of SHA-256(sticky_key)>".
@@ -51,13 +66,15 @@ class MemoryStore final : public AssignmentStore {
   MemoryStore(const MemoryStore&) = delete;
   MemoryStore& operator=(const MemoryStore&) = delete;
 
-  boost::asio::awaitable<std::optional<Arm>> pin(std::string key, Arm proposed,
-                                                 std::chrono::seconds ttl) override;
+  boost::asio::awaitable<bool> pin_canary(std::string key, std::chrono::seconds ttl) override;
+  boost::asio::awaitable<std::optional<bool>> has_canary_pin(std::string key) override;
   std::string_view name() const override { return "memory"; }
   bool healthy() const override { return true; }
 
-  // The synchronous core of pin(), for callers and tests without a coroutine.
-  std::optional<Arm> pin_now(const std::string& key, Arm proposed, std::chrono::seconds ttl);
+  // The synchronous cores of pin_canary() and has_canary_pin(), for callers and
+  // tests without a coroutine.
+  void pin_canary_now(const std::string& key, std::chrono::seconds ttl);
+  bool has_canary_pin_now(const std::string& key) const;
 
   // Entries held, expired ones not yet dropped included.
   std::size_t size() const;
@@ -65,7 +82,7 @@ class MemoryStore final : public AssignmentStore {
 
  private:
   struct Shard;
-  Shard& shard_for(const std::string& key);
+  Shard& shard_for(const std::string& key) const;
 
   const Clock& clock_;
   std::size_t max_entries_;

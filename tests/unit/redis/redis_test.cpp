@@ -258,11 +258,25 @@ class RedisTest : public ::testing::Test {
     return std::move(**out);
   }
 
-  // Runs one pin and measures it.
+  // The proxy's pin step for a user the hash puts on `hash`: canary ->
+  // pin_canary, control -> has_canary_pin. The arm in force, nullopt when the
+  // store failed.
+  static net::awaitable<std::optional<Arm>> pin(AssignmentStore& store, std::string key, Arm hash,
+                                                std::chrono::seconds ttl) {
+    if (hash == Arm::canary) {
+      bool ok = co_await store.pin_canary(std::move(key), ttl);
+      co_return ok ? std::optional<Arm>(Arm::canary) : std::nullopt;
+    }
+    std::optional<bool> has = co_await store.has_canary_pin(std::move(key));
+    if (!has) co_return std::nullopt;
+    co_return *has ? Arm::canary : Arm::control;
+  }
+
+  // Runs one pin step and measures it.
   std::pair<std::optional<Arm>, std::chrono::milliseconds> timed_pin(AssignmentStore& store, std::string key,
                                                                      Arm arm) {
     auto start = Steady::now();
-    auto result = run_co(store.pin(std::move(key), arm, 60s));
+    auto result = run_co(pin(store, std::move(key), arm, 60s));
     return {result, std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start)};
   }
 
@@ -275,36 +289,46 @@ class RedisTest : public ::testing::Test {
 
 // ---------------------------------------------------------------- tests
 
-TEST_F(RedisTest, PinIsSetIfAbsentAndTheExistingPinWins) {
+TEST_F(RedisTest, OnlyCanaryPinsAreStoredAndFound) {
   RedisServer redis(dir_);
   auto client = make_client(config_for(redis.port()));
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s)) << client->last_error();
   RedisStore store(client);
   EXPECT_EQ(store.name(), "redis");
   EXPECT_TRUE(store.healthy());
+  EXPECT_TRUE(store.all_healthy());  // no group: its own client
 
-  EXPECT_EQ(run_co(store.pin("canaryd:pin:0:a", Arm::canary, 60s)), Arm::canary);
-  EXPECT_EQ(run_co(store.pin("canaryd:pin:0:a", Arm::control, 60s)), Arm::canary);
-  EXPECT_EQ(run_co(store.pin("canaryd:pin:0:b", Arm::control, 60s)), Arm::control);
-  EXPECT_EQ(run_co(store.pin("canaryd:pin:0:b", Arm::canary, 60s)), Arm::control);
+  EXPECT_TRUE(run_co(store.pin_canary("canaryd:pin:0:a", 60s)));
+  EXPECT_TRUE(run_co(store.pin_canary("canaryd:pin:0:a", 60s)));  // exists already: still fine
+  EXPECT_EQ(run_co(store.has_canary_pin("canaryd:pin:0:a")), true);
+  EXPECT_EQ(run_co(store.has_canary_pin("canaryd:pin:0:b")), false);
   EXPECT_EQ(sync_cmd(redis.port(), {"GET", "canaryd:pin:0:a"}), "canary");
-  EXPECT_EQ(sync_cmd(redis.port(), {"GET", "canaryd:pin:0:b"}), "control");
+  EXPECT_EQ(sync_cmd(redis.port(), {"EXISTS", "canaryd:pin:0:b"}), "0");  // a lookup writes nothing
+  // A control pin left by an older canaryd is no canary pin.
+  ASSERT_EQ(sync_cmd(redis.port(), {"SET", "canaryd:pin:0:c", "control"}), "OK");
+  EXPECT_EQ(run_co(store.has_canary_pin("canaryd:pin:0:c")), false);
+  EXPECT_EQ(sync_cmd(redis.port(), {"DBSIZE"}), "2");
   EXPECT_TRUE(errors_.empty());
 }
 
-TEST_F(RedisTest, PinTtlIsApplied) {
+TEST_F(RedisTest, PinTtlIsAppliedOnceAndKept) {
   RedisServer redis(dir_);
   auto client = make_client(config_for(redis.port()));
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s));
   RedisStore store(client);
-  EXPECT_EQ(run_co(store.pin("k:ttl", Arm::canary, 120s)), Arm::canary);
+  EXPECT_TRUE(run_co(store.pin_canary("k:ttl", 120s)));
   auto ttl = sync_cmd(redis.port(), {"TTL", "k:ttl"});
   ASSERT_TRUE(ttl);
   EXPECT_GE(std::stoi(*ttl), 110);
   EXPECT_LE(std::stoi(*ttl), 120);
+  // NX: a later pin does not extend the first one's TTL.
+  EXPECT_TRUE(run_co(store.pin_canary("k:ttl", 3600s)));
+  ttl = sync_cmd(redis.port(), {"TTL", "k:ttl"});
+  ASSERT_TRUE(ttl);
+  EXPECT_LE(std::stoi(*ttl), 120);
 
-  // ttl 0 = pinning off: nothing stored, the proposal stands.
-  EXPECT_EQ(run_co(store.pin("k:zero", Arm::control, 0s)), Arm::control);
+  // ttl 0 = pinning off: nothing stored.
+  EXPECT_TRUE(run_co(store.pin_canary("k:zero", 0s)));
   EXPECT_EQ(sync_cmd(redis.port(), {"EXISTS", "k:zero"}), "0");
 }
 
@@ -314,7 +338,7 @@ TEST_F(RedisTest, ForeignValueUnderThePinKeyIsAFailure) {
   auto client = make_client(config_for(redis.port()));
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s));
   RedisStore store(client);
-  EXPECT_EQ(run_co(store.pin("k:odd", Arm::canary, 60s)), std::nullopt);
+  EXPECT_EQ(run_co(store.has_canary_pin("k:odd")), std::nullopt);
   EXPECT_EQ(errors_["pin"], 1);
 }
 
@@ -348,7 +372,7 @@ TEST_F(RedisTest, AuthWithPassword) {
   auto client = make_client(cfg);
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s)) << client->last_error();
   RedisStore store(client);
-  EXPECT_EQ(run_co(store.pin("k:auth", Arm::canary, 60s)), Arm::canary);
+  EXPECT_EQ(run_co(pin(store, "k:auth", Arm::canary, 60s)), Arm::canary);
   EXPECT_EQ(sync_cmd(redis.port(), {"GET", "k:auth"}, "s3cret-pw"), "canary");
   EXPECT_TRUE(errors_.empty());
 }
@@ -377,7 +401,7 @@ TEST_F(RedisTest, DbFromTheUrlIsSelected) {
   auto client = make_client(cfg);
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s)) << client->last_error();
   RedisStore store(client);
-  EXPECT_EQ(run_co(store.pin("k:db", Arm::canary, 60s)), Arm::canary);
+  EXPECT_EQ(run_co(pin(store, "k:db", Arm::canary, 60s)), Arm::canary);
   EXPECT_EQ(sync_cmd(redis.port(), {"EXISTS", "k:db"}, "", 3), "1");
   EXPECT_EQ(sync_cmd(redis.port(), {"EXISTS", "k:db"}, "", 0), "0");
 }
@@ -391,10 +415,11 @@ TEST_F(RedisTest, PipelinesAThousandConcurrentPinsOnOneConnection) {
   int answered = 0;
   int canary = 0;
   for (int i = 0; i < kPins; ++i) {
-    // Every key twice with opposite proposals: the first one wins both times.
+    // Every key twice: pinned (hash canary), then looked up (hash control). The
+    // lookup is pipelined behind the SET on the same connection, so it finds the pin.
     std::string key = "k:pipe:" + std::to_string(i / 2);
     Arm proposed = i % 2 == 0 ? Arm::canary : Arm::control;
-    net::co_spawn(ioc_, store.pin(key, proposed, 60s), [&](std::exception_ptr e, std::optional<Arm> arm) {
+    net::co_spawn(ioc_, pin(store, key, proposed, 60s), [&](std::exception_ptr e, std::optional<Arm> arm) {
       if (!e && arm) {
         ++answered;
         canary += *arm == Arm::canary;
@@ -421,7 +446,7 @@ TEST_F(RedisTest, RedisKilledThenRestartedOnTheSamePort) {
   auto client = make_client(config_for(redis.port(), kTimeout));
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s));
   RedisStore store(client);
-  ASSERT_EQ(run_co(store.pin("k:r", Arm::canary, 60s)), Arm::canary);
+  ASSERT_EQ(run_co(pin(store, "k:r", Arm::canary, 60s)), Arm::canary);
 
   redis.kill9();
   auto [arm, took] = timed_pin(store, "k:r", Arm::control);
@@ -438,7 +463,7 @@ TEST_F(RedisTest, RedisKilledThenRestartedOnTheSamePort) {
   redis.start();  // same port, empty data (no persistence)
   std::optional<Arm> back;
   ASSERT_TRUE(wait_until([&] {
-    back = run_co(store.pin("k:r", Arm::control, 60s));
+    back = run_co(pin(store, "k:r", Arm::control, 60s));
     return back.has_value();
   }, 6s)) << client->last_error();
   EXPECT_EQ(back, Arm::control);
@@ -452,7 +477,7 @@ TEST_F(RedisTest, ClientPauseCostsAtMostTheTimeout) {
   auto client = make_client(config_for(redis.port(), kTimeout));
   ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s));
   RedisStore store(client);
-  ASSERT_EQ(run_co(store.pin("k:p", Arm::canary, 60s)), Arm::canary);
+  ASSERT_EQ(run_co(pin(store, "k:p", Arm::canary, 60s)), Arm::canary);
 
   auto paused_at = Steady::now();
   ASSERT_EQ(sync_cmd(redis.port(), {"CLIENT", "PAUSE", "2000"}), "OK");
@@ -462,7 +487,7 @@ TEST_F(RedisTest, ClientPauseCostsAtMostTheTimeout) {
   std::chrono::milliseconds slowest{0};
   for (int i = 0; i < kConcurrent; ++i) {
     auto start = Steady::now();
-    net::co_spawn(ioc_, store.pin("k:p" + std::to_string(i), Arm::control, 60s),
+    net::co_spawn(ioc_, pin(store, "k:p" + std::to_string(i), Arm::control, 60s),
                   [&, start](std::exception_ptr, std::optional<Arm> arm) {
                     EXPECT_EQ(arm, std::nullopt);
                     slowest = std::max(slowest,
@@ -485,7 +510,7 @@ TEST_F(RedisTest, ClientPauseCostsAtMostTheTimeout) {
   // After the pause the same connection answers again; the late replies were dropped.
   std::optional<Arm> back;
   ASSERT_TRUE(wait_until([&] {
-    back = run_co(store.pin("k:p", Arm::control, 60s));
+    back = run_co(pin(store, "k:p", Arm::control, 60s));
     return back.has_value();
   }, 5s));
   EXPECT_EQ(back, Arm::canary);
@@ -503,11 +528,11 @@ TEST_F(RedisTest, AConnectionThatStopsAnsweringIsReplaced) {
   ASSERT_EQ(sync_cmd(redis.port(), {"CLIENT", "PAUSE", "2500"}), "OK");
   // Keep asking, as live traffic would; past the stall limit the connection is replaced.
   ASSERT_TRUE(wait_until([&] {
-    (void)run_co(store.pin("k:s", Arm::canary, 60s));
+    (void)run_co(pin(store, "k:s", Arm::canary, 60s));
     return client->connects() >= 2;
   }, 2400ms));
   EXPECT_GE(Steady::now() - paused_at, 1s);
-  ASSERT_TRUE(wait_until([&] { return run_co(store.pin("k:s", Arm::canary, 60s)).has_value(); }, 5s));
+  ASSERT_TRUE(wait_until([&] { return run_co(pin(store, "k:s", Arm::canary, 60s)).has_value(); }, 5s));
   EXPECT_TRUE(client->healthy());
 }
 
@@ -585,8 +610,8 @@ TEST_F(RedisTlsTest, VerifiedTlsWorksAndAWrongNameIsRefused) {
     auto client = make_client(tls_config(good));
     ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s)) << client->last_error();
     RedisStore store(client);
-    EXPECT_EQ(run_co(store.pin("k:tls", Arm::canary, 60s)), Arm::canary);
-    EXPECT_EQ(run_co(store.pin("k:tls", Arm::control, 60s)), Arm::canary);
+    EXPECT_EQ(run_co(pin(store, "k:tls", Arm::canary, 60s)), Arm::canary);
+    EXPECT_EQ(run_co(pin(store, "k:tls", Arm::control, 60s)), Arm::canary);
     EXPECT_TRUE(errors_.empty());
   }
   {
@@ -595,7 +620,7 @@ TEST_F(RedisTlsTest, VerifiedTlsWorksAndAWrongNameIsRefused) {
     EXPECT_FALSE(client->healthy());
     EXPECT_NE(client->last_error().find("TLS handshake"), std::string::npos) << client->last_error();
     RedisStore store(client);
-    EXPECT_EQ(run_co(store.pin("k:tls", Arm::control, 60s)), std::nullopt);
+    EXPECT_EQ(run_co(pin(store, "k:tls", Arm::control, 60s)), std::nullopt);
     EXPECT_EQ(errors_["pin"], 1);
   }
   {
@@ -612,7 +637,7 @@ TEST_F(RedisTlsTest, VerifiedTlsWorksAndAWrongNameIsRefused) {
     auto client = make_client(cfg);
     ASSERT_TRUE(wait_until([&] { return client->healthy(); }, 5s)) << client->last_error();
     RedisStore store(client);
-    EXPECT_EQ(run_co(store.pin("k:tls", Arm::control, 60s)), Arm::canary);
+    EXPECT_EQ(run_co(pin(store, "k:tls", Arm::control, 60s)), Arm::canary);
   }
 }
 
@@ -654,11 +679,43 @@ TEST_F(RedisTest, StoresWithRedisGiveEachThreadItsOwnStoreAndCountErrors) {
   EXPECT_EQ(stores.for_thread(0, ioc_), a);
   EXPECT_EQ(a->name(), "redis");
   EXPECT_FALSE(stores.healthy());
-  EXPECT_EQ(run_co(a->pin("k", Arm::canary, 60s)), std::nullopt);
+  EXPECT_FALSE(a->all_healthy());
+  EXPECT_EQ(run_co(pin(*a, "k", Arm::canary, 60s)), std::nullopt);
   std::string text = metrics.expose();
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(ai_proxy_redis_errors_total\{op="pin"\} 1\b)"))) << text;
   stores.stop();
   ioc_.run_for(20ms);
+}
+
+TEST_F(RedisTest, AllHealthyReportsEveryThreadsConnection) {
+  RedisServer redis(dir_);
+  config::Config cfg;
+  cfg.redis = config_for(redis.port());
+  ManualClock clock;
+  // Thread 1's io_context, not run yet, so its client cannot connect. Declared
+  // before the stores: its client's timer must go before it does.
+  net::io_context other;
+  auto stores = make_stores(cfg, 2, nullptr, clock);
+  AssignmentStore* a = stores.for_thread(0, ioc_);
+  AssignmentStore* b = stores.for_thread(1, other);
+  ASSERT_TRUE(wait_until([&] { return a->healthy(); }, 5s));
+  EXPECT_FALSE(b->healthy());
+  // /health is served by one thread; it must see the other thread's connection.
+  EXPECT_FALSE(a->all_healthy());
+  EXPECT_FALSE(b->all_healthy());
+  EXPECT_FALSE(stores.healthy());
+  auto deadline = Steady::now() + 5s;
+  while (!b->healthy() && Steady::now() < deadline) {
+    other.run_for(5ms);
+    ioc_.run_for(1ms);
+  }
+  ASSERT_TRUE(b->healthy());
+  EXPECT_TRUE(a->all_healthy());
+  EXPECT_TRUE(b->all_healthy());
+  EXPECT_TRUE(stores.healthy());
+  stores.stop();
+  ioc_.run_for(20ms);
+  other.run_for(20ms);
 }
 
 }  // namespace

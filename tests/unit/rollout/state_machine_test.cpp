@@ -242,6 +242,32 @@ TEST(Rollout, SetWeight) {
   EXPECT_EQ(r.weight(), 50);
 }
 
+TEST(Rollout, SetWeightZeroIsARollbackForPins) {
+  ManualClock clock;
+  Rollout r(spec_config(), clock);
+  ASSERT_TRUE(r.set_weight(30).transition);
+  EXPECT_EQ(r.epoch(), 0u);
+  clock.advance(5min);
+  // Weight 0 by hand: pins of the old epoch must not come back at weight 1.
+  auto zero = r.set_weight(0);
+  ASSERT_TRUE(zero.transition);
+  EXPECT_EQ(zero.transition->weight, 0);
+  EXPECT_EQ(r.state(), State::paused);
+  EXPECT_EQ(r.epoch(), 1u);
+  EXPECT_EQ(r.status().epoch, 1u);
+  EXPECT_FALSE(r.set_weight(0).transition);  // already there: no change, no new epoch
+  EXPECT_EQ(r.epoch(), 1u);
+  ASSERT_TRUE(r.set_weight(1).transition);  // raising again keeps the new epoch
+  EXPECT_EQ(r.epoch(), 1u);
+  // The epoch travels with the shared state (encode/decode), as an abort's does.
+  auto decoded = decode(encode(r.status()));
+  ASSERT_TRUE(decoded);
+  EXPECT_EQ(decoded->epoch, 1u);
+  Rollout other(spec_config(), clock);
+  other.restore(*decoded);
+  EXPECT_EQ(other.epoch(), 1u);
+}
+
 TEST(Rollout, SetWeightFromAborted) {
   ManualClock clock;
   Rollout r(spec_config(), clock);

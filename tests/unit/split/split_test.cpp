@@ -7,6 +7,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace canaryd::split {
 namespace {
@@ -17,18 +18,26 @@ std::string numbered(std::string prefix, int i) {
   return prefix;
 }
 
-// A case-insensitive header map, as the server's Beast-backed lookup behaves.
+// A case-insensitive header multimap keeping each name's lines in order, as
+// the server's Beast-backed lookup behaves.
 class FakeHeaders final : public HeaderLookup {
  public:
   FakeHeaders() = default;
   FakeHeaders(std::initializer_list<std::pair<const std::string, std::string>> init) {
-    for (const auto& [k, v] : init) set(k, v);
+    for (const auto& [k, v] : init) add(k, v);
   }
-  void set(const std::string& name, const std::string& value) { map_[lower(name)] = value; }
+  void add(const std::string& name, const std::string& value) { map_[lower(name)].push_back(value); }
   std::optional<std::string_view> get(std::string_view name) const override {
     auto it = map_.find(lower(std::string(name)));
     if (it == map_.end()) return std::nullopt;
-    return std::string_view(it->second);
+    return std::string_view(it->second.front());
+  }
+  std::vector<std::string_view> get_all(std::string_view name) const override {
+    std::vector<std::string_view> out;
+    if (auto it = map_.find(lower(std::string(name))); it != map_.end()) {
+      for (const auto& v : it->second) out.emplace_back(v);
+    }
+    return out;
   }
 
  private:
@@ -36,7 +45,7 @@ class FakeHeaders final : public HeaderLookup {
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
   }
-  std::map<std::string, std::string> map_;
+  std::map<std::string, std::vector<std::string>> map_;
 };
 
 // Expected values computed with:
@@ -248,11 +257,44 @@ TEST_F(ClientIpTest, AllTrustedTakesLeftmost) {
   EXPECT_EQ(splitter_.client_ip(h, "10.0.0.5"), "10.9.9.9");
 }
 
-TEST_F(ClientIpTest, MalformedEntriesSkipped) {
-  FakeHeaders h{{"X-Forwarded-For", "198.51.100.7, unknown, ,10.1.1.1, garbage"}};
+TEST_F(ClientIpTest, UnparsableEntryEndsTheWalkWithNoAddress) {
+  // "unknown" sits where the client's address should be: whatever is to its
+  // left was written by someone we cannot vouch for, so nothing is usable.
+  FakeHeaders h{{"X-Forwarded-For", "198.51.100.7, unknown, 10.1.1.1"}};
+  EXPECT_EQ(splitter_.client_ip(h, "10.0.0.5"), "");
+  FakeHeaders rightmost{{"X-Forwarded-For", "198.51.100.7, garbage"}};
+  EXPECT_EQ(splitter_.client_ip(rightmost, "10.0.0.5"), "");
+  // Right of the unparsable entry, an untrusted address is still found first.
+  FakeHeaders left_garbage{{"X-Forwarded-For", "unknown, 198.51.100.7, 10.1.1.1"}};
+  EXPECT_EQ(splitter_.client_ip(left_garbage, "10.0.0.5"), "198.51.100.7");
+  // Empty list elements are not entries (RFC 9110 list syntax).
+  FakeHeaders empties{{"X-Forwarded-For", "198.51.100.7, , 10.1.1.1,"}};
+  EXPECT_EQ(splitter_.client_ip(empties, "10.0.0.5"), "198.51.100.7");
+}
+
+TEST_F(ClientIpTest, SeveralXffLinesAreOneListInOrder) {
+  // The client sent its own line claiming 10.7.7.7 (a trusted-looking hop);
+  // our proxy appended a second line with the address it saw. Reading only the
+  // first line would take the forged value.
+  FakeHeaders h;
+  h.add("X-Forwarded-For", "6.6.6.6, 10.7.7.7");
+  h.add("X-Forwarded-For", "198.51.100.7");
   EXPECT_EQ(splitter_.client_ip(h, "10.0.0.5"), "198.51.100.7");
-  FakeHeaders only_garbage{{"X-Forwarded-For", "unknown, nope"}};
-  EXPECT_EQ(splitter_.client_ip(only_garbage, "10.0.0.5"), "10.0.0.5");
+  // Lines joined in order: the last line's entries are the rightmost.
+  FakeHeaders trusted_tail;
+  trusted_tail.add("X-Forwarded-For", "203.0.113.4");
+  trusted_tail.add("X-Forwarded-For", "10.1.1.1, 10.2.2.2");
+  EXPECT_EQ(splitter_.client_ip(trusted_tail, "10.0.0.5"), "203.0.113.4");
+  // An unparsable entry in a later line stops the walk there too.
+  FakeHeaders bad_tail;
+  bad_tail.add("X-Forwarded-For", "203.0.113.4");
+  bad_tail.add("X-Forwarded-For", "unknown");
+  EXPECT_EQ(splitter_.client_ip(bad_tail, "10.0.0.5"), "");
+  // All trusted across lines: the leftmost of the first line.
+  FakeHeaders all_trusted;
+  all_trusted.add("X-Forwarded-For", "10.9.9.9");
+  all_trusted.add("X-Forwarded-For", "10.1.1.1");
+  EXPECT_EQ(splitter_.client_ip(all_trusted, "10.0.0.5"), "10.9.9.9");
 }
 
 TEST_F(ClientIpTest, V6AndMappedAndPorts) {
@@ -320,6 +362,19 @@ TEST(StickyKey, ClientIpFollowsTrustedXff) {
   Splitter s(parse_sources({"client_ip"}), CidrSet::parse({"10.0.0.0/8"}), "salt");
   FakeHeaders h{{"X-Forwarded-For", "198.51.100.7"}};
   EXPECT_EQ(s.sticky_key(h, std::nullopt, "10.0.0.1").value, "198.51.100.7");
+}
+
+TEST(StickyKey, UnusableXffFallsToTheNextSource) {
+  Splitter s(parse_sources({"client_ip", "body:user"}), CidrSet::parse({"10.0.0.0/8"}), "salt");
+  FakeHeaders h{{"X-Forwarded-For", "198.51.100.7, unknown"}};
+  auto k = s.sticky_key(h, "u-body", "10.0.0.1");
+  EXPECT_EQ(k.value, "u-body");
+  EXPECT_EQ(k.source, KeySource::Kind::body_user);
+  // The last source: a random key (counted by the server), never the proxy's address.
+  k = s.sticky_key(h, std::nullopt, "10.0.0.1");
+  EXPECT_TRUE(k.random);
+  EXPECT_NE(k.value, "10.0.0.1");
+  EXPECT_NE(k.value, "198.51.100.7");
 }
 
 TEST(Decide, OverrideWins) {

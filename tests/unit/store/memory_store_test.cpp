@@ -1,5 +1,7 @@
 #include "store/store.hpp"
 
+#include "split/split.hpp"
+
 #include <gtest/gtest.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -7,6 +9,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <algorithm>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -22,10 +26,11 @@ std::string numbered(std::string prefix, int i) {
   return prefix;
 }
 
-// Drives the awaitable to completion on a private io_context, as an I/O thread would.
-std::optional<Arm> pin_sync(AssignmentStore& store, std::string key, Arm proposed, std::chrono::seconds ttl) {
+// Drives an awaitable to completion on a private io_context, as an I/O thread would.
+template <class T>
+T run_sync(net::awaitable<T> aw) {
   net::io_context io;
-  auto fut = net::co_spawn(io, store.pin(std::move(key), proposed, ttl), net::use_future);
+  auto fut = net::co_spawn(io, std::move(aw), net::use_future);
   io.run();
   return fut.get();
 }
@@ -35,38 +40,44 @@ TEST(MemoryStore, Identity) {
   MemoryStore store(clock);
   EXPECT_EQ(store.name(), "memory");
   EXPECT_TRUE(store.healthy());
+  EXPECT_TRUE(store.all_healthy());
   EXPECT_EQ(store.size(), 0u);
 }
 
-TEST(MemoryStore, SetIfAbsentReturnsExisting) {
+TEST(MemoryStore, CanaryPinIsRecordedAndFound) {
   ManualClock clock;
   MemoryStore store(clock);
-  EXPECT_EQ(pin_sync(store, "k1", Arm::canary, 3600s), Arm::canary);
-  EXPECT_EQ(pin_sync(store, "k1", Arm::control, 3600s), Arm::canary);  // first assignment sticks
-  EXPECT_EQ(pin_sync(store, "k2", Arm::control, 3600s), Arm::control);
-  EXPECT_EQ(pin_sync(store, "k2", Arm::canary, 3600s), Arm::control);
-  EXPECT_EQ(store.size(), 2u);
+  EXPECT_EQ(run_sync(store.has_canary_pin("k1")), false);
+  EXPECT_TRUE(run_sync(store.pin_canary("k1", 3600s)));
+  EXPECT_EQ(run_sync(store.has_canary_pin("k1")), true);
+  EXPECT_EQ(run_sync(store.has_canary_pin("k2")), false);
+  // A lookup stores nothing: a user seen only on control leaves no trace.
+  EXPECT_EQ(store.size(), 1u);
 }
 
-TEST(MemoryStore, ExpiresAfterTtl) {
+TEST(MemoryStore, SecondPinKeepsTheFirstTtl) {
   ManualClock clock;
   MemoryStore store(clock);
-  EXPECT_EQ(pin_sync(store, "k", Arm::canary, 60s), Arm::canary);
+  store.pin_canary_now("k", 60s);
+  clock.advance(50s);
+  store.pin_canary_now("k", 60s);  // NX: not extended to t=110
+  clock.advance(9s);
+  EXPECT_TRUE(store.has_canary_pin_now("k"));
+  clock.advance(1s);  // t=60: the first pin's expiry
+  EXPECT_FALSE(store.has_canary_pin_now("k"));
+  EXPECT_EQ(store.size(), 1u);  // expired, not yet dropped
+  // A new pin after expiry has its own TTL from now.
+  store.pin_canary_now("k", 60s);
   clock.advance(59s);
-  EXPECT_EQ(pin_sync(store, "k", Arm::control, 60s), Arm::canary);
-  clock.advance(1s);  // now exactly at expiry: gone
-  EXPECT_EQ(pin_sync(store, "k", Arm::control, 60s), Arm::control);
-  // The new pin has its own TTL from now.
-  clock.advance(30s);
-  EXPECT_EQ(pin_sync(store, "k", Arm::canary, 60s), Arm::control);
+  EXPECT_TRUE(store.has_canary_pin_now("k"));
   EXPECT_EQ(store.size(), 1u);
 }
 
 TEST(MemoryStore, ZeroTtlStoresNothing) {
   ManualClock clock;
   MemoryStore store(clock);
-  EXPECT_EQ(pin_sync(store, "k", Arm::canary, 0s), Arm::canary);
-  EXPECT_EQ(pin_sync(store, "k", Arm::control, 0s), Arm::control);
+  EXPECT_TRUE(run_sync(store.pin_canary("k", 0s)));
+  EXPECT_FALSE(store.has_canary_pin_now("k"));
   EXPECT_EQ(store.size(), 0u);
 }
 
@@ -74,46 +85,47 @@ TEST(MemoryStore, BoundedEvictsOldestWhenNoneExpired) {
   ManualClock clock;
   MemoryStore store(clock, 100);
   for (int i = 0; i < 250; ++i) {
-    EXPECT_EQ(pin_sync(store, numbered("k", i), Arm::canary, 3600s), Arm::canary);
+    EXPECT_TRUE(run_sync(store.pin_canary(numbered("k", i), 3600s)));
     EXPECT_LE(store.size(), 100u);
   }
   EXPECT_EQ(store.size(), 100u);
-  // The newest 100 survive; the oldest were evicted and can be re-pinned.
-  EXPECT_EQ(store.pin_now("k249", Arm::control, 3600s), Arm::canary);
-  EXPECT_EQ(store.pin_now("k150", Arm::control, 3600s), Arm::canary);
-  EXPECT_EQ(store.pin_now("k0", Arm::control, 3600s), Arm::control);
+  // The newest 100 survive; the oldest were evicted.
+  EXPECT_TRUE(store.has_canary_pin_now("k249"));
+  EXPECT_TRUE(store.has_canary_pin_now("k150"));
+  EXPECT_FALSE(store.has_canary_pin_now("k149"));
+  EXPECT_FALSE(store.has_canary_pin_now("k0"));
   EXPECT_EQ(store.size(), 100u);
 }
 
 TEST(MemoryStore, BoundedPrefersExpiredOverOldest) {
   ManualClock clock;
   MemoryStore store(clock, 4);
-  store.pin_now("old-long", Arm::canary, 3600s);  // oldest, still valid
-  store.pin_now("short-1", Arm::canary, 10s);
-  store.pin_now("short-2", Arm::canary, 10s);
-  store.pin_now("long", Arm::canary, 3600s);
+  store.pin_canary_now("old-long", 3600s);  // oldest, still valid
+  store.pin_canary_now("short-1", 10s);
+  store.pin_canary_now("short-2", 10s);
+  store.pin_canary_now("long", 3600s);
   clock.advance(20s);
-  store.pin_now("new", Arm::control, 3600s);  // full: both short ones expired, dropped
+  store.pin_canary_now("new", 3600s);  // full: both short ones expired, dropped
   EXPECT_EQ(store.size(), 3u);
-  EXPECT_EQ(store.pin_now("old-long", Arm::control, 3600s), Arm::canary);  // not evicted
+  EXPECT_TRUE(store.has_canary_pin_now("old-long"));  // not evicted
+  EXPECT_TRUE(store.has_canary_pin_now("new"));
 }
 
 TEST(MemoryStore, DefaultBoundIsShardedButExact) {
   ManualClock clock;
   MemoryStore store(clock, 64 * 1024);
-  for (int i = 0; i < 80000; ++i) store.pin_now(numbered("key-", i), Arm::canary, 3600s);
+  for (int i = 0; i < 80000; ++i) store.pin_canary_now(numbered("key-", i), 3600s);
   EXPECT_LE(store.size(), 64u * 1024u);
   EXPECT_GT(store.size(), 60000u);
 }
 
-TEST(MemoryStore, ConcurrentPinsFromFourThreadsAgree) {
+TEST(MemoryStore, ConcurrentPinsAndLookupsFromFourThreads) {
   ManualClock clock;
   MemoryStore store(clock);
   constexpr int kKeys = 2000;
   constexpr int kThreads = 4;
-  // Each thread proposes a different arm per key; whichever lands first must
-  // be what every thread is told.
-  std::vector<std::vector<std::optional<Arm>>> results(kThreads, std::vector<std::optional<Arm>>(kKeys));
+  // Threads 0 and 1 pin the even keys; 2 and 3 look up every key. Afterwards
+  // exactly the even keys are pinned, each once.
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -122,8 +134,14 @@ TEST(MemoryStore, ConcurrentPinsFromFourThreadsAgree) {
           io,
           [&]() -> net::awaitable<void> {
             for (int k = 0; k < kKeys; ++k) {
-              Arm proposed = (k + t) % 2 == 0 ? Arm::canary : Arm::control;
-              results[t][k] = co_await store.pin(numbered("key-", k), proposed, 3600s);
+              if (t < 2 && k % 2 == 0) {
+                bool ok = co_await store.pin_canary(numbered("key-", k), 3600s);
+                EXPECT_TRUE(ok);
+              } else if (t >= 2) {
+                std::optional<bool> has = co_await store.has_canary_pin(numbered("key-", k));
+                EXPECT_TRUE(has.has_value());
+                if (k % 2 == 1) EXPECT_EQ(has, false) << k;
+              }
             }
           },
           net::detached);
@@ -131,12 +149,49 @@ TEST(MemoryStore, ConcurrentPinsFromFourThreadsAgree) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(store.size(), static_cast<std::size_t>(kKeys));
-  for (int k = 0; k < kKeys; ++k) {
-    ASSERT_TRUE(results[0][k].has_value());
-    for (int t = 1; t < kThreads; ++t) EXPECT_EQ(results[t][k], results[0][k]) << "key " << k;
-    EXPECT_EQ(store.pin_now(numbered("key-", k), Arm::control, 3600s), results[0][k]);
+  EXPECT_EQ(store.size(), static_cast<std::size_t>(kKeys / 2));
+  for (int k = 0; k < kKeys; ++k) EXPECT_EQ(store.has_canary_pin_now(numbered("key-", k)), k % 2 == 0) << k;
+}
+
+// The issue #3 scenario, on the store and split::decide as the proxy combines
+// them: 300 users first seen at weight 10, the weight raised to 50, then
+// lowered to 10. Everyone served the canary at 50 stays on it at 10 (their pin
+// was written when the raised weight's hash sent them there), and nobody else
+// is on the canary.
+TEST(MemoryStore, PinsAreUpgradeOnlyAcrossARaiseAndALowering) {
+  ManualClock clock;
+  MemoryStore store(clock);
+  split::Splitter splitter(split::parse_sources({"header:X-User-ID"}), {}, "salt");
+  auto serve = [&](const std::string& user, double weight) {
+    Arm hash = splitter.hash_arm(user, split::weight_to_threshold(weight));
+    std::string key = pin_key("canaryd", 0, user);
+    std::optional<Arm> pin;
+    if (hash == Arm::canary) {
+      EXPECT_TRUE(run_sync(store.pin_canary(key, 3600s)));
+    } else if (run_sync(store.has_canary_pin(key)) == true) {
+      pin = Arm::canary;
+    }
+    return split::decide(std::nullopt, false, hash, pin).arm;
+  };
+  std::vector<std::string> users;
+  for (int i = 0; i < 300; ++i) users.push_back(numbered("user-", i));
+
+  std::set<std::string> at10, at50, back_at10;
+  for (const auto& u : users) {
+    if (serve(u, 10) == Arm::canary) at10.insert(u);
   }
+  for (const auto& u : users) {
+    if (serve(u, 50) == Arm::canary) at50.insert(u);
+  }
+  for (const auto& u : users) {
+    if (serve(u, 10) == Arm::canary) back_at10.insert(u);
+  }
+  EXPECT_GT(at10.size(), 10u);
+  EXPECT_LT(at10.size(), 60u);
+  EXPECT_GT(at50.size(), 110u);
+  EXPECT_TRUE(std::includes(at50.begin(), at50.end(), at10.begin(), at10.end())) << "raising moved a user off";
+  EXPECT_EQ(back_at10, at50) << "lowering moved pinned users back to control";
+  EXPECT_EQ(store.size(), at50.size());  // only canary pins are stored
 }
 
 TEST(PinKey, FormatAndHashing) {
