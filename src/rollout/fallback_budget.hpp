@@ -5,7 +5,8 @@
 //           or  a token is left in the floor bucket (refill `per_second`, cap `burst`)
 //
 // The ratio is over the analysis window (the caller passes both counts from
-// Windows); the floor keeps fallbacks working for a low-traffic service whose
+// Windows): "requests" are all the attempts recorded there, both arms; the
+// floor keeps fallbacks working for a low-traffic service whose
 // window holds too few requests for the ratio to allow any. Tokens are taken
 // only when the ratio says no. budget 0 leaves just the floor.
 #pragma once
@@ -30,7 +31,9 @@ class FallbackBudget {
 
   // Thread-safe. On true the caller performs the fallback and records it
   // (Windows::record_fallback), so the next call sees it counted.
-  // `requests_in_window`: canary requests in the window, this one included.
+  // `requests_in_window`: every request recorded in the analysis window, both
+  // arms (RolloutController passes control's plus canary's attempts; the
+  // failing request being decided is not recorded yet, so not included).
   bool allow(Clock::Steady::time_point now, std::uint64_t requests_in_window, std::uint64_t fallbacks_in_window);
 
   void set_budget(double budget);

@@ -24,14 +24,29 @@ struct RolloutController::Op {
 class RolloutState {
  public:
   RolloutState(const config::Config& cfg, const Clock& clock)
-      : machine(cfg.rollout, clock),
-        analysis(cfg.rollout.analysis),
-        windows(std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.rollout.analysis.window)),
-        budget(cfg.fallback.budget) {}
+      : machine(cfg.rollout, clock), analysis(cfg.rollout.analysis), budget(cfg.fallback.budget) {
+    replace_windows(cfg.rollout.analysis.window);
+  }
+
+  // The windows in use. Every reader loads the pointer once and uses that one
+  // object, so a reload that swaps it never splits a read across two windows.
+  rollout::Windows& windows() const { return *current.load(std::memory_order_acquire); }
+
+  // A new, empty Windows over `window` (mutex held, or the constructor). An I/O
+  // thread may still be inside record() on the old one, and nothing tells when
+  // the last one leaves, so old windows stay allocated until the controller
+  // goes (at most ~160 KB each; one per reload that changes analysis.window
+  // and per retry: operator actions, rare).
+  void replace_windows(config::Duration window) {
+    built.push_back(
+        std::make_unique<rollout::Windows>(std::chrono::duration_cast<std::chrono::nanoseconds>(window)));
+    current.store(built.back().get(), std::memory_order_release);
+  }
 
   rollout::Rollout machine;             // under RolloutController::mu_
   config::AnalysisConfig analysis;      // under mu_
-  rollout::Windows windows;             // lock-free
+  std::atomic<rollout::Windows*> current{nullptr};         // lock-free: the recorders' entry
+  std::vector<std::unique_ptr<rollout::Windows>> built;   // under mu_: every Windows made, current last
   rollout::FallbackBudget budget;       // has its own mutex (rare path)
   std::vector<RolloutController::Op> pending;  // under mu_: local operations the store has not confirmed
 };
@@ -72,12 +87,16 @@ void RolloutController::publish() {
 }
 
 void RolloutController::record(Arm arm, bool error, std::chrono::nanoseconds latency) {
-  state_->windows.record(arm, clock_.now(), error, latency);
+  state_->windows().record(arm, clock_.now(), error, latency);
 }
 
 bool RolloutController::take_fallback() {
   auto now = clock_.now();
-  auto& w = state_->windows;
+  auto& w = state_->windows();
+  // The budget is a share of all requests in the analysis window: both arms'
+  // attempts recorded so far (a fallen-back request counts twice, its canary
+  // and its control attempt), not the one failing now: it is recorded after
+  // this decision.
   std::uint64_t requests = w.snapshot(Arm::control, now).requests + w.snapshot(Arm::canary, now).requests;
   if (!state_->budget.allow(now, requests, w.fallbacks(now))) return false;
   w.record_fallback(now);
@@ -86,6 +105,7 @@ bool RolloutController::take_fallback() {
 
 bool RolloutController::apply(const Op& op, bool replay) {
   auto& m = state_->machine;
+  const auto epoch_before = m.epoch();
   std::optional<rollout::Transition> t;
   switch (op.kind) {
     case Op::Kind::tick: t = m.tick(op.verdict); break;
@@ -97,6 +117,7 @@ bool RolloutController::apply(const Op& op, bool replay) {
     case Op::Kind::weight: t = m.set_weight(op.weight).transition; break;
   }
   if (!t) return false;
+  restart_judging_on_new_epoch(epoch_before);
   log::info(replay ? "rollout transition re-applied on the shared state" : "rollout transition",
             {{"from", rollout::state_name(t->from)},
              {"to", rollout::state_name(t->to)},
@@ -108,6 +129,16 @@ bool RolloutController::apply(const Op& op, bool replay) {
              {"epoch", m.epoch()}});
   if (!replay && t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(rollback_reason(*t));
   return true;
+}
+
+void RolloutController::restart_judging_on_new_epoch(std::uint64_t epoch_before) {
+  const auto& m = state_->machine;
+  // A new epoch that is not a rollback (retry, or a weight set to 0) starts a
+  // new judgement: the failures that caused the rollback are still in the
+  // window, and would roll the retried canary back at the next tick. After a
+  // rollback the windows stay, so the status still shows why.
+  if (m.epoch() == epoch_before || m.state() == rollout::State::aborted) return;
+  state_->replace_windows(state_->analysis.window);
 }
 
 void RolloutController::record_verdict_only(const rollout::Verdict& verdict) {
@@ -123,8 +154,9 @@ void RolloutController::notify() {
 
 void RolloutController::tick() {
   auto now = clock_.now();
-  auto control = state_->windows.snapshot(Arm::control, now);
-  auto canary = state_->windows.snapshot(Arm::canary, now);
+  const auto& windows = state_->windows();
+  auto control = windows.snapshot(Arm::control, now);
+  auto canary = windows.snapshot(Arm::canary, now);
   bool changed = false;
   {
     std::lock_guard lock(mu_);
@@ -166,9 +198,10 @@ nlohmann::json RolloutController::status() const {
       j["sync"] = {{"store", "memory"}};
     }
   }
-  j["arms"] = {{"control", rollout::to_json(state_->windows.snapshot(Arm::control, now))},
-               {"canary", rollout::to_json(state_->windows.snapshot(Arm::canary, now))}};
-  j["window_seconds"] = std::chrono::duration<double>(state_->windows.window()).count();
+  const auto& windows = state_->windows();
+  j["arms"] = {{"control", rollout::to_json(windows.snapshot(Arm::control, now))},
+               {"canary", rollout::to_json(windows.snapshot(Arm::canary, now))}};
+  j["window_seconds"] = std::chrono::duration<double>(windows.window()).count();
   return j;
 }
 
@@ -241,12 +274,27 @@ void RolloutController::reconfigure(const config::Config& config) {
     std::lock_guard lock(mu_);
     const auto version = state_->machine.version();
     state_->machine.reconfigure(config.rollout);
+    const auto old_window = state_->analysis.window;
     state_->analysis = config.rollout.analysis;
+    if (config.rollout.analysis.window != old_window) {
+      // Slices of the old length cannot be cut to the new one: judging restarts
+      // on empty windows (insufficient data until min_requests again).
+      state_->replace_windows(config.rollout.analysis.window);
+      log::info("analysis window changed: the rollout windows restart empty",
+                {{"key", "rollout.analysis.window"},
+                 {"from_seconds", std::chrono::duration<double>(old_window).count()},
+                 {"to_seconds", std::chrono::duration<double>(config.rollout.analysis.window).count()}});
+    }
     state_->budget.set_budget(config.fallback.budget);
     changed = state_->machine.version() != version;
     publish();
   }
   if (changed) notify();
+}
+
+config::Duration RolloutController::analysis_interval() const {
+  std::lock_guard lock(mu_);
+  return state_->analysis.interval;
 }
 
 // ---- Shared state -----------------------------------------------------------
@@ -314,6 +362,7 @@ bool RolloutController::shared_observed(const std::optional<std::string>& stored
     rollout::Status adopted = *stored;
     adopted.verdict = before.verdict;  // each replica judges its own traffic
     m.restore(adopted);
+    restart_judging_on_new_epoch(before.epoch);
     confirmed_ = stored->version;
     std::vector<Op> kept;
     for (auto& op : state_->pending) {

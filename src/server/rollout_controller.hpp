@@ -60,6 +60,13 @@ class RolloutController {
   // Aborted (or shared state not read yet): the canary must get nothing, not even shadows.
   bool canary_off() const { return canary_off_.load(std::memory_order_relaxed); }
   std::uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
+  // The routes split between the arms (SPEC §3), the only ones record()ed:
+  // control-only routes (GET /v1/models, ...) have no canary counterpart, and
+  // counting them would dilute control's error rate in the relative test.
+  static bool judged_route(std::string_view path) {
+    return path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings" ||
+           path == "/v1/responses";
+  }
   void record(Arm arm, bool error, std::chrono::nanoseconds latency);
   // True when a fallback fits the budget (and counts it).
   bool take_fallback();
@@ -69,7 +76,11 @@ class RolloutController {
   nlohmann::json status() const;
   AdminResult admin(std::string_view method, std::string_view path, std::string_view body);
   // A reload: new steps/thresholds; the current state, step and weight stay.
+  // A changed analysis.window swaps in new, empty windows (recorders on other
+  // threads move over at their next record(); the old ones are kept alive).
   void reconfigure(const config::Config& config);
+  // analysis.interval as last configured (RolloutSync sizes the lease from it).
+  config::Duration analysis_interval() const;
 
   // ---- Shared state: called by RolloutSync (any thread; all take the mutex) ----
 
@@ -109,6 +120,9 @@ class RolloutController {
   // Runs one operation on the state machine; logs and counts a transition
   // (not when replayed on a newer stored state: it was counted already). Mutex held.
   bool apply(const Op& op, bool replay);
+  // After a transition or an adopted stored state: a new epoch out of a
+  // rollback (retry, weight 0) restarts the windows empty (mutex held).
+  void restart_judging_on_new_epoch(std::uint64_t epoch_before);
   // Keeps the latest verdict in the status without letting it move the state (mutex held).
   void record_verdict_only(const rollout::Verdict& verdict);
   void notify();

@@ -98,8 +98,6 @@ RolloutSync::RolloutSync(Private, net::any_io_executor executor, const config::C
     : executor_(std::move(executor)),
       controller_(controller),
       replica_id_(make_replica_id()),
-      lease_ttl_(std::max<std::chrono::milliseconds>(
-          3s, 3 * std::chrono::duration_cast<std::chrono::milliseconds>(config.rollout.analysis.interval))),
       wake_timer_(executor_),
       events_timer_(executor_) {
   const config::RedisConfig& redis = *config.redis;
@@ -158,10 +156,15 @@ void RolloutSync::wake() {
   wake_timer_.cancel();
 }
 
+std::chrono::milliseconds RolloutSync::lease_ttl() const {
+  return std::max<std::chrono::milliseconds>(
+      3s, 3 * std::chrono::duration_cast<std::chrono::milliseconds>(controller_.analysis_interval()));
+}
+
 // The argument lists are built in plain functions: g++ 12 miscompiles
 // temporaries (a conditional, a std::to_string) inside a co_await expression.
 std::vector<std::string> RolloutSync::lease_args() const {
-  return args("EVAL", kLeaseScript, "1", lease_key_, replica_id_, std::to_string(lease_ttl_.count()));
+  return args("EVAL", kLeaseScript, "1", lease_key_, replica_id_, std::to_string(lease_ttl().count()));
 }
 
 std::vector<std::string> RolloutSync::cas_args(const RolloutController::SharedWrite& write) const {

@@ -58,8 +58,10 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   bool loaded() const;
   const std::string& replica_id() const { return replica_id_; }
   // Lease time to live: long enough to ride out a few missed renewals, short
-  // enough that a dead holder's successor takes over within seconds.
-  std::chrono::milliseconds lease_ttl() const { return lease_ttl_; }
+  // enough that a dead holder's successor takes over within seconds:
+  // max(3s, 3 x analysis.interval), from the interval in force (a reload that
+  // changes it applies at the next renewal).
+  std::chrono::milliseconds lease_ttl() const;
 
   struct Private {};
   RolloutSync(Private, boost::asio::any_io_executor executor, const config::Config& config,
@@ -83,7 +85,6 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   std::string lease_key_;
   std::string events_key_;
   std::string replica_id_;
-  std::chrono::milliseconds lease_ttl_;
   std::shared_ptr<store::RedisClient> client_;  // state, lease
   std::shared_ptr<store::RedisClient> events_;  // XREAD BLOCK only
   boost::asio::steady_timer wake_timer_;

@@ -8,7 +8,7 @@ import sys
 import time
 import unittest
 
-from harness import Canaryd, Mock, wait_until
+from harness import Canaryd, Mock, chat_body, http, metric_samples, wait_until
 from rollout_helpers import ADMIN_ENV, Traffic, admin, rollout_config, send, transitions
 
 INTERVAL = 1.0
@@ -20,9 +20,32 @@ def report(msg: str) -> None:
     sys.stderr.write(f"[measured] {msg}\n")
 
 
+def scrape(c: Canaryd) -> str:
+    status, _, body = http("GET", c.url + "/metrics", timeout=5)
+    assert status == 200, status
+    return body.decode()
+
+
+def gauge(text: str, name: str, **labels: str) -> float:
+    """The one sample of `name` whose labels include `labels`."""
+    found = [v for l, v in metric_samples(text, name) if all(l.get(k) == w for k, w in labels.items())]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
 class RollbackTest(unittest.TestCase):
+    def assert_rolled_back_metrics(self, c: Canaryd) -> None:
+        """/metrics after one automatic rollback for the error rate."""
+        text = scrape(c)
+        self.assertEqual(gauge(text, "ai_proxy_canary_weight"), 0)
+        states = {l["state"]: v for l, v in metric_samples(text, "ai_proxy_rollout_state")}
+        self.assertEqual(states, {"progressing": 0, "paused": 0, "promoted": 0, "aborted": 1})
+        rollbacks = {l["reason"]: v for l, v in metric_samples(text, "ai_proxy_rollbacks_total") if v}
+        self.assertEqual(rollbacks, {"error_rate": 1})
+
     def _failing_canary_run(self, fallback_enabled: bool):
-        """A canary failing 20% at 50% weight; returns (traffic results, t_min, t_rollback, status, mocks)."""
+        """A canary failing 20% at 50% weight; returns (traffic results, t_min, t_rollback, status,
+        canary requests, client transport errors)."""
         with Mock("control") as control, Mock("canary", error_rate=0.2, error_seed=7) as canary:
             cfg = rollout_config(control.base_url, canary.base_url, steps=[{"weight": 50, "pause": "10m"}],
                                  fallback={"enabled": fallback_enabled})
@@ -48,13 +71,14 @@ class RollbackTest(unittest.TestCase):
                 self.assertEqual(final["weight"], 0)
                 self.assertEqual(final["epoch"], 1)
                 self.assertIn("rollback: canary error rate", final["reason"])
-                metrics = c.logs()
+                logs = c.logs()
                 self.assertTrue(any(t["to"] == "aborted" and t["cause"] == "error_rate" for t in transitions(c)),
-                                metrics[-2000:])
-                return traffic.snapshot(), t_min, t_rb, st, canary_before
+                                logs[-2000:])
+                self.assert_rolled_back_metrics(c)
+                return traffic.snapshot(), t_min, t_rb, st, canary_before, list(traffic.errors)
 
     def test_failing_canary_is_rolled_back_fallback_off(self):
-        results, t_min, t_rb, st, canary_requests = self._failing_canary_run(fallback_enabled=False)
+        results, t_min, t_rb, st, canary_requests, _ = self._failing_canary_run(fallback_enabled=False)
         report(f"fallback off: rolled back {t_rb - t_min:.2f}s after the canary's 50th request "
                f"(verdict: {st['verdict']['reason']}); canary saw {canary_requests} requests in all")
         self.assertLessEqual(t_rb - t_min, ROLLBACK_SLACK)
@@ -68,13 +92,15 @@ class RollbackTest(unittest.TestCase):
         self.assertLessEqual(len(late), 3, "canary answers after the rollback was visible")
 
     def test_failing_canary_with_fallback_gives_clients_full_success(self):
-        results, t_min, t_rb, st, canary_requests = self._failing_canary_run(fallback_enabled=True)
+        results, t_min, t_rb, st, canary_requests, errors = self._failing_canary_run(fallback_enabled=True)
         fallbacks = [r for r in results if r.fallback]
         report(f"fallback on: rolled back {t_rb - t_min:.2f}s after the canary's 50th request; "
                f"{len(results)} client requests, {len(fallbacks)} fell back, "
                f"{sum(1 for r in results if r.status != 200)} non-200")
         self.assertLessEqual(t_rb - t_min, ROLLBACK_SLACK)
         self.assertTrue(results)
+        # 100% success: no transport error (reset, timeout) either, not only no non-200 answer.
+        self.assertEqual(errors, [], "clients saw transport errors")
         self.assertEqual([r.status for r in results if r.status != 200], [], "clients saw failures")
         self.assertTrue(fallbacks, "expected some requests to fall back to control")
         self.assertTrue(all(r.arm == "control" for r in fallbacks))
@@ -109,6 +135,44 @@ class RollbackTest(unittest.TestCase):
                 report("both arms failing: verdicts " + ", ".join(
                     f"canary {v['canary_error_rate']:.1%} vs control {v['control_error_rate']:.1%} z={v['z']:.2f}"
                     for v in seen))
+
+
+class ErrorCountingTest(unittest.TestCase):
+    def test_canary_answering_401_is_rolled_back(self):
+        # canaryd sends the arm's own key, never the client's: an upstream 401
+        # is the canary's misconfiguration and counts as its error.
+        with Mock("control") as control, Mock("canary", status=401) as canary:
+            cfg = rollout_config(control.base_url, canary.base_url, steps=[{"weight": 50, "pause": "10m"}],
+                                 analysis={"min_requests": 20}, fallback={"enabled": True})
+            with Canaryd(cfg, env=ADMIN_ENV) as c:
+                with Traffic(c.url, threads=2) as traffic:
+                    wait_until(lambda: canary.stats()["requests"] >= 20, 20, 0.01, "20 canary requests")
+                    st = wait_until(lambda: (lambda s: s if s["state"] == "aborted" else None)(admin(c)),
+                                    INTERVAL + 10, 0.05, "rollback")
+                results = traffic.snapshot()
+                self.assertIn("rollback: canary error rate 100.00% above 1.00%", st["reason"])
+                self.assertEqual(st["weight"], 0)
+                # 401 is not a fallback reason: the clients on the canary saw it.
+                self.assertTrue(any(r.status == 401 and r.arm == "canary" and not r.fallback for r in results))
+                self.assertEqual(gauge(scrape(c), "ai_proxy_rollbacks_total", reason="error_rate"), 1)
+
+    def test_control_only_routes_are_not_judged(self):
+        # GET /v1/models (a control-only route) never enters the windows: it
+        # would dilute control's error rate in the relative test.
+        with Mock("control") as control, Mock("canary") as canary:
+            cfg = rollout_config(control.base_url, canary.base_url, steps=[{"weight": 50, "pause": "10m"}])
+            with Canaryd(cfg, env=ADMIN_ENV) as c:
+                for _ in range(30):
+                    status, headers, _ = http("GET", c.url + "/v1/models")
+                    self.assertEqual(status, 200)
+                    self.assertEqual(headers.get("X-Canaryd-Arm"), "control")
+                self.assertEqual(control.stats()["requests_by_path"].get("/v1/models"), 30)
+                self.assertEqual(admin(c)["arms"]["control"]["requests"], 0)
+                for _ in range(5):
+                    status, _, _ = http("POST", c.url + "/v1/chat/completions", chat_body(), {"X-Canary": "control"})
+                    self.assertEqual(status, 200)
+                arms = admin(c)["arms"]
+                self.assertEqual((arms["control"]["requests"], arms["canary"]["requests"]), (5, 0))
 
 
 class PromoteTest(unittest.TestCase):

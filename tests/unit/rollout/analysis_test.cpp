@@ -90,6 +90,34 @@ TEST(Analyse, JustAboveCriticalZFails_JustBelowPasses) {
   EXPECT_EQ(analyse(cfg(), snap(10000, 50), snap(200, 5)).kind, Verdict::Kind::fail);
 }
 
+// Pins the one-sided 95% threshold (z > 1.645), not the two-sided 1.96.
+TEST(Analyse, OneSidedThresholdBetween1645And196Fails) {
+  EXPECT_DOUBLE_EQ(kZCritical, 1.645);
+  // 30/1000 (3.0%) vs 18/1000 (1.8%): z = 1.7532 (python), which a two-sided
+  // test at 1.96 would let pass.
+  auto v = analyse(cfg(), snap(1000, 18), snap(1000, 30));
+  EXPECT_NEAR(v.z, 1.7532171832956915, 1e-12);
+  EXPECT_EQ(v.kind, Verdict::Kind::fail) << v.reason;
+  EXPECT_TRUE(v.error_rate_failed);
+  EXPECT_NE(v.reason.find("(z=1.75)"), std::string::npos) << v.reason;
+  // One more control error: 30/1000 vs 19/1000 is z = 1.5910 < 1.645: passes.
+  v = analyse(cfg(), snap(1000, 19), snap(1000, 30));
+  EXPECT_NEAR(v.z, 1.5910396702449705, 1e-12);
+  EXPECT_EQ(v.kind, Verdict::Kind::pass) << v.reason;
+  EXPECT_FALSE(v.error_rate_failed);
+}
+
+// A canary above max_error_rate but far better than control (negative z): the
+// test is one-sided, so "different from control" is not "worse than control".
+TEST(Analyse, CanaryAboveMaxButControlMuchWorsePasses) {
+  // 20/1000 (2.0%) vs 60/1000 (6.0%): z = -4.5644 (python).
+  auto v = analyse(cfg(), snap(1000, 60), snap(1000, 20));
+  EXPECT_NEAR(v.z, -4.564354645876383, 1e-12);
+  EXPECT_EQ(v.kind, Verdict::Kind::pass) << v.reason;
+  EXPECT_FALSE(v.error_rate_failed);
+  EXPECT_NE(v.reason.find("not significantly worse than control 6.00%"), std::string::npos) << v.reason;
+}
+
 TEST(Analyse, RelativeWithoutControlTrafficIsAbsolute) {
   auto v = analyse(cfg(true), snap(0, 0), snap(200, 10));
   EXPECT_EQ(v.kind, Verdict::Kind::fail) << v.reason;
