@@ -9,6 +9,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <cstdint>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -229,6 +230,24 @@ std::string render_shadow(const nlohmann::json& s) {
 
 std::string render_report(const nlohmann::json& r) {
   std::ostringstream o;
+  // The columns cover different spans (docs/observability.md): say which, above them.
+  std::string window = "analysis window";
+  if (const auto& w = member(r, "window_seconds"); w.is_number() && w.get<double>() > 0) {
+    const double sec = w.get<double>();
+    char b[64];
+    if (std::fmod(sec, 3600) == 0) {
+      std::snprintf(b, sizeof b, "analysis window, last %.0fh", sec / 3600);
+    } else if (std::fmod(sec, 60) == 0) {
+      std::snprintf(b, sizeof b, "analysis window, last %.0fm", sec / 60);
+    } else {
+      std::snprintf(b, sizeof b, "analysis window, last %gs", sec);
+    }
+    window = b;
+  }
+  char groups[256];
+  std::snprintf(groups, sizeof groups, "            %-47s%-29s%s\n", ("[" + window + "]").c_str(), "[since start]",
+                "[at the window's rate]");
+  o << groups;
   o << "  ARM       REQUESTS  ERRORS   P50      P99      TTFB p50  TOKENS(in/out)     COST $    $/1k req  $/month (proj.)\n";
   if (const auto& arms = member(r, "arms"); arms.is_object()) {
     for (const char* arm : {"control", "canary"}) {

@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <spdlog/async.h>
+
 #include <prometheus/check_names.h>
 #include <prometheus/text_serializer.h>
 
@@ -63,11 +65,10 @@ Metrics::Metrics(Setup setup)
                        "Time spent in canaryd itself per request (excluding the upstream call), in seconds.",
                        kOverheadBuckets) {
   models_.emplace_back(kOtherLabel);
-  for (std::size_t m = 0; m < models_.size(); ++m) {
-    model_lookup_.emplace(models_[m], static_cast<int>(m));
-    const auto price = setup.pricing.find(models_[m]);
-    prices_.push_back(m + 1 < models_.size() && price != setup.pricing.end() ? price->second : config::Price{});
-  }
+  for (std::size_t m = 0; m < models_.size(); ++m) model_lookup_.emplace(models_[m], static_cast<int>(m));
+  for (const auto& [model, price] : setup.pricing) priced_.insert(model);
+  prices_ = std::vector<AtomicPrice>(models_.size());
+  set_pricing(setup.pricing);
 
   auto& requests = prometheus::BuildCounter()
                        .Name(prefix_ + "_requests_total")
@@ -159,6 +160,37 @@ Metrics::Metrics(Setup setup)
   overhead_ = &overhead_family_.add({});
 }
 
+std::string Metrics::reload_conflict(const config::Config& next) const {
+  const char* restart = "; restart canaryd to change it";
+  if (next.metrics.prefix != prefix_) {
+    return "metrics.prefix: changed from '" + prefix_ + "' to '" + next.metrics.prefix +
+           "' (every metric name is fixed at start-up)" + restart;
+  }
+  std::set<std::string> upstreams;
+  for (const auto& [name, upstream] : next.upstreams) upstreams.insert(name);
+  if (upstreams != std::set<std::string>(providers_.begin(), providers_.end())) {
+    return std::string("upstreams: the set of upstream names changed (the metrics' provider labels are fixed at "
+                       "start-up)") + restart;
+  }
+  std::set<std::string> priced;
+  for (const auto& [model, price] : next.pricing) priced.insert(model);
+  if (priced != priced_) {
+    return std::string("pricing: the set of priced models changed (the metrics' model labels are fixed at "
+                       "start-up; changing a price is fine)") + restart;
+  }
+  return {};
+}
+
+void Metrics::set_pricing(const std::map<std::string, config::Price>& pricing) noexcept {
+  for (std::size_t m = 0; m + 1 < models_.size(); ++m) {  // the last, "other", always costs 0
+    if (!priced_.count(models_[m])) continue;
+    const auto price = pricing.find(models_[m]);
+    if (price == pricing.end()) continue;
+    prices_[m].input.store(price->second.input, std::memory_order_relaxed);
+    prices_[m].output.store(price->second.output, std::memory_order_relaxed);
+  }
+}
+
 int Metrics::provider_index(std::string_view upstream_name) const {
   for (std::size_t p = 0; p < providers_.size(); ++p) {
     if (providers_[p] == upstream_name) return static_cast<int>(p);
@@ -188,9 +220,9 @@ void Metrics::add_tokens(int provider, int model, std::uint64_t prompt, std::uin
   const std::size_t i = pm(provider, model);
   if (prompt > 0) tokens_[i * 2]->Increment(static_cast<double>(prompt));
   if (completion > 0) tokens_[i * 2 + 1]->Increment(static_cast<double>(completion));
-  const config::Price& price = prices_[static_cast<std::size_t>(model)];
-  const double usd = static_cast<double>(prompt) / 1e6 * price.input +
-                     static_cast<double>(completion) / 1e6 * price.output;
+  const AtomicPrice& price = prices_[static_cast<std::size_t>(model)];
+  const double usd = static_cast<double>(prompt) / 1e6 * price.input.load(std::memory_order_relaxed) +
+                     static_cast<double>(completion) / 1e6 * price.output.load(std::memory_order_relaxed);
   if (usd > 0) cost_[i]->Increment(usd);
 }
 
@@ -236,6 +268,15 @@ std::string Metrics::expose() const {
   families.push_back(ttfb_family_.collect());
   families.push_back(overhead_family_.collect());
   for (auto& family : collect_process_metrics()) families.push_back(std::move(family));
+  prometheus::MetricFamily dropped;
+  dropped.name = prefix_ + "_log_dropped_total";
+  dropped.help = "Log lines (access and application) dropped because the async log queue was full: stdout did "
+                 "not keep up, and a request never waits for it.";
+  dropped.type = prometheus::MetricType::Counter;
+  dropped.metric.emplace_back();
+  const auto pool = spdlog::thread_pool();
+  dropped.metric.back().counter.value = pool ? static_cast<double>(pool->overrun_counter()) : 0.0;
+  families.push_back(std::move(dropped));
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);
   return out.str();

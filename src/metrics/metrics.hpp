@@ -6,10 +6,16 @@
 // (std::atomic<double>); histograms are ShardedHistogram (see histogram.hpp for
 // why not prometheus::Histogram). expose() renders the text format 0.0.4 for
 // canaryd's own /metrics endpoint, process_* metrics included.
+//
+// A config reload cannot change the label sets (the request path holds plain
+// indexes into them): reload_conflict() names the key a reload may not change,
+// and set_pricing() applies new prices to the fixed set of priced models.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -60,6 +66,14 @@ class Metrics {
     }
   };
 
+  // "" when `next` keeps every label set (metrics.prefix, the upstream names,
+  // the priced models) of this Metrics; else why a reload must be refused,
+  // naming the key and saying a restart is needed to change it.
+  std::string reload_conflict(const config::Config& next) const;
+  // New prices for the models priced at start-up (a model outside them is
+  // ignored: reload_conflict() refuses such a config). Safe while requests run.
+  void set_pricing(const std::map<std::string, config::Price>& pricing) noexcept;
+
   // Throws std::invalid_argument on a bad prefix (start-up only).
   explicit Metrics(const config::Config& config) : Metrics(Setup::from_config(config)) {}
   explicit Metrics(Setup setup);
@@ -90,7 +104,10 @@ class Metrics {
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
 
-  // Text format 0.0.4: every family of registry() plus the histograms and process_* metrics.
+  // Text format 0.0.4: every family of registry() plus the histograms, process_*
+  // metrics and <prefix>_log_dropped_total (log lines spdlog's async queue
+  // dropped because it was full: read from spdlog's global thread pool, the one
+  // every canaryd logger writes through; 0 before logging starts).
   std::string expose() const;
   // For other components' families (shadow, redis); expose() includes them.
   prometheus::Registry& registry() { return *registry_; }
@@ -109,7 +126,15 @@ class Metrics {
   std::vector<std::string> providers_;
   std::vector<std::string> models_;
   std::map<std::string, int, std::less<>> model_lookup_;
-  std::vector<config::Price> prices_;  // by model index; "other" and unpriced models cost 0
+  std::set<std::string> priced_;  // pricing keys at start-up: the set a reload may not change
+  // By model index; "other" and unpriced models cost 0. Atomic so a reload can
+  // change prices under running requests (a request may see input and output
+  // prices of different generations for one instant).
+  struct AtomicPrice {
+    std::atomic<double> input{0};
+    std::atomic<double> output{0};
+  };
+  std::vector<AtomicPrice> prices_;
 
   std::shared_ptr<prometheus::Registry> registry_;
   HistogramFamily duration_family_;

@@ -1,6 +1,8 @@
 // One JSON line per request (SPEC §6): request id, arm, provider, model,
 // status, latency, first-byte time, tokens, fallback. Never a key or a prompt.
-// Written through spdlog's async logger so an I/O thread never waits on stdout.
+// Written through spdlog's async logger so an I/O thread never waits on stdout:
+// when stdout does not keep up and the queue (8,192 lines) is full, the oldest
+// queued line is dropped and counted in ai_proxy_log_dropped_total (log.hpp).
 #pragma once
 
 #include <cstdint>

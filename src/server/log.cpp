@@ -17,6 +17,10 @@
 namespace canaryd::log {
 namespace {
 
+// Every logger shares spdlog's one thread pool (queue), so none may block on
+// it: a blocking one would wait behind the others' lines (see init()).
+constexpr auto kOverflow = spdlog::async_overflow_policy::overrun_oldest;
+
 std::shared_ptr<spdlog::logger> g_app;
 std::shared_ptr<spdlog::logger> g_access;
 
@@ -44,13 +48,13 @@ void init(std::string_view level) {
   if (!g_app) {
     spdlog::init_thread_pool(8192, 1);
     auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
-    // Overflow blocks rather than drops: an access log that loses lines is
-    // worse than one that slows a burst down.
-    g_app = std::make_shared<spdlog::async_logger>("canaryd", sink, spdlog::thread_pool(),
-                                                   spdlog::async_overflow_policy::block);
+    // Lines are written on the I/O threads (access lines, warnings), so a full
+    // queue drops its oldest line rather than wait: with stdout into a pipe
+    // nobody reads, a blocking queue stalls every request once it fills.
+    // Drops are counted (ai_proxy_log_dropped_total, from the pool's counter).
+    g_app = std::make_shared<spdlog::async_logger>("canaryd", sink, spdlog::thread_pool(), kOverflow);
     g_app->set_pattern("%v");
-    g_access = std::make_shared<spdlog::async_logger>("access", sink, spdlog::thread_pool(),
-                                                      spdlog::async_overflow_policy::block);
+    g_access = std::make_shared<spdlog::async_logger>("access", sink, spdlog::thread_pool(), kOverflow);
     g_access->set_pattern("%v");
     g_app->flush_on(spdlog::level::warn);
     spdlog::flush_every(std::chrono::seconds(1));
@@ -77,8 +81,7 @@ std::shared_ptr<spdlog::logger> file_logger(const std::string& name, const std::
   ::close(fd);
   try {
     auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false);
-    auto lg = std::make_shared<spdlog::async_logger>(name, sink, spdlog::thread_pool(),
-                                                     spdlog::async_overflow_policy::block);
+    auto lg = std::make_shared<spdlog::async_logger>(name, sink, spdlog::thread_pool(), kOverflow);
     lg->set_pattern("%v");
     lg->set_level(spdlog::level::info);
     lg->flush_on(spdlog::level::info);  // on the logger's thread: each line is on disk soon after

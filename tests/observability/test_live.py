@@ -1,8 +1,10 @@
 """Observability of the running binary (no Prometheus server): the SPEC §7
 families on the live /metrics, `promtool check metrics` on it, bounded labels
 under 1000 random model names, exact counters under many client threads,
-/health, /admin/report and `canaryd ctl report`, the access log (fields, and
-never a key or a prompt), --log-level.
+overhead without the upstream's time (fallbacks too), the rollout families on a
+failing canary, /health, /admin/report and `canaryd ctl report`, the access log
+(fields, never a key or a prompt at info and debug, never blocking a request
+when stdout is stuck), --log-level, and what a SIGHUP reload does to the metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import string
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 import harness
@@ -39,7 +42,8 @@ def chat(url: str, arm: str | None = None, model: str = "gpt-4.1", content: str 
 
 class LiveMetricsTest(unittest.TestCase):
     def test_spec_families_types_labels_and_promtool(self):
-        with harness.Mock(CONTROL) as ctl, harness.Mock(CANARY) as cny:
+        # 100 ms of upstream latency: an overhead that counted it would show.
+        with harness.Mock(CONTROL, latency=100) as ctl, harness.Mock(CANARY, latency=100) as cny:
             with harness.Canaryd(obs_config(ctl.base_url, cny.base_url), env=obs_env()) as c:
                 for arm in ("control", "canary"):
                     status, _, _ = chat(c.url, arm)
@@ -85,7 +89,10 @@ class LiveMetricsTest(unittest.TestCase):
                 self.assertEqual(n, 3)
                 self.assertGreater(total(samples, "ai_proxy_overhead_seconds_sum"), 0)
                 self.assertLess(total(samples, "ai_proxy_overhead_seconds_sum") / n, 0.05)
+                self.assertGreaterEqual(total(samples, "ai_proxy_request_duration_seconds_sum") / 3, 0.1)
                 self.assertEqual(total(samples, "ai_proxy_inflight_requests"), 0)
+                self.assertEqual(types.get("ai_proxy_log_dropped_total"), "counter")
+                self.assertEqual(total(samples, "ai_proxy_log_dropped_total"), 0)
 
                 with tempfile.NamedTemporaryFile("w", suffix=".prom") as f:
                     f.write(text)
@@ -96,6 +103,78 @@ class LiveMetricsTest(unittest.TestCase):
                 print("promtool check metrics:", p.returncode, p.stdout, p.stderr)
                 self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
                 self.assertEqual((p.stdout + p.stderr).strip(), "", "no lint findings")
+
+    def test_overhead_leaves_out_a_failed_canary_call(self):
+        # Every user on the canary, which answers 500 after 200 ms; each call
+        # falls back to control. Overhead must not include those 200 ms.
+        n = 5
+        with harness.Mock(CONTROL) as ctl, harness.Mock(CANARY, latency=200, status=500) as cny:
+            cfg = obs_config(ctl.base_url, cny.base_url,
+                             rollout={"steps": [{"weight": 100}], "analysis": {"min_requests": 100000}},
+                             fallback={"enabled": True, "on": ["5xx"], "budget": 1.0})
+            with harness.Canaryd(cfg, env=obs_env()) as c:
+                for i in range(n):
+                    status, hdrs, _ = chat(c.url, headers={"X-User-ID": f"u{i}"})
+                    self.assertEqual(status, 200)
+                    self.assertEqual(hdrs.get("X-Canaryd-Fallback"), "5xx")
+                text = harness.wait_until(
+                    lambda: (t := scrape(c)) and total(parse_exposition(t)[1], "ai_proxy_overhead_seconds_count") == n
+                    and t, 5, message=f"{n} overhead observations")
+                _, s = parse_exposition(text)
+                self.assertEqual(total(s, "ai_proxy_requests_total", provider=CANARY, status="error"), n)
+                self.assertEqual(total(s, "ai_proxy_requests_total", provider=CONTROL, status="success"), n)
+                self.assertGreaterEqual(total(s, "ai_proxy_request_duration_seconds_sum", provider=CANARY), n * 0.2)
+                overhead = total(s, "ai_proxy_overhead_seconds_sum") / n
+                print(f"[measured] overhead per fallen-back request: {overhead * 1000:.3f} ms")
+                self.assertLess(overhead, 0.05)
+                self.assertGreater(overhead, 0)
+                c.stop()
+                lines = [l for l in c.log_lines() if l.get("type") == "access"]
+                self.assertEqual(len(lines), n)
+                for line in lines:
+                    self.assertEqual(line["fallback"], "5xx")
+                    self.assertGreaterEqual(line["latency_ms"], 200)
+                    self.assertLess(line["overhead_ms"], 50, line)
+
+    def test_rollout_families_on_a_failing_canary_and_a_timeout(self):
+        with harness.Mock(CONTROL) as ctl, harness.Mock(CANARY, status=500) as cny:
+            cfg = obs_config(ctl.base_url, cny.base_url,
+                             upstreams={CONTROL: {"timeout": "300ms"}},
+                             rollout={"steps": [{"weight": 100, "pause": "10m"}],
+                                      "analysis": {"min_requests": 5, "interval": "200ms", "window": "1m"},
+                                      "on_failure": "rollback"},
+                             fallback={"enabled": True, "on": ["5xx"], "budget": 1.0})
+            with harness.Canaryd(cfg, env=obs_env()) as c:
+                _, before = parse_exposition(scrape(c))
+                self.assertEqual(total(before, "ai_proxy_canary_weight"), 100)
+                self.assertEqual(total(before, "ai_proxy_rollout_state", state="progressing"), 1)
+                for i in range(8):
+                    status, hdrs, _ = chat(c.url, headers={"X-User-ID": f"u{i}"})
+                    self.assertEqual(status, 200)
+
+                def rolled_back():
+                    _, s = parse_exposition(scrape(c))
+                    return total(s, "ai_proxy_rollbacks_total", reason="error_rate") == 1 and s
+
+                s = harness.wait_until(rolled_back, 10, interval=0.1, message="rollbacks_total{reason=error_rate} 1")
+                self.assertGreater(total(s, "ai_proxy_fallbacks_total", reason="5xx"), 0)
+                self.assertEqual(total(s, "ai_proxy_fallbacks_total", reason="5xx"),
+                                 total(s, "ai_proxy_fallbacks_total", **{"from": CANARY, "to": CONTROL}))
+                self.assertEqual(total(s, "ai_proxy_rollbacks_total"), 1)
+                self.assertEqual(total(s, "ai_proxy_rollout_state", state="aborted"), 1)
+                self.assertEqual(total(s, "ai_proxy_rollout_state"), 1, "exactly one state is 1")
+                self.assertEqual(total(s, "ai_proxy_canary_weight"), 0)
+                self.assertEqual(total(s, "ai_proxy_requests_total", status="timeout"), 0)
+
+                # After the rollback everyone is on control; a control call that hangs past its timeout.
+                status, _, _ = chat(c.url, headers={"X-Mock-Hang": "1"})
+                self.assertEqual(status, 504)
+                text = harness.wait_until(
+                    lambda: (t := scrape(c)) and total(parse_exposition(t)[1], "ai_proxy_requests_total",
+                                                       status="timeout") == 1 and t,
+                    5, message="one timeout counted")
+                _, s = parse_exposition(text)
+                self.assertEqual(total(s, "ai_proxy_requests_total", provider=CONTROL, status="timeout"), 1)
 
     def test_1000_random_model_names_keep_series_bounded(self):
         with harness.Mock(CONTROL) as ctl, harness.Mock(CANARY) as cny:
@@ -269,6 +348,11 @@ class HealthAndReportTest(unittest.TestCase):
                 print(p.stdout, p.stderr)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 lines = p.stdout.splitlines()
+                # Which columns cover the analysis window and which the time since start.
+                self.assertRegex(lines[0], r"^\s+\[analysis window, last 5m\]\s+\[since start\]\s+\[at the window's rate\]$")
+                self.assertEqual(lines[0].index("[since start]"), lines[1].index("TOKENS"))
+                self.assertEqual(lines[0].index("[analysis window"), lines[1].index("REQUESTS"))
+                self.assertEqual(lines[0].index("[at the window"), lines[1].index("$/1k req"))
                 control_line = next(l for l in lines if l.strip().startswith("control"))
                 canary_line = next(l for l in lines if l.strip().startswith("canary"))
                 self.assertIn("3000/1500", control_line)
@@ -286,6 +370,13 @@ class AccessLogTest(unittest.TestCase):
     WRONG_KEY = "ck-obs-wrong-0d6c2e77a5"
 
     def test_one_line_per_request_and_no_secret_or_prompt(self):
+        self._leak_check(None)
+
+    def test_no_secret_or_prompt_at_debug_level(self):
+        # Whatever a debug line may carry now or later, it never holds a secret or a prompt.
+        self._leak_check("debug")
+
+    def _leak_check(self, log_level):
         prompts = [f"PROMPT-{i}-{random.Random(i).getrandbits(64):x}" for i in range(6)]
         with harness.Mock(CONTROL, require_key=UPSTREAM_KEYS["OBS_OPENAI_KEY"]) as ctl, \
                 harness.Mock(CANARY, require_key=UPSTREAM_KEYS["OBS_HOLYSHEEP_KEY"], error_rate=0.5,
@@ -298,7 +389,7 @@ class AccessLogTest(unittest.TestCase):
                              fallback={"enabled": True, "on": ["5xx"], "budget": 1.0})
             env = obs_env(OBS_CLIENT_KEYS=f"{self.CLIENT_KEY},ck-other-key-2")
             auth = {"Authorization": f"Bearer {self.CLIENT_KEY}"}
-            with harness.Canaryd(cfg, env=env) as c:
+            with harness.Canaryd(cfg, env=env, log_level=log_level) as c:
                 ids = {}
                 for i, prompt in enumerate(prompts[:4]):
                     status, hdrs, _ = chat(c.url, content=prompt, headers=dict(auth, **{"X-User-ID": f"user-{i}"}),
@@ -354,6 +445,150 @@ class AccessLogTest(unittest.TestCase):
                     self.assertEqual(line["arm"], "control")
                 else:
                     self.assertNotIn("fallback", line)
+        return out
+
+
+class StuckStdoutTest(unittest.TestCase):
+    """stdout into a pipe nobody reads: the pipe (64 KiB) and then spdlog's
+    queue (8,192 lines) fill up, and requests must still answer at once."""
+
+    CLIENTS, PER_CLIENT = 8, 1250   # 10,000 access lines: well past the pipe and the queue
+    BOUND = 2.0                     # seconds; a blocked I/O thread never answers
+
+    def test_requests_never_wait_for_a_stuck_stdout(self):
+        with harness.Mock(CONTROL, threads=2) as m:
+            port = harness.free_port()
+            cfg = obs_config(m.base_url, m.base_url, server={"listen": f"{harness.LOOPBACK}:{port}", "threads": 2})
+            url = f"http://{harness.LOOPBACK}:{port}"
+            with tempfile.TemporaryDirectory(prefix="obs-stuck-") as tmp:
+                path = os.path.join(tmp, "canaryd.yaml")
+                with open(path, "w") as f:
+                    f.write(harness.to_yaml(cfg))
+                env = dict(os.environ, **obs_env(), **harness.DEFAULT_ENV)
+                read_end, write_end = os.pipe()
+                try:
+                    with open(os.path.join(tmp, "stderr.log"), "wb") as err:
+                        proc = subprocess.Popen([harness.canaryd_bin(), "-c", path], stdout=write_end, stderr=err,
+                                                stdin=subprocess.DEVNULL, env=env)
+                    harness._register(proc)
+                    os.close(write_end)
+                    write_end = -1
+                    drained = threading.Event()
+                    try:
+                        harness.wait_until(lambda: harness.http("GET", url + "/ready", timeout=2)[0] == 200, 15,
+                                           message="canaryd ready")
+                        slowest, failures = self._burst(port)
+                        print(f"[measured] {self.CLIENTS * self.PER_CLIENT} requests with stdout stuck: "
+                              f"slowest {slowest * 1000:.1f} ms")
+                        self.assertEqual(failures, [])
+                        self.assertLess(slowest, self.BOUND)
+                        status, _, body = harness.http("GET", url + "/metrics")
+                        self.assertEqual(status, 200)
+                        _, s = parse_exposition(body.decode())
+                        dropped = total(s, "ai_proxy_log_dropped_total")
+                        print(f"[measured] log lines dropped: {dropped:.0f}")
+                        self.assertGreater(dropped, 0, "the queue overflowed (else this test proved nothing)")
+                        self.assertEqual(total(s, "ai_proxy_requests_total"), self.CLIENTS * self.PER_CLIENT)
+                    finally:
+                        # Read the pipe now so canaryd's log thread can finish and exit cleanly.
+                        def drain():
+                            while os.read(read_end, 65536):
+                                pass
+                            drained.set()
+                        threading.Thread(target=drain, daemon=True).start()
+                        rc = harness.stop_process(proc, timeout=20, sig=signal.SIGTERM)
+                    self.assertEqual(rc, 0)
+                    self.assertTrue(drained.wait(10))
+                finally:
+                    if write_end >= 0:
+                        os.close(write_end)
+                    os.close(read_end)
+
+    def _burst(self, port: int):
+        slowest = [0.0] * self.CLIENTS
+        failures = []
+
+        def client(k):
+            conn = http.client.HTTPConnection(harness.LOOPBACK, port, timeout=self.BOUND + 3)
+            try:
+                for i in range(self.PER_CLIENT):
+                    t0 = time.monotonic()
+                    status, _, _ = harness.request_on(conn, "POST", "/v1/chat/completions", harness.chat_body())
+                    slowest[k] = max(slowest[k], time.monotonic() - t0)
+                    if status != 200:
+                        failures.append(status)
+            except Exception as e:  # noqa: BLE001
+                failures.append(repr(e))
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(self.CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        return max(slowest), failures
+
+
+class ReloadTest(unittest.TestCase):
+    """SIGHUP: new prices reach the metrics; a reload that would need new label
+    sets (upstream names, priced models) is refused whole, naming the key."""
+
+    def test_reload_reprices_and_refuses_new_label_sets(self):
+        with harness.Mock(CONTROL) as ctl, harness.Mock(CANARY) as cny:
+            cfg = obs_config(ctl.base_url, cny.base_url)
+            with harness.Canaryd(cfg, env=obs_env()) as c:
+                def cost_total():
+                    return total(parse_exposition(scrape(c))[1], "ai_proxy_cost_usd_total", model="gpt-4.1")
+
+                def send_and_wait(expected):
+                    self.assertEqual(chat(c.url, "control")[0], 200)
+                    return harness.wait_until(lambda: abs(cost_total() - expected) < 1e-9 and True, 5,
+                                              message=f"cost_usd_total at {expected}")
+
+                first = cost("gpt-4.1", 10, 20)
+                send_and_wait(first)
+
+                def reloaded(cfg, n):
+                    c.write_config(cfg)
+                    c.signal(signal.SIGHUP)
+                    return harness.wait_until(
+                        lambda: (ls := [l for l in c.log_lines() if "reload" in str(l.get("msg", ""))])
+                        and len(ls) >= n and ls[n - 1], 5, message=f"reload #{n} logged")
+
+                # 1. a new price for a priced model: applied to the metrics, the access log and the report
+                tenfold = harness.deep_merge(cfg, {"pricing": {"gpt-4.1": {"input": 80.0, "output": 320.0}}})
+                self.assertEqual(reloaded(tenfold, 1)["msg"], "config reloaded")
+                second = 10 * first
+                send_and_wait(first + second)
+                status, _, rep = harness.http_json("GET", c.url + "/admin/report", headers=admin_headers())
+                self.assertAlmostEqual(rep["arms"]["control"]["cost_usd"], first + second, places=9)
+
+                # 2. a newly priced model: refused, naming `pricing`; the running prices stay
+                new_model = harness.deep_merge(tenfold, {"pricing": {"claude-sonnet-4.5": {"input": 3.0, "output": 15.0}}})
+                line = reloaded(new_model, 2)
+                self.assertIn("rejected", line["msg"])
+                self.assertTrue(line["error"].startswith("pricing: "), line)
+                self.assertIn("restart canaryd to change it", line["error"])
+
+                # 3. an upstream renamed: refused, naming `upstreams`
+                renamed = harness.deep_merge(tenfold, {"upstreams": {CANARY: None, "holysheep-v2": cfg["upstreams"][CANARY]},
+                                                       "split": {"canary": "holysheep-v2"}})
+                line = reloaded(renamed, 3)
+                self.assertIn("rejected", line["msg"])
+                self.assertTrue(line["error"].startswith("upstreams: "), line)
+                self.assertIn("restart canaryd to change it", line["error"])
+
+                send_and_wait(first + 2 * second)  # still the reloaded price, still counted
+                status, hdrs, _ = chat(c.url, "canary")
+                self.assertEqual((status, hdrs["X-Canaryd-Provider"]), (200, CANARY))
+                _, s = parse_exposition(scrape(c))
+                self.assertNotIn("holysheep-v2", {l.get("provider") for _, l, _ in s})
+                self.assertNotIn("claude-sonnet-4.5", {l.get("model") for _, l, _ in s})
+                c.stop()
+                access = [l for l in c.log_lines() if l.get("type") == "access"]
+                self.assertAlmostEqual(access[1]["cost_usd"], second, places=6)
+                self.assertAlmostEqual(access[2]["cost_usd"], second, places=6)
 
 
 class LogLevelTest(unittest.TestCase):

@@ -220,7 +220,7 @@ class PrometheusAnalysisTest(unittest.TestCase):
         def evaluated():
             groups = prom.api("rules")["groups"]
             rules = [r for g in groups for r in g["rules"]]
-            if len(rules) != 5 or any(r.get("lastEvaluation", "").startswith("0001") for r in rules):
+            if len(rules) != 6 or any(r.get("lastEvaluation", "").startswith("0001") for r in rules):
                 return None
             return rules
 
@@ -228,8 +228,8 @@ class PrometheusAnalysisTest(unittest.TestCase):
         for r in rules:
             self.assertEqual(r["health"], "ok", f"rule {r['name']}: {r.get('lastError')}")
         self.assertEqual(sorted(r["name"] for r in rules),
-                         ["CanaryErrorRateHigh", "CanaryLatencyP99High", "CanaryRolledBack", "CanarydNoTraffic",
-                          "CanarydRedisErrors"])
+                         ["CanaryErrorRateHigh", "CanaryLatencyP99High", "CanaryRolledBack", "CanarydDown",
+                          "CanarydNoTraffic", "CanarydRedisErrors"])
         # 20% canary errors: the error-rate alert is pending (its "for: 2m" runs).
         def pending():
             alerts = prom.api("alerts")["alerts"]
@@ -238,8 +238,9 @@ class PrometheusAnalysisTest(unittest.TestCase):
         alerts = harness.wait_until(pending, 10, interval=0.2, message="CanaryErrorRateHigh pending")
         self.assertIn(alerts[0]["state"], ("pending", "firing"))
         other = [a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]
-                 if a["labels"]["alertname"] in ("CanaryRolledBack", "CanarydRedisErrors", "CanarydNoTraffic")]
-        self.assertEqual(other, [], "no rollback, no Redis errors, and traffic flows")
+                 if a["labels"]["alertname"] in ("CanaryRolledBack", "CanarydRedisErrors", "CanarydNoTraffic",
+                                                 "CanarydDown")]
+        self.assertEqual(other, [], "no rollback, no Redis errors, traffic flows, and canaryd is up")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 #include "metrics/metrics.hpp"
 
 #include <gtest/gtest.h>
+#include <spdlog/async.h>
+#include <spdlog/sinks/base_sink.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -205,6 +209,110 @@ TEST(MetricsTest, CostFollowsPricing) {
   EXPECT_EQ(value_of(text, "ai_proxy_tokens_total",
                      {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "completion"}}),
             500'000);
+}
+
+config::Config reload_config() {
+  config::Config config;
+  config.upstreams["openai"].name = "openai";
+  config.upstreams["holysheep"].name = "holysheep";
+  config.upstreams["holysheep"].models = {{"gpt-4.1", "deepseek-v3.2"}};
+  config.pricing = {{"gpt-4.1", {8.00, 32.00}}, {"deepseek-v3.2", {0.42, 1.20}}};
+  config.metrics.prefix = "ai_proxy";
+  return config;
+}
+
+TEST(MetricsTest, ReloadMayChangePricesButNotLabelSets) {
+  const config::Config start = reload_config();
+  Metrics metrics(start);
+  EXPECT_EQ(metrics.reload_conflict(start), "");
+
+  // New prices for the same models: accepted, and the cost follows them.
+  config::Config cheaper = start;
+  cheaper.pricing["gpt-4.1"] = {2.00, 4.00};
+  cheaper.upstreams["openai"].base_url = "http://elsewhere/v1";  // anything else may change too
+  EXPECT_EQ(metrics.reload_conflict(cheaper), "");
+  const int p = metrics.provider_index("openai");
+  const int m = metrics.model_index("gpt-4.1");
+  metrics.add_tokens(p, m, 1'000'000, 0);  // 8
+  metrics.set_pricing(cheaper.pricing);
+  metrics.add_tokens(p, m, 1'000'000, 1'000'000);  // + 2 + 4
+  EXPECT_DOUBLE_EQ(value_of(metrics.expose(), "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "gpt-4.1"}}),
+                   14.0);
+  // A model outside the start-up set is ignored ("other" stays free).
+  metrics.set_pricing({{"other", {100, 100}}, {"brand-new", {100, 100}}});
+  metrics.add_tokens(p, metrics.other_model_index(), 1'000'000, 1'000'000);
+  EXPECT_EQ(value_of(metrics.expose(), "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "other"}}), 0);
+
+  config::Config renamed = start;
+  renamed.upstreams.erase("holysheep");
+  renamed.upstreams["holysheep-v2"].name = "holysheep-v2";
+  std::string why = metrics.reload_conflict(renamed);
+  EXPECT_EQ(why.rfind("upstreams: ", 0), 0u) << why;
+  EXPECT_NE(why.find("restart"), std::string::npos) << why;
+
+  config::Config added = start;
+  added.upstreams["third"].name = "third";
+  EXPECT_EQ(metrics.reload_conflict(added).rfind("upstreams: ", 0), 0u);
+
+  config::Config new_model = start;
+  new_model.pricing["claude-sonnet-4.5"] = {3.00, 15.00};
+  why = metrics.reload_conflict(new_model);
+  EXPECT_EQ(why.rfind("pricing: ", 0), 0u) << why;
+  EXPECT_NE(why.find("restart"), std::string::npos) << why;
+
+  config::Config unpriced = start;
+  unpriced.pricing.erase("deepseek-v3.2");
+  EXPECT_EQ(metrics.reload_conflict(unpriced).rfind("pricing: ", 0), 0u);
+
+  config::Config prefix = start;
+  prefix.metrics.prefix = "llm_gw";
+  EXPECT_EQ(metrics.reload_conflict(prefix).rfind("metrics.prefix: ", 0), 0u);
+}
+
+// A sink that holds spdlog's worker thread until released: stdout into a pipe nobody reads.
+class StuckSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  void release() {
+    std::lock_guard lock(gate_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  std::atomic<bool> entered{false};
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg&) override {
+    entered = true;
+    std::unique_lock lock(gate_);
+    cv_.wait(lock, [this] { return released_; });
+  }
+  void flush_() override {}
+
+ private:
+  std::mutex gate_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+TEST(MetricsTest, LogDroppedCountsLinesTheFullQueueOverran) {
+  Metrics metrics(test_setup());
+  // No spdlog thread pool yet: the family is there, at 0.
+  if (!spdlog::thread_pool()) {
+    EXPECT_EQ(value_of(metrics.expose(), "ai_proxy_log_dropped_total"), 0);
+  }
+  const std::string text0 = metrics.expose();
+  EXPECT_NE(text0.find("# TYPE ai_proxy_log_dropped_total counter\n"), std::string::npos);
+
+  spdlog::init_thread_pool(4, 1);
+  auto sink = std::make_shared<StuckSink>();
+  auto logger = std::make_shared<spdlog::async_logger>("stuck", sink, spdlog::thread_pool(),
+                                                       spdlog::async_overflow_policy::overrun_oldest);
+  logger->info("first");  // taken by the worker, which then hangs in the sink
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!sink->entered && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(sink->entered);
+  for (int i = 0; i < 4 + 3; ++i) logger->info("line {}", i);  // 4 fill the queue, 3 overrun it (never block)
+  EXPECT_EQ(value_of(metrics.expose(), "ai_proxy_log_dropped_total"), 3);
+  sink->release();
 }
 
 TEST(MetricsTest, FixedLabelSetsExistAtZero) {
