@@ -9,6 +9,7 @@
 #include <memory>
 #include <iostream>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +45,30 @@ constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--l
   --log-level LEVEL   trace|debug|info|warn|error|off (overrides log.level)
   --version           print the version
 )";
+
+// Keys read once at start-up (the listener, the I/O threads, the Redis
+// connections): a reload that changes them keeps running with the old values,
+// so it says which, instead of letting "config reloaded" suggest otherwise.
+std::vector<std::string> restart_only_changes(const config::Config& was, const config::Config& next) {
+  std::vector<std::string> keys;
+  if (was.server.listen != next.server.listen) keys.emplace_back("server.listen");
+  if (was.server.threads != next.server.threads) keys.emplace_back("server.threads");
+  if (was.redis.has_value() != next.redis.has_value()) {
+    keys.emplace_back("redis");
+  } else if (was.redis) {
+    const auto& a = *was.redis;
+    const auto& b = *next.redis;
+    if (a.url != b.url) keys.emplace_back("redis.url");
+    if (a.password_env != b.password_env || a.password_value != b.password_value) {
+      keys.emplace_back("redis.password_env");
+    }
+    if (a.timeout != b.timeout) keys.emplace_back("redis.timeout");
+    if (a.ns != b.ns) keys.emplace_back("redis.namespace");
+    if (a.tls_verify != b.tls_verify) keys.emplace_back("redis.tls_verify");
+    if (a.ca_file != b.ca_file) keys.emplace_back("redis.ca_file");
+  }
+  return keys;
+}
 
 struct Flags {
   std::string config;
@@ -192,9 +217,21 @@ int run(const Flags& flags) {
       if (sig == SIGHUP) {
         try {
           auto next = std::make_shared<const config::Config>(config::load_file(flags.config));
+          // The metrics' label sets are fixed at start-up: a reload that would
+          // need new ones is refused whole (names the key, asks for a restart).
+          if (std::string conflict = metrics.reload_conflict(*next); !conflict.empty()) {
+            throw std::runtime_error(conflict);
+          }
           auto next_rt = std::make_shared<const server::Runtime>(next);
+          if (auto keys = restart_only_changes(*app.current()->config, *next); !keys.empty()) {
+            std::string list;
+            for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
+            log::warn("config reload: these keys apply only after a restart; running with their old values",
+                      {{"keys", list}});
+          }
           shadow.configure(next->shadow);
           app.publish(next_rt);
+          metrics.set_pricing(next->pricing);
           rollout.reconfigure(*next);
           if (!flags.log_level) log::set_level(next->log.level);
           log::info("config reloaded", {{"file", flags.config}});

@@ -1,6 +1,7 @@
 """The binary's life: --check-config, SIGTERM (drain, in-flight requests
 finish, exit 0) and SIGHUP reload."""
 
+import json
 import os
 import signal
 import threading
@@ -8,7 +9,7 @@ import time
 import unittest
 
 import harness
-from harness import Canaryd, Mock, base_config, chat_body, check_config, http, to_yaml, wait_until
+from harness import Canaryd, Mock, base_config, chat_body, check_config, free_port, http, to_yaml, wait_until
 
 GOOD_YAML = """\
 server:
@@ -125,6 +126,22 @@ class SignalsTest(unittest.TestCase):
                 status, _, body = http("POST", cd.url + "/v1/chat/completions", chat_body())
                 self.assertEqual(status, 200, body)
                 self.assertEqual(other.stats()["requests"], before + 1, "the running config must stay")
+
+    def test_reload_names_the_keys_that_need_a_restart(self):
+        cfg = base_config(self.control.base_url)
+        with Canaryd(cfg) as cd:
+            # Redis on a port nobody listens on: the reload must not try to use it.
+            cd.write_config(base_config(self.control.base_url, server={"threads": 3},
+                                        redis={"url": f"redis://127.0.0.1:{free_port()}/0"}))
+            cd.signal(signal.SIGHUP)
+            line = cd.wait_log(lambda l: "restart" in str(l.get("msg", "")), timeout=5,
+                               message="a warning naming the restart-only keys")
+            self.assertEqual(line.get("keys"), "server.threads, redis", line)
+            cd.wait_log(lambda l: l.get("msg") == "config reloaded", timeout=5, message="the rest applied")
+            status, _, body = http("POST", cd.url + "/v1/chat/completions", chat_body())
+            self.assertEqual(status, 200, body)
+            _, _, health = http("GET", cd.url + "/health")
+            self.assertEqual(json.loads(health)["store"]["kind"], "memory", health)
 
 
 if __name__ == "__main__":
