@@ -26,7 +26,7 @@ all: build
 help:
 	@echo "make run [CONFIG=config/canaryd.yaml]   build and start canaryd (demo: with two mock upstreams)"
 	@echo "make test [SANITIZE=address,undefined]  build and run every test suite through ctest"
-	@echo "make build | bench [QUICK=1] | fuzz [FUZZ_SECONDS=60] | docker-test | clean"
+	@echo "make build | bench [QUICK=1] [ONLY=pins] | fuzz [FUZZ_SECONDS=60] | docker-test | clean"
 
 deps:
 	@scripts/install-deps.sh
@@ -56,7 +56,7 @@ bench: BUILD_DIR := build
 bench:
 	@scripts/install-deps.sh --bench
 	@$(MAKE) --no-print-directory build BUILD_DIR=build
-	@bench/run.sh $(if $(QUICK),--quick,)
+	@bench/run.sh $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 docker-test: build
 	CANARYD_DOCKER_MAKE_BASE=1 scripts/docker-test.sh --build-dir $(BUILD_DIR) --full

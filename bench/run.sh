@@ -4,7 +4,10 @@
 # measured in the same run. Not a test: it prints a table and the targets met
 # or missed, and exits 0 unless the harness itself failed.
 #
-#   bench/run.sh [--quick] [--out FILE]
+#   bench/run.sh [--quick] [--only pins] [--out FILE]
+#
+# --only pins: just the pin-store comparison (hash only vs Redis vs in memory),
+# five interleaved rounds, each with its own ratio (a few minutes).
 #
 # Environment:
 #   BUILD_DIR    build dir holding canaryd and tools/mock-upstream (default: build)
@@ -28,14 +31,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 QUICK=0
+ONLY=
 OUT=${BENCH_OUT:-}
 ARGS=("$@")
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--quick] [--out FILE]" >&2; exit 2 ;;
+    --only) ONLY=$2; shift; [[ $ONLY == pins ]] || { echo "bench: --only takes: pins" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [--quick] [--only pins] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -85,6 +90,9 @@ if ((QUICK)); then
 else
   D_SAT=8; D_LAT=5; ROUNDS=3; LAT_ROUNDS=3; STREAMS=120; SLOW_CHUNKS=16; IDLE_HOLD=2; WARM=2
 fi
+PIN_ROUNDS=$ROUNDS
+[[ $ONLY == pins ]] && PIN_ROUNDS=5
+MODE=$( ((QUICK)) && echo quick || echo full )${ONLY:+, only $ONLY}
 SLOW_DELAY_MS=250      # 500 slow streams: one event every 250 ms
 STREAM_CHUNKS=20; STREAM_DELAY_MS=5; STREAM_CONC=8
 IDLE_CONNS=1000; SLOW_STREAMS=500
@@ -327,10 +335,66 @@ memory_run() {  # memory_run NAME PORT: idle, 1,000 idle keep-alive conns, 500 s
   exec 4<&-; wait "$cpid" || true; rm -f "$fifo"
 }
 
+# ---- pins: hash only (pin_ttl 0) vs pin_ttl 1h on Redis (and in memory) ------
+# Needs the mocks and `canaryd` (pin_ttl 0) running on the 1-thread placement.
+# Rounds are interleaved and each records its own Redis/hash ratio, so drift
+# on this shared machine hits both alike and the spread is visible.
+pins_section() {
+  start redis "$CPU_LOAD" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+    --protected-mode yes --dir "$TMP"
+  wait_port "$P_REDIS" redis
+  start_canaryd canaryd_redis "$P_CD_REDIS" "$CPU_PROXY" 1 false 1h "$P_REDIS"
+  ((QUICK)) || start_canaryd canaryd_mempin "$P_CD_MEMPIN" "$CPU_PROXY" 1 false 1h
+  grep -q '"store":"redis"' "$TMP/canaryd_redis.log" || log "warning: canaryd_redis does not report store=redis"
+  warm "$CPU_LOAD" "$P_CD_REDIS"; ((QUICK)) || warm "$CPU_LOAD" "$P_CD_MEMPIN"
+  # Every request carries a new X-User-ID, so with pins on each one is a first
+  # assignment: a pin write on the canary side, a lookup on control's (the
+  # worst case for the store).
+  local r
+  for r in $(seq "$PIN_ROUNDS"); do
+    wrk_run pins.hash "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD" canaryd
+    wrk_run pins.redis "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_REDIS" canaryd_redis
+    ((QUICK)) || wrk_run pins.memory "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_MEMPIN" canaryd_mempin
+    record pins.round_ratio "$(last_ratio pins.redis.rps pins.hash.rps)"
+    ((QUICK)) || record pins.round_memratio "$(last_ratio pins.memory.rps pins.hash.rps)"
+  done
+  for r in $(seq "$PIN_ROUNDS"); do
+    wrk_run pinlat.hash "$CPU_LOAD" 1 1 "$D_LAT" "$P_CD" canaryd
+    wrk_run pinlat.redis "$CPU_LOAD" 1 1 "$D_LAT" "$P_CD_REDIS" canaryd_redis
+  done
+  record pins.redis_keys "$(redis-cli -p "$P_REDIS" dbsize 2>/dev/null || echo '?')"
+  stop canaryd_redis canaryd_mempin redis
+}
+last_ratio() {  # last_ratio KEY_A KEY_B: A/B of the last recorded values
+  awk -v a="$1" -v b="$2" '$1 == a { x = $2 } $1 == b { y = $2 } END { if (y > 0) printf "%.3f", x / y }' "$RES"
+}
+
+finish() {  # the report: meta figures, the table, the markdown file
+  record meta.load_after "$(cut -d' ' -f1 /proc/loadavg)"
+  record meta.seconds $(( $(date +%s) - T_START ))
+  record meta.mode "$MODE"
+  record meta.sched "$SCHED_MODE"
+  [[ -n $OUT ]] || OUT="/tmp/canaryd-bench-$(date +%Y%m%d-%H%M%S).md"
+  "$PY" "$BENCH/report.py" "$RES" --markdown "$OUT"
+  cp "$RES" "${OUT%.md}.raw.txt"
+  log "markdown: $OUT (raw figures: ${OUT%.md}.raw.txt)"
+}
+
 T_START=$(date +%s)
-log "mode=$( ((QUICK)) && echo quick || echo full ) sched=$SCHED_MODE build=$BUILD tmp=$TMP"
+log "mode=$MODE sched=$SCHED_MODE build=$BUILD tmp=$TMP"
 record meta.load_before "$(cut -d' ' -f1 /proc/loadavg)"
 record meta.canaryd_built "$CANARYD_BUILT"
+
+if [[ $ONLY == pins ]]; then
+  start_mocks "$CPU_LOAD" 1
+  start_canaryd canaryd "$P_CD" "$CPU_PROXY" 1 false 0
+  warm "$CPU_LOAD" "$P_CD"
+  pins_section
+  stop canaryd mock_a mock_b
+  finish
+  exit 0
+fi
+
 
 # ==== 1 thread: proxy alone on CPU 1, everything else on CPU 0 ================
 start_mocks "$CPU_LOAD" 1
@@ -382,27 +446,8 @@ for r in $(seq "$ROUNDS"); do
 done
 stop nginx_log canaryd_log
 
-# ---- pins: hash only (pin_ttl 0) vs pin_ttl 1h on Redis (and in memory) ------
-start redis "$CPU_LOAD" redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
-  --protected-mode yes --dir "$TMP"
-wait_port "$P_REDIS" redis
-start_canaryd canaryd_redis "$P_CD_REDIS" "$CPU_PROXY" 1 false 1h "$P_REDIS"
-((QUICK)) || start_canaryd canaryd_mempin "$P_CD_MEMPIN" "$CPU_PROXY" 1 false 1h
-grep -q '"store":"redis"' "$TMP/canaryd_redis.log" || log "warning: canaryd_redis does not report store=redis"
-warm "$CPU_LOAD" "$P_CD_REDIS"; ((QUICK)) || warm "$CPU_LOAD" "$P_CD_MEMPIN"
-# Every request carries a new X-User-ID, so with pins on each one is a first
-# assignment: a pin write (the worst case for the store).
-for r in $(seq "$ROUNDS"); do
-  wrk_run pins.hash "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD" canaryd
-  wrk_run pins.redis "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_REDIS" canaryd_redis
-  ((QUICK)) || wrk_run pins.memory "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_MEMPIN" canaryd_mempin
-done
-for r in $(seq "$ROUNDS"); do
-  wrk_run pinlat.hash "$CPU_LOAD" 1 1 "$D_LAT" "$P_CD" canaryd
-  wrk_run pinlat.redis "$CPU_LOAD" 1 1 "$D_LAT" "$P_CD_REDIS" canaryd_redis
-done
-record pins.redis_keys "$(redis-cli -p "$P_REDIS" dbsize 2>/dev/null || echo '?')"
-stop canaryd_redis canaryd_mempin redis nginx canaryd mock_a mock_b mock_solo
+pins_section
+stop nginx canaryd mock_a mock_b mock_solo
 
 # ==== 2 threads: everything floats on both CPUs ================================
 start_mocks "$CPU_ALL" 2
@@ -416,11 +461,4 @@ for r in $(seq "$ROUNDS"); do
 done
 stop nginx canaryd mock_a mock_b
 
-record meta.load_after "$(cut -d' ' -f1 /proc/loadavg)"
-record meta.seconds $(( $(date +%s) - T_START ))
-record meta.mode "$( ((QUICK)) && echo quick || echo full )"
-record meta.sched "$SCHED_MODE"
-[[ -n $OUT ]] || OUT="/tmp/canaryd-bench-$(date +%Y%m%d-%H%M%S).md"
-"$PY" "$BENCH/report.py" "$RES" --markdown "$OUT"
-cp "$RES" "${OUT%.md}.raw.txt"
-log "markdown: $OUT (raw figures: ${OUT%.md}.raw.txt)"
+finish
