@@ -46,28 +46,40 @@ constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--l
   --version           print the version
 )";
 
-// Keys read once at start-up (the listener, the I/O threads, the Redis
-// connections): a reload that changes them keeps running with the old values,
-// so it says which, instead of letting "config reloaded" suggest otherwise.
-std::vector<std::string> restart_only_changes(const config::Config& was, const config::Config& next) {
+// The listener and the I/O threads are made once at start-up: a reload that
+// changes their keys keeps running with the start-up values, so it says which,
+// instead of letting "config reloaded" suggest otherwise.
+std::vector<std::string> restart_only_changes(const config::Config& started, const config::Config& next) {
   std::vector<std::string> keys;
-  if (was.server.listen != next.server.listen) keys.emplace_back("server.listen");
-  if (was.server.threads != next.server.threads) keys.emplace_back("server.threads");
-  if (was.redis.has_value() != next.redis.has_value()) {
-    keys.emplace_back("redis");
-  } else if (was.redis) {
-    const auto& a = *was.redis;
-    const auto& b = *next.redis;
-    if (a.url != b.url) keys.emplace_back("redis.url");
-    if (a.password_env != b.password_env || a.password_value != b.password_value) {
-      keys.emplace_back("redis.password_env");
-    }
-    if (a.timeout != b.timeout) keys.emplace_back("redis.timeout");
-    if (a.ns != b.ns) keys.emplace_back("redis.namespace");
-    if (a.tls_verify != b.tls_verify) keys.emplace_back("redis.tls_verify");
-    if (a.ca_file != b.ca_file) keys.emplace_back("redis.ca_file");
-  }
+  if (started.server.listen != next.server.listen) keys.emplace_back("server.listen");
+  if (started.server.threads != next.server.threads) keys.emplace_back("server.threads");
   return keys;
+}
+
+// The Redis connections, the rollout sync and the pin keys all hang on the
+// `redis` section: applying half of a change (new pin namespace, old
+// connections) would strand every pin, so a reload that changes it is refused.
+std::string redis_conflict(const config::Config& started, const config::Config& next) {
+  const char* kRestart = ": restart canaryd to change it (a reload cannot move the Redis connections)";
+  if (started.redis.has_value() != next.redis.has_value()) return std::string("redis") + kRestart;
+  if (!started.redis) return "";
+  const auto& a = *started.redis;
+  const auto& b = *next.redis;
+  const char* key = nullptr;
+  if (a.url != b.url) {
+    key = "redis.url";
+  } else if (a.password_env != b.password_env || a.password_value != b.password_value) {
+    key = "redis.password_env";
+  } else if (a.timeout != b.timeout) {
+    key = "redis.timeout";
+  } else if (a.ns != b.ns) {
+    key = "redis.namespace";
+  } else if (a.tls_verify != b.tls_verify) {
+    key = "redis.tls_verify";
+  } else if (a.ca_file != b.ca_file) {
+    key = "redis.ca_file";
+  }
+  return key ? std::string(key) + kRestart : "";
 }
 
 struct Flags {
@@ -222,8 +234,11 @@ int run(const Flags& flags) {
           if (std::string conflict = metrics.reload_conflict(*next); !conflict.empty()) {
             throw std::runtime_error(conflict);
           }
+          if (std::string conflict = redis_conflict(*cfg, *next); !conflict.empty()) {
+            throw std::runtime_error(conflict);
+          }
           auto next_rt = std::make_shared<const server::Runtime>(next);
-          if (auto keys = restart_only_changes(*app.current()->config, *next); !keys.empty()) {
+          if (auto keys = restart_only_changes(*cfg, *next); !keys.empty()) {
             std::string list;
             for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
             log::warn("config reload: these keys apply only after a restart; running with their old values",

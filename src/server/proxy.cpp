@@ -339,8 +339,10 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
       m->observe_overhead(seconds(before_upstream(ctx, ex, earlier_upstream) + o->client_write));
     }
   }
-  if (ctx.app.rollout && RolloutController::judged_route(ctx.path)) {
-    ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent));
+  if (!RolloutController::judged_route(ctx.path)) return;  // control-only routes: metrics only
+  if (ctx.app.rollout) {
+    ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent),
+                            ctx.rollout_epoch);
   }
   if (auto* r = ctx.app.report) {
     const std::uint64_t prompt = o && o->usage ? o->usage->prompt : 0;
@@ -452,6 +454,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
 
   // Phase 2: decide the arm.
   HeaderView headers(req);
+  if (ctx.app.rollout) ctx.rollout_epoch = ctx.app.rollout->epoch();
   Decision decision = co_await decide(ctx, route, headers, in.user);
   ctx.app.inflight.fetch_add(1, std::memory_order_relaxed);
   if (ctx.app.metrics) ctx.app.metrics->inflight_add(1);

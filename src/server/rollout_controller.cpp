@@ -86,7 +86,13 @@ void RolloutController::publish() {
   }
 }
 
-void RolloutController::record(Arm arm, bool error, std::chrono::nanoseconds latency) {
+void RolloutController::record(Arm arm, bool error, std::chrono::nanoseconds latency,
+                               std::optional<std::uint64_t> epoch) {
+  // An attempt decided under an older epoch (before a rollback, retry or
+  // weight 0) belongs to a judgement that is over: a canary call that hung
+  // through a rollback and times out after a retry must not count against
+  // the retried canary.
+  if (epoch && *epoch != epoch_.load(std::memory_order_relaxed)) return;
   state_->windows().record(arm, clock_.now(), error, latency);
 }
 
@@ -160,6 +166,10 @@ void RolloutController::tick() {
   bool changed = false;
   {
     std::lock_guard lock(mu_);
+    // A retry, weight 0 or reload between the snapshots and the lock swapped
+    // in new windows: the snapshots judge a canary that is no longer there.
+    // Judge at the next tick instead.
+    if (&state_->windows() != &windows) return;
     rollout::Verdict verdict = rollout::analyse(state_->analysis, control, canary);
     // Shared: nothing moves before the stored state is known, and only the
     // lease holder advances (anyone may roll back).

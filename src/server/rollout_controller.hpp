@@ -67,7 +67,10 @@ class RolloutController {
     return path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings" ||
            path == "/v1/responses";
   }
-  void record(Arm arm, bool error, std::chrono::nanoseconds latency);
+  // `epoch`: epoch() when the request was split; an attempt of an older
+  // epoch is dropped. nullopt records unconditionally.
+  void record(Arm arm, bool error, std::chrono::nanoseconds latency,
+              std::optional<std::uint64_t> epoch = std::nullopt);
   // True when a fallback fits the budget (and counts it).
   bool take_fallback();
 

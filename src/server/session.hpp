@@ -9,6 +9,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,7 @@ struct RequestContext {
   std::string path;   // target without the query
   std::chrono::steady_clock::time_point received;  // request fully read
   bool keep_alive = true;
+  std::uint64_t rollout_epoch = 0;  // the rollout epoch the request was split under (set by proxy())
 };
 
 // Proxies one request; returns whether the client connection may be reused.

@@ -66,6 +66,25 @@ TEST(ControllerReload, ChangedWindowIsAppliedAndRestartsEmpty) {
   EXPECT_EQ(requests(ctl.status(), "canary"), 1u);
 }
 
+// A canary call split before a rollback that ends after the retry (it hung
+// through both) belongs to the judgement that is over: it must not count
+// against the retried canary.
+TEST(ControllerReload, AttemptsOfAnOlderEpochAreDropped) {
+  auto cfg = make_config();
+  ManualClock clock;
+  RolloutController ctl(cfg, nullptr, clock);
+  const std::uint64_t before = ctl.epoch();
+  ASSERT_TRUE(ctl.admin("POST", "/admin/rollout/abort", "").error.empty());
+  ASSERT_TRUE(ctl.admin("POST", "/admin/rollout/retry", "").error.empty());
+  ASSERT_GT(ctl.epoch(), before);
+  for (int i = 0; i < 20; ++i) ctl.record(Arm::canary, true, 10ms, before);  // the stale ones
+  EXPECT_EQ(requests(ctl.status(), "canary"), 0u);
+  ctl.record(Arm::canary, false, 10ms, ctl.epoch());  // split under the retried rollout
+  EXPECT_EQ(requests(ctl.status(), "canary"), 1u);
+  ctl.tick();
+  EXPECT_EQ(ctl.status()["state"], "progressing") << ctl.status().dump();
+}
+
 TEST(ControllerReload, SameWindowKeepsTheHistory) {
   auto cfg = make_config();
   ManualClock clock;
