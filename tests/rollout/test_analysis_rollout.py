@@ -190,7 +190,10 @@ class PromoteTest(unittest.TestCase):
                 self.assertEqual(st["weight"], 100)
                 self.assertEqual(st["step"], 3)
                 self.assertEqual(st["epoch"], 0)
-                ts = transitions(c)
+                # The log lines are written by spdlog's own thread a moment after the
+                # state the API shows: wait for the fourth.
+                ts = wait_until(lambda: (lambda t: t if len(t) >= 4 else None)(transitions(c)), 5, 0.05,
+                                "the promoted transition's log line")
                 self.assertEqual([(t["to"], t["step"], t["weight"]) for t in ts],
                                  [("progressing", 1, 25), ("progressing", 2, 50), ("progressing", 3, 100),
                                   ("promoted", 3, 100)])
