@@ -154,6 +154,7 @@ int run(const Flags& flags) {
     return 1;
   }
   for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->store = stores.for_thread(i, srv.workers()[i]->ioc());
+  app.stores = &stores;
 
   // With Redis the rollout state is shared; its sync runs on the control thread.
   std::shared_ptr<server::RolloutSync> rollout_sync;

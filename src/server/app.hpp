@@ -21,6 +21,7 @@ class Metrics;
 }
 namespace canaryd::store {
 class AssignmentStore;
+class Stores;
 }
 
 namespace canaryd::server {
@@ -48,7 +49,9 @@ struct App {
   Report* report = nullptr;  // per-arm tokens/cost/TTFB for /admin/report
   History* history = nullptr;  // 15 minutes of per-arm samples for /admin/history and /admin/ui
   Shadow* shadow = nullptr;    // mirrored control requests to the canary, compared (null: shadow off)
-  // Per I/O thread stores live in the workers; this one is the fallback shared one.
+  // Every I/O thread's store (each worker holds its own): /health, served on
+  // one thread, reports all of them (each thread has its own Redis connection).
+  const store::Stores* stores = nullptr;
   int threads = 1;  // I/O threads (pools divide max_connections among them)
   std::atomic<bool> ready{false};
   std::atomic<bool> draining{false};

@@ -15,6 +15,7 @@
 #include "server/shadow.hpp"
 #include "server/ui.hpp"
 #include "store/store.hpp"
+#include "store/stores.hpp"
 
 namespace canaryd::server {
 namespace {
@@ -69,7 +70,7 @@ nlohmann::json health(RequestContext& ctx) {
   if (ctx.worker.store) {
     // Every I/O thread's store, not only the one serving this request: each
     // thread has its own Redis connection.
-    bool ok = ctx.worker.store->all_healthy();
+    bool ok = ctx.app.stores ? ctx.app.stores->healthy() : ctx.worker.store->healthy();
     j["store"] = {{"kind", std::string(ctx.worker.store->name())}, {"status", ok ? "ok" : "degraded"}};
     if (!ok && !draining) j["status"] = "degraded";
   }

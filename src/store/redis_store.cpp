@@ -2,34 +2,17 @@
 
 #include <boost/asio/post.hpp>
 
-#include <algorithm>
 #include <array>
 
 namespace canaryd::store {
 
 using namespace std::chrono_literals;
 
-void RedisHealthGroup::add(std::weak_ptr<const RedisClient> client) {
-  std::lock_guard lock(mu_);
-  clients_.push_back(std::move(client));
-}
-
-bool RedisHealthGroup::healthy() const {
-  std::lock_guard lock(mu_);
-  return std::all_of(clients_.begin(), clients_.end(), [](const auto& weak) {
-    auto c = weak.lock();
-    return !c || c->healthy();  // gone: stopped at shutdown, nothing to report
-  });
-}
-
-RedisStore::RedisStore(std::shared_ptr<RedisClient> client, std::shared_ptr<const RedisHealthGroup> group)
-    : client_(std::move(client)), group_(std::move(group)) {}
+RedisStore::RedisStore(std::shared_ptr<RedisClient> client) : client_(std::move(client)) {}
 
 RedisStore::~RedisStore() {
   if (client_) boost::asio::post(client_->executor(), [client = client_] { client->stop(); });
 }
-
-bool RedisStore::all_healthy() const { return group_ ? group_->healthy() : healthy(); }
 
 boost::asio::awaitable<bool> RedisStore::pin_canary(std::string key, std::chrono::seconds ttl) {
   if (ttl <= 0s) co_return true;  // pinning off: nothing to remember

@@ -43,10 +43,6 @@ class AssignmentStore {
   virtual boost::asio::awaitable<std::optional<bool>> has_canary_pin(std::string key) = 0;
   virtual std::string_view name() const = 0;  // "memory" / "redis"
   virtual bool healthy() const = 0;
-  // Every I/O thread's store is healthy, which is what /health reports: one
-  // thread's Redis connection may be down while another's is up. A store
-  // shared by every thread (MemoryStore) answers healthy().
-  virtual bool all_healthy() const { return healthy(); }
 };
 
 // "<ns>:pin:<epoch>:<hex of the first 16 bytes of SHA-256(sticky_key)>".

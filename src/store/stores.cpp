@@ -18,17 +18,18 @@ AssignmentStore* Stores::for_thread(std::size_t index, boost::asio::io_context& 
   if (!redis_) return memory_.get();
   if (index >= redis_stores_.size()) redis_stores_.resize(index + 1);
   auto& slot = redis_stores_[index];
-  if (!slot) {
-    auto client = RedisClient::create(ioc.get_executor(), *redis_, on_error_, tls_);
-    health_->add(client);
-    slot = std::make_unique<RedisStore>(std::move(client), health_);
-  }
+  if (!slot) slot = std::make_unique<RedisStore>(RedisClient::create(ioc.get_executor(), *redis_, on_error_, tls_));
   return slot.get();
 }
 
 std::string Stores::kind() const { return redis_ ? "redis" : "memory"; }
 
-bool Stores::healthy() const { return !health_ || health_->healthy(); }
+bool Stores::healthy() const {
+  for (const auto& store : redis_stores_) {
+    if (store && !store->healthy()) return false;
+  }
+  return true;
+}
 
 void Stores::stop() {
   for (const auto& store : redis_stores_) {
@@ -49,7 +50,6 @@ Stores make_stores(const config::Config& cfg, std::size_t threads, metrics::Metr
   }
   if (cfg.redis->tls) stores.tls_ = RedisClient::make_tls_context(*cfg.redis);
   stores.redis_stores_.resize(threads);
-  stores.health_ = std::make_shared<RedisHealthGroup>();
   return stores;
 }
 

@@ -25,7 +25,6 @@ class Metrics;
 namespace canaryd::store {
 
 class RedisStore;
-class RedisHealthGroup;
 
 class Stores {
  public:
@@ -40,8 +39,9 @@ class Stores {
   // io_contexts run.
   AssignmentStore* for_thread(std::size_t index, boost::asio::io_context& ioc);
   std::string kind() const;  // "memory" or "redis"
-  // Every thread's store is healthy (Redis connected and answering in time);
-  // the same answer as any one thread's store->all_healthy().
+  // Every thread's store is healthy (Redis connected and answering in time):
+  // what /health reports, whichever thread serves it. Any thread may call it:
+  // the stores are all made before the io_contexts run.
   bool healthy() const;
   // Stops the Redis clients: posts stop() to each one's io_context, so it is
   // safe from any thread. Pins still in flight then fail fast.
@@ -56,9 +56,6 @@ class Stores {
   RedisClient::ErrorSink on_error_;
   std::shared_ptr<boost::asio::ssl::context> tls_;  // shared by every thread's client
   std::vector<std::unique_ptr<RedisStore>> redis_stores_;
-  // Every thread's client, shared with each RedisStore so that /health, served
-  // on any one thread, reports all of them (AssignmentStore::all_healthy).
-  std::shared_ptr<RedisHealthGroup> health_;
 };
 
 // Throws std::runtime_error at start-up when rediss:// cannot be set up

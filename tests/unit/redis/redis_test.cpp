@@ -296,7 +296,6 @@ TEST_F(RedisTest, OnlyCanaryPinsAreStoredAndFound) {
   RedisStore store(client);
   EXPECT_EQ(store.name(), "redis");
   EXPECT_TRUE(store.healthy());
-  EXPECT_TRUE(store.all_healthy());  // no group: its own client
 
   EXPECT_TRUE(run_co(store.pin_canary("canaryd:pin:0:a", 60s)));
   EXPECT_TRUE(run_co(store.pin_canary("canaryd:pin:0:a", 60s)));  // exists already: still fine
@@ -679,7 +678,6 @@ TEST_F(RedisTest, StoresWithRedisGiveEachThreadItsOwnStoreAndCountErrors) {
   EXPECT_EQ(stores.for_thread(0, ioc_), a);
   EXPECT_EQ(a->name(), "redis");
   EXPECT_FALSE(stores.healthy());
-  EXPECT_FALSE(a->all_healthy());
   EXPECT_EQ(run_co(pin(*a, "k", Arm::canary, 60s)), std::nullopt);
   std::string text = metrics.expose();
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(ai_proxy_redis_errors_total\{op="pin"\} 1\b)"))) << text;
@@ -687,7 +685,7 @@ TEST_F(RedisTest, StoresWithRedisGiveEachThreadItsOwnStoreAndCountErrors) {
   ioc_.run_for(20ms);
 }
 
-TEST_F(RedisTest, AllHealthyReportsEveryThreadsConnection) {
+TEST_F(RedisTest, StoresHealthyReportsEveryThreadsConnection) {
   RedisServer redis(dir_);
   config::Config cfg;
   cfg.redis = config_for(redis.port());
@@ -701,8 +699,6 @@ TEST_F(RedisTest, AllHealthyReportsEveryThreadsConnection) {
   ASSERT_TRUE(wait_until([&] { return a->healthy(); }, 5s));
   EXPECT_FALSE(b->healthy());
   // /health is served by one thread; it must see the other thread's connection.
-  EXPECT_FALSE(a->all_healthy());
-  EXPECT_FALSE(b->all_healthy());
   EXPECT_FALSE(stores.healthy());
   auto deadline = Steady::now() + 5s;
   while (!b->healthy() && Steady::now() < deadline) {
@@ -710,8 +706,6 @@ TEST_F(RedisTest, AllHealthyReportsEveryThreadsConnection) {
     ioc_.run_for(1ms);
   }
   ASSERT_TRUE(b->healthy());
-  EXPECT_TRUE(a->all_healthy());
-  EXPECT_TRUE(b->all_healthy());
   EXPECT_TRUE(stores.healthy());
   stores.stop();
   ioc_.run_for(20ms);

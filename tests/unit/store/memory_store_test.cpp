@@ -40,7 +40,6 @@ TEST(MemoryStore, Identity) {
   MemoryStore store(clock);
   EXPECT_EQ(store.name(), "memory");
   EXPECT_TRUE(store.healthy());
-  EXPECT_TRUE(store.all_healthy());
   EXPECT_EQ(store.size(), 0u);
 }
 
