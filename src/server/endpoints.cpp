@@ -41,10 +41,6 @@ net::awaitable<bool> respond_json(RequestContext& ctx, http::status status, cons
                              j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-bool is_split_route(std::string_view path) {
-  return path == "/v1/chat/completions" || path == "/v1/completions" || path == "/v1/embeddings" ||
-         path == "/v1/responses";
-}
 
 nlohmann::json health(RequestContext& ctx) {
   const auto& cfg = *ctx.rt->config;
@@ -103,7 +99,7 @@ net::awaitable<bool> handle_api(RequestContext& ctx) {
     co_return co_await write_error(ctx, ErrorKind::unauthorized,
                                    "Incorrect API key provided. canaryd expects one of its client keys as a Bearer token.");
   }
-  co_return co_await proxy(ctx, is_split_route(ctx.path) ? RouteKind::split : RouteKind::control_only);
+  co_return co_await proxy(ctx, RolloutController::judged_route(ctx.path) ? RouteKind::split : RouteKind::control_only);
 }
 
 net::awaitable<bool> handle_own(RequestContext& ctx) {

@@ -321,8 +321,8 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
 
 // One upstream attempt into the metrics and the analysis window.
 // `earlier_upstream`: upstream time of the attempts before this one (see before_upstream).
-void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, const std::string& model, Arm arm,
-                     metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o,
+void account_attempt(RequestContext& ctx, RouteKind route, const config::UpstreamConfig& up, const std::string& model,
+                     Arm arm, metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o,
                      Clock::duration earlier_upstream = {}) {
   auto end = o ? o->done : Clock::now();
   if (auto* m = ctx.app.metrics) {
@@ -339,7 +339,7 @@ void account_attempt(RequestContext& ctx, const config::UpstreamConfig& up, cons
       m->observe_overhead(seconds(before_upstream(ctx, ex, earlier_upstream) + o->client_write));
     }
   }
-  if (!RolloutController::judged_route(ctx.path)) return;  // control-only routes: metrics only
+  if (route != RouteKind::split) return;  // control-only routes: metrics only
   if (ctx.app.rollout) {
     ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent),
                             ctx.rollout_epoch);
@@ -521,7 +521,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
         // The canary failed before any byte reached the client: account for
         // its attempt, drop its answer, and ask control once.
         earlier_upstream += Clock::now() - ex->sent;
-        account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
+        account_attempt(ctx, route, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
         ex->release(false);
         current = nullptr;
         if (ctx.app.metrics) ctx.app.metrics->add_fallback(up->name, cfg.control().name, reason);
@@ -562,7 +562,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   bool keep = false;
   if (!gone && ex && ex->error && !outcome) {
     // Nothing reached the client: answer with canaryd's own error.
-    account_attempt(ctx, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
+    account_attempt(ctx, route, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
     http::response<http::string_body> res{static_cast<http::status>(http_status(ex->error.kind)), 11};
     res.set(http::field::content_type, "application/json");
     add_arm_headers(res, ctx, arm, *up, fallback);
@@ -591,7 +591,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
     Exchange& e = *ex;
     if (gone || o.client_gone) {
       // The client left: not the upstream's fault; count it as its status so far.
-      account_attempt(ctx, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr,
+      account_attempt(ctx, route, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr,
                       earlier_upstream);
     } else {
       Exchange view;
@@ -599,7 +599,8 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       view.error = upstream_failed ? o.error : Error{};
       view.sent = e.sent;
       view.first_byte = e.first_byte;
-      account_attempt(ctx, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o, earlier_upstream);
+      account_attempt(ctx, route, *up, sent_model, arm, metric_status(view), analysis_error(view), e, &o,
+                      earlier_upstream);
     }
     if (outcome && o.write_pending && !gone) {
       // Time in canaryd itself: before the upstream call, and preparing the

@@ -60,7 +60,8 @@ class RolloutController {
   // Aborted (or shared state not read yet): the canary must get nothing, not even shadows.
   bool canary_off() const { return canary_off_.load(std::memory_order_relaxed); }
   std::uint64_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
-  // The routes split between the arms (SPEC §3), the only ones record()ed:
+  // The routes split between the arms (SPEC §3): the router classifies every
+  // request by it (endpoints.cpp), and only their attempts are record()ed:
   // control-only routes (GET /v1/models, ...) have no canary counterpart, and
   // counting them would dilute control's error rate in the relative test.
   static bool judged_route(std::string_view path) {
