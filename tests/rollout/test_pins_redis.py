@@ -97,13 +97,8 @@ class Monitor:
 class PinsAcrossReplicas(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.control = harness.Mock("ctl").start()
-        cls.canary = harness.Mock("cny").start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.control.stop()
-        cls.canary.stop()
+        cls.control = cls.enterClassContext(harness.Mock("ctl"))
+        cls.canary = cls.enterClassContext(harness.Mock("cny"))
 
     def config(self, redis, weight, pin_ttl="1h"):
         cfg = rollout_config(self.control.base_url, self.canary.base_url, [{"weight": weight}],

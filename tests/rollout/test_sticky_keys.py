@@ -52,13 +52,8 @@ def random_keys(c: harness.Canaryd) -> float:
 class StickyClientIp(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.control = harness.Mock("ctl").start()
-        cls.canary = harness.Mock("cny").start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.control.stop()
-        cls.canary.stop()
+        cls.control = cls.enterClassContext(harness.Mock("ctl"))
+        cls.canary = cls.enterClassContext(harness.Mock("cny"))
 
     def config(self):
         cfg = rollout_config(self.control.base_url, self.canary.base_url, [{"weight": WEIGHT}], auto_promote=False)
