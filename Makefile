@@ -62,7 +62,7 @@ docker-test: build
 	CANARYD_DOCKER_MAKE_BASE=1 scripts/docker-test.sh --build-dir $(BUILD_DIR) --full
 
 FUZZ_SECONDS ?= 60
-FUZZ_HARNESSES := request_head sse_scanner json_scan config_load
+FUZZ_HARNESSES := request_head request_target sse_scanner response json_scan config_load
 fuzz:
 	@command -v clang++-14 >/dev/null || apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null
 	CXX=clang++-14 cmake -G Ninja -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCANARYD_FUZZ=ON \

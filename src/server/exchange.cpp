@@ -9,6 +9,7 @@
 
 #include "server/headers.hpp"
 #include "server/wire.hpp"
+#include "upstream/response.hpp"
 
 namespace canaryd::server {
 namespace {
@@ -25,6 +26,10 @@ std::string host_header(const config::UpstreamConfig& up) {
 bool method_has_body(http::verb v) { return v == http::verb::post || v == http::verb::put || v == http::verb::patch; }
 
 }  // namespace
+
+bool Exchange::reusable() const {
+  return conn && parser && upstream::reusable_after(*parser, status, head_only, conn->has_unread_bytes());
+}
 
 std::string upstream_target(const config::UpstreamConfig& up, std::string_view path, std::string_view query) {
   std::string t;
@@ -57,15 +62,42 @@ Error classify(const beast::error_code& ec, std::string_view what, const config:
   if (ec.category() == net::error::get_ssl_category() || ec == net::ssl::error::stream_truncated) {
     return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message()};
   }
+  if (ec == http::error::body_limit) {
+    return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
+  }
   if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
       ec != http::error::partial_message) {
     return {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + ec.message()};
   }
-  if (ec == http::error::body_limit) {
-    return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
-  }
   return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message()};
 }
+
+namespace {
+
+struct FinalHead {
+  beast::error_code ec;         // transport or parse failure
+  std::string_view refused;     // a head canaryd will not relay (static text), else empty
+};
+
+// Reads response heads until a final one (upstream/response.hpp: interim heads
+// are dropped, 101 and endless interim heads refused). Each head gets its own
+// parser (a parser serves one message); bytes after an interim head stay in
+// the connection's buffer for the next. Sets ex.status.
+net::awaitable<FinalHead> read_final_head(Exchange& ex, const config::UpstreamConfig& up, bool head_only) {
+  for (;;) {
+    ex.parser = std::make_unique<upstream::ResponseParser>();
+    upstream::configure_parser(*ex.parser, up.max_response_bytes, head_only);
+    auto [ec, n] = co_await ex.conn->visit(
+        [&](auto& s) { return http::async_read_header(s, ex.conn->buffer, *ex.parser, kTuple); });
+    if (ec) co_return FinalHead{ec, {}};
+    ex.status = ex.parser->get().result_int();
+    const upstream::HeadKind kind = upstream::classify_head(ex.status, ex.interim);
+    if (kind == upstream::HeadKind::final) co_return FinalHead{};
+    if (kind != upstream::HeadKind::interim) co_return FinalHead{{}, upstream::refusal_text(kind)};
+  }
+}
+
+}  // namespace
 
 net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, const config::UpstreamConfig& up,
                                         std::string_view head, std::string_view body, bool head_only,
@@ -73,6 +105,7 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
   Exchange ex;
   ex.pool = std::move(pool);
   ex.current = current;
+  ex.head_only = head_only;
   ex.sent = Exchange::Clock::now();
   const auto deadline = ex.sent + up.timeout;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -87,25 +120,31 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
       co_return ex;
     }
     ex.conn = std::move(lease.conn);
+    ex.interim = 0;
+    ex.status = 0;
     *current = ex.conn.get();
     ex.conn->tcp().expires_at(deadline);
     std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(body)};
     auto [wec, wn] = co_await ex.conn->visit([&](auto& s) { return net::async_write(s, out, kTuple); });
     beast::error_code ec = wec;
+    std::string_view refused;
     if (!ec) {
-      ex.parser = std::make_unique<http::response_parser<http::buffer_body>>();
-      ex.parser->header_limit(64 * 1024);
-      if (head_only) ex.parser->skip(true);
-      auto [rec, rn] = co_await ex.conn->visit(
-          [&](auto& s) { return http::async_read_header(s, ex.conn->buffer, *ex.parser, kTuple); });
-      ec = rec;
+      FinalHead fh = co_await read_final_head(ex, up, head_only);
+      ec = fh.ec;
+      refused = fh.refused;
+    }
+    if (!ec && !refused.empty()) {
+      ex.status = 0;
+      ex.release(false);
+      ex.error = {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + std::string(refused)};
+      co_return ex;
     }
     if (!ec) {
       ex.first_byte = Exchange::Clock::now();
-      ex.status = ex.parser->get().result_int();
       co_return ex;
     }
-    bool stale_reuse = lease.reused && ec != beast::error::timeout &&
+    // Bytes seen before the failure mean the upstream answered: not a stale connection.
+    bool stale_reuse = lease.reused && ex.interim == 0 && ec != beast::error::timeout &&
                        (ec == http::error::end_of_stream || ec == net::error::eof ||
                         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
                         ec == net::ssl::error::stream_truncated);
@@ -123,8 +162,11 @@ net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig
   auto& p = *ex.parser;
   auto& res = p.get();
   const auto deadline = ex.sent + up.timeout;
-  p.body_limit(up.max_response_bytes);
   if (auto len = p.content_length()) body.reserve(static_cast<std::size_t>(*len));
+  // A close-delimited body is counted here (upstream::body_to_eof);
+  // Content-Length and chunked bodies keep Beast's exact check.
+  const bool to_eof = upstream::body_to_eof(p);
+  if (to_eof) p.body_limit(boost::none);
   char buf[kReadBuffer];
   while (!p.is_done()) {
     res.body().data = buf;
@@ -132,13 +174,14 @@ net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig
     ex.conn->tcp().expires_at(deadline);
     auto [ec, n] = co_await ex.conn->visit([&](auto& s) { return http::async_read(s, ex.conn->buffer, p, kTuple); });
     body.append(buf, sizeof buf - res.body().size);
+    if (to_eof && body.size() > up.max_response_bytes) ec = http::error::body_limit;
     if (ec == http::error::need_buffer) continue;
     if (ec) {
       ex.release(false);
       co_return classify(ec, "while sending the body", up);
     }
   }
-  ex.release(res.keep_alive());
+  ex.release(ex.reusable());
   co_return Error{};
 }
 

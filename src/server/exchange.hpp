@@ -18,6 +18,7 @@
 #include "canaryd/config.hpp"
 #include "canaryd/error.hpp"
 #include "upstream/connection.hpp"
+#include "upstream/response.hpp"
 
 namespace canaryd::server {
 
@@ -30,11 +31,17 @@ struct Exchange {
   Error error;
   std::shared_ptr<upstream::Pool> pool;
   std::unique_ptr<upstream::Connection> conn;
-  std::unique_ptr<http::response_parser<http::buffer_body>> parser;
+  std::unique_ptr<upstream::ResponseParser> parser;
   Clock::time_point sent;        // before acquiring a connection
   Clock::time_point first_byte;  // response header read
   int status = 0;
+  bool head_only = false;        // a HEAD request: the answer is bodiless whatever the upstream sends
+  int interim = 0;               // 1xx interim responses read and dropped before the final one
   upstream::Connection** current = nullptr;  // the caller's "connection in use", cleared on release
+
+  // The connection may carry another request (upstream::reusable_after:
+  // complete, keep-alive, nothing received past the response, not bodiless).
+  bool reusable() const;
 
   // Returns the connection to its pool (kept only if `reusable`) and clears
   // `*current`, so that nothing closes it in the pool by mistake.
@@ -61,8 +68,11 @@ bool is_stream_response(const http::fields& f);
 
 Error classify(const beast::error_code& ec, std::string_view what, const config::UpstreamConfig& up);
 
-// Sends head + body and reads the response header, within up.timeout. A
-// pooled connection the upstream had already closed fails before any response
+// Sends head + body and reads the response header, within up.timeout. Interim
+// 1xx responses (100, 102, 103) are read and dropped; a 101 is refused (a
+// bad_response: canaryd does not tunnel). The body limit is
+// up.max_response_bytes from the start, so a Content-Length over it fails here.
+// A pooled connection the upstream had already closed fails before any response
 // byte; that case is retried once on a fresh connection. `*current` names the
 // connection in use (for a watcher that closes it when the client leaves);
 // `*abandoned`, when given and set once a connection is in hand (the client
@@ -72,7 +82,8 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
                                         upstream::Connection** current, const bool* abandoned = nullptr);
 
 // Reads the rest of a whole (non-event-stream) body into `body`, bounded by
-// up.max_response_bytes, then returns the connection to its pool.
+// up.max_response_bytes, then returns the connection to its pool (kept only
+// when reusable()).
 net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig& up, std::string& body);
 
 }  // namespace canaryd::server

@@ -99,7 +99,8 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   Outcome out;
   auto& p = *ex.parser;
   auto& ures = p.get();
-  const bool streaming = is_stream_response(ures);
+  // A HEAD answer is bodiless whatever its Content-Type says.
+  const bool streaming = !ex.head_only && is_stream_response(ures);
   const auto& sc = ctx.rt->config->server;
   char buf[kRelayBuffer];
 
@@ -195,7 +196,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     out.done = Clock::now();
     co_return out;
   }
-  ex.release(ures.keep_alive());
+  ex.release(ex.reusable());
   watch.stop();
   if (pair) pair->control_stream.finish(pair->control);
   out.usage = sse.usage();
@@ -409,7 +410,7 @@ void start_shadow(RequestContext& ctx, const std::shared_ptr<ShadowPair>& handle
                                 ? renamed_body(body, *in.model_span, pair.shadow_model)
                                 : body;
   if (pair.log_bodies) pair.request_body = body;
-  std::string head = upstream_head(ctx.req, upstream_target(canary, ctx.path, ctx.req.target().substr(ctx.path.size())),
+  std::string head = upstream_head(ctx.req, upstream_target(canary, ctx.path, ctx.query),
                                    shadow_body.size(), {&canary, ctx.request_id, ctx.peer_ip});
   ctx.app.shadow->start(ctx.client.get_executor(), handle, ctx.worker.pool(*ctx.rt, canary, ctx.app.threads),
                         std::move(head), std::move(shadow_body));
@@ -484,7 +485,6 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   std::optional<Outcome> outcome;
   const config::UpstreamConfig* up = nullptr;
   std::string sent_model;
-  const std::string_view query = req.target().substr(ctx.path.size());
   // Declared out of the loop below: g++ 12 double-frees non-trivial locals of a
   // loop body that suspends and then `continue`s.
   std::string head;
@@ -509,7 +509,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
         renamed = renamed_body(body, *in.model_span, sent_model);
         out_body = renamed;
       }
-      head = upstream_head(req, upstream_target(*up, ctx.path, query), out_body.size(),
+      head = upstream_head(req, upstream_target(*up, ctx.path, ctx.query), out_body.size(),
                            {up, ctx.request_id, ctx.peer_ip});
       ex.emplace(co_await start_exchange(ctx.worker.pool(*ctx.rt, *up, ctx.app.threads), *up, head, out_body,
                                          req.method() == http::verb::head, &current, watch.gone_flag()));

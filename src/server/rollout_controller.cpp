@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "metrics/metrics.hpp"
 #include "rollout/analysis.hpp"
@@ -9,6 +10,7 @@
 #include "rollout/state_machine.hpp"
 #include "rollout/window.hpp"
 #include "server/log.hpp"
+#include "common/json_scan.hpp"
 #include "split/split.hpp"
 
 namespace canaryd::server {
@@ -52,6 +54,40 @@ class RolloutState {
 };
 
 namespace {
+
+struct WeightBody {
+  double weight = 0;
+  std::string error;
+};
+
+// {"weight": N}, read with the same strict scanner as request bodies: a
+// duplicate "weight" is refused (parsers disagree on which copy wins), and so
+// is a number that does not round-trip as a normal double ("1e-400" would
+// otherwise be read as 0, a rollback nobody typed).
+WeightBody parse_weight_body(std::string_view body) {
+  WeightBody out;
+  json::Lookup<1> lk{{"weight"}};
+  if (std::string why = json::scan_object(body, lk); !why.empty()) {
+    out.error = "the body must be JSON like {\"weight\": 25}: " + why;
+    return out;
+  }
+  if (!lk.values[0]) {
+    out.error = "the body must be JSON like {\"weight\": 25}: no \"weight\"";
+    return out;
+  }
+  std::string_view lit = lk.values[0]->of(body);
+  if (lit.empty() || !(lit.front() == '-' || (lit.front() >= '0' && lit.front() <= '9'))) {
+    out.error = "weight must be a number from 0 to 100";
+    return out;
+  }
+  auto [end, ec] = std::from_chars(lit.data(), lit.data() + lit.size(), out.weight);
+  const bool nonzero_digits = lit.find_first_of("123456789") < lit.find_first_of("eE");
+  if (ec != std::errc() || end != lit.data() + lit.size() || !std::isfinite(out.weight) ||
+      (out.weight != 0 && !std::isnormal(out.weight)) || (out.weight == 0 && nonzero_digits)) {
+    out.error = "weight must be a number from 0 to 100 (got " + std::string(lit.substr(0, 40)) + ")";
+  }
+  return out;
+}
 
 // rollout's causes -> the bounded ai_proxy_rollbacks_total{reason} values.
 std::string_view rollback_reason(const rollout::Transition& t) {
@@ -254,13 +290,13 @@ AdminResult RolloutController::admin(std::string_view method, std::string_view p
   } else if (verb == "retry") {
     op.kind = Op::Kind::retry;
   } else {
-    auto j = nlohmann::json::parse(body, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight") || !j["weight"].is_number()) {
-      r.error = "the body must be JSON like {\"weight\": 25}";
+    auto parsed = parse_weight_body(body);
+    if (!parsed.error.empty()) {
+      r.error = std::move(parsed.error);
       return r;
     }
     op.kind = Op::Kind::weight;
-    op.weight = j["weight"].get<double>();
+    op.weight = parsed.weight;
     if (auto why = rollout::validate_weight(op.weight); !why.empty()) {
       r.error = why;
       return r;

@@ -10,6 +10,7 @@
 #include "server/endpoints.hpp"
 #include "server/headers.hpp"
 #include "server/http_strict.hpp"
+#include "server/http_target.hpp"
 
 namespace canaryd::server {
 namespace {
@@ -31,6 +32,27 @@ struct SessionGuard {
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+// After a refusal the client may still be sending (the rest of a body over
+// the limit): closing with unread input makes the kernel answer with a reset,
+// which can destroy the refusal before the client reads it. So, like nginx's
+// lingering_close, stop sending, then read and discard for a bounded time and
+// amount until the client closes.
+net::awaitable<void> lingering_close(beast::tcp_stream& stream) {
+  constexpr auto kLingerTime = std::chrono::seconds(2);
+  constexpr std::size_t kLingerBytes = 4 * 1024 * 1024;
+  beast::error_code ec;
+  stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  const auto until = std::chrono::steady_clock::now() + kLingerTime;
+  char scratch[4096];
+  std::size_t total = 0;
+  while (!ec && total < kLingerBytes) {
+    stream.expires_at(until);
+    auto [rec, n] = co_await stream.async_read_some(net::buffer(scratch), kTuple);
+    ec = rec;
+    total += n;
+  }
+}
+
 // Answers a request the parser refused, then the connection closes: after a
 // framing error nothing more on it can be trusted.
 net::awaitable<void> refuse(beast::tcp_stream& stream, ErrorKind kind, std::string_view message,
@@ -41,7 +63,19 @@ net::awaitable<void> refuse(beast::tcp_stream& stream, ErrorKind kind, std::stri
   res.body() = openai_error_body(kind, message);
   res.prepare_payload();
   stream.expires_after(timeout);
-  co_await http::async_write(stream, res, kTuple);
+  auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+  if (!ec) co_await lingering_close(stream);
+}
+
+std::size_t field_count(const http::fields& f) { return static_cast<std::size_t>(std::distance(f.begin(), f.end())); }
+
+// Chunked trailers are dropped: Beast merges them into the header fields after
+// the body, where they would pick the arm (X-Canary), the request id, the
+// sticky key, or be forwarded upstream unchecked by the strict head rules.
+void drop_trailers(http::fields& f, std::size_t header_fields) {
+  auto it = f.begin();
+  std::advance(it, static_cast<std::ptrdiff_t>(header_fields));
+  while (it != f.end()) it = f.erase(it);
 }
 
 // Requests canaryd answers itself get an access line too (SPEC §6: one per request).
@@ -86,18 +120,23 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
   SessionGuard guard(worker, &stream);
   beast::flat_buffer buffer;
   bool first = true;
+  // Bytes the parser may hold unconsumed: a head, or a chunked body's trailer
+  // section (Beast does not bound trailers by header_limit); past it a read
+  // fails with buffer_overflow (431).
+  constexpr std::size_t kReadChunk = 4096;
 
   for (;;) {
     auto rt = worker.runtime();
     const auto& sc = rt->config->server;
     guard.handle.idle = true;
+    buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
     if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;
 
     // Between requests the idle timeout applies; once the first byte of a
     // request is in, the whole header must arrive within header_timeout.
     if (!first && buffer.size() == 0) {
       stream.expires_after(sc.idle_timeout);
-      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
       if (rec) break;  // idle timeout, the client closed, or a drain cut
       buffer.commit(n);
     }
@@ -113,7 +152,7 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     auto head = http_strict::check_request_head(head_bytes());
     bool head_cut = false;
     while (head.status == http_strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
-      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
       if (rec) {
         head_cut = true;  // closed, slow client cut off, or drain
         break;
@@ -167,13 +206,19 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
       auto [cec, cn] = co_await http::async_write(stream, cont, kTuple);
       if (cec) break;
     }
+    const std::size_t header_fields = field_count(hreq);
     if (!parser.is_done()) {
       // The body may be large and the link slow: the idle timeout bounds each read.
       stream.expires_after(sc.idle_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
       if (bec) {
         if (bec == http::error::body_limit) {
-          co_await refuse(stream, ErrorKind::payload_too_large, "request body is over the limit", sc.idle_timeout);
+          co_await refuse(stream, ErrorKind::payload_too_large,
+                          "request body is over the limit of " + std::to_string(sc.max_body_bytes) + " bytes",
+                          sc.idle_timeout);
+        } else if (bec == http::error::buffer_overflow) {
+          co_await refuse(stream, ErrorKind::header_too_large,
+                          "request trailer fields (or a chunk header) over server.max_header_bytes", sc.idle_timeout);
         } else if (bec != beast::error::timeout && bec != net::error::eof && bec != http::error::end_of_stream &&
                    bec != net::error::operation_aborted && bec != net::error::connection_reset) {
           co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request body: " + bec.message(),
@@ -185,14 +230,25 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     stream.expires_never();
 
     http::request<http::string_body> req = parser.release();
-    RequestContext ctx{app, worker, rt, stream, req, peer_ip, request_id_from(req["X-Request-ID"]), {},
+    drop_trailers(req, header_fields);
+    http_target::Target target = http_target::normalize(req.target());
+    RequestContext ctx{app, worker, rt, stream, req, peer_ip, request_id_from(req["X-Request-ID"]), {}, {},
                        std::chrono::steady_clock::now(), req.keep_alive()};
-    std::string_view target = req.target();
-    ctx.path = std::string(target.substr(0, target.find('?')));
     if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
+    ctx.path = std::move(target.path);
+    ctx.query = target.query;
+    const bool api = starts_with(req.target(), "/v1/");
+    if (!target.ok || (api && !starts_with(ctx.path, "/v1/"))) {
+      // Never forwarded: the upstream would get a path outside base_url's prefix with canaryd's key.
+      if (!target.ok) ctx.path = "-";
+      std::string why = target.ok ? std::string("the request path leaves /v1/ once its dot-segments are removed")
+                                  : std::string(target.reason);
+      if (!co_await write_error(ctx, ErrorKind::bad_request, "invalid request path: " + why)) break;
+      continue;
+    }
 
     bool keep = false;
-    if (starts_with(ctx.path, "/v1/")) {
+    if (api) {
       keep = co_await handle_api(ctx);
     } else {
       keep = co_await handle_own(ctx);

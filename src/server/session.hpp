@@ -35,7 +35,8 @@ struct RequestContext {
   http::request<http::string_body>& req;
   std::string peer_ip;
   std::string request_id;
-  std::string path;   // target without the query
+  std::string path;   // the target's path, normalised (http_target.hpp)
+  std::string_view query;  // the target's query from '?' on, as sent (a view into req)
   std::chrono::steady_clock::time_point received;  // request fully read
   bool keep_alive = true;
   std::uint64_t rollout_epoch = 0;  // the rollout epoch the request was split under (set by proxy())

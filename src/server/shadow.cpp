@@ -100,7 +100,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
       }
       sse.feed(std::string_view(buf, got));
     }
-    ex.release(ok && res.keep_alive());
+    ex.release(ok && ex.reusable());
     summary.finish(s);
     s.usage = sse.usage();
     if (!ok) s.failed = true;

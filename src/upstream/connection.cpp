@@ -30,10 +30,16 @@ Error fail(ErrorKind kind, std::string message) { return Error{kind, std::move(m
 
 }  // namespace
 
+bool Connection::has_unread_bytes() const {
+  if (buffer.size() > 0) return true;
+  if (auto* t = std::get_if<Tls>(&stream_)) return SSL_pending(const_cast<Tls*>(t)->native_handle()) > 0;
+  return false;
+}
+
 bool Connection::stale() const {
   auto& self = const_cast<Connection&>(*this);
   auto& sock = self.tcp().socket();
-  if (!sock.is_open()) return true;
+  if (!sock.is_open() || has_unread_bytes()) return true;
   char byte;
   ssize_t n = ::recv(sock.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   // 0: the peer closed; > 0: bytes nobody asked for (or a TLS close_notify).
@@ -82,7 +88,7 @@ void Pool::wake_one() {
 
 void Pool::release(std::unique_ptr<Connection> conn, bool reusable) {
   if (!conn) return;
-  if (reusable && conn->tcp().socket().is_open()) {
+  if (reusable && conn->tcp().socket().is_open() && !conn->has_unread_bytes()) {
     conn->idle_since = std::chrono::steady_clock::now();
     idle_.push_back(std::move(conn));
   } else {
@@ -100,10 +106,10 @@ net::awaitable<Pool::Lease> Pool::acquire(bool fresh) {
       while (!idle_.empty()) {
         std::unique_ptr<Connection> c = std::move(idle_.back());  // LIFO: the warmest one
         idle_.pop_back();
-        // A peek costs a syscall; a connection used within the last second is
-        // almost never closed yet, and the stale-reuse retry covers it if so.
-        const auto idle = now - c->idle_since;
-        if (idle > kMaxIdle || (idle > std::chrono::seconds(1) && c->stale())) {
+        // Peeked every time (one syscall): besides a close, the upstream may
+        // have sent bytes after its response, and those would be read as the
+        // next user's answer (the stale-reuse retry only covers a close).
+        if (now - c->idle_since > kMaxIdle || c->stale()) {
           c->close();
           --open_;
           continue;

@@ -48,7 +48,12 @@ class Connection {
     return std::visit(std::forward<F>(f), stream_);
   }
 
-  // The peer closed it, or sent something unasked: not safe to reuse.
+  // Response bytes received and not consumed: in the read buffer, or (TLS)
+  // decrypted and waiting in OpenSSL. Any of them means the connection is out
+  // of step with its requests.
+  bool has_unread_bytes() const;
+  // The peer closed it, or sent something unasked (unread bytes, or bytes
+  // waiting in the socket): not safe to reuse.
   bool stale() const;
   void close();
 

@@ -59,8 +59,11 @@ class AdminApiTest(unittest.TestCase):
                     status, _, doc = call(c, method, path, {} if method == "POST" else None, token=token)
                     self.assertEqual(status, 401, (token, path, doc))
                     self.assertEqual(doc["error"]["type"], "authentication_error", doc)
+            # Raw text too: a duplicate key (parsers disagree on which copy wins), a weight that
+            # underflows to 0 or a subnormal (a rollback nobody typed), one that overflows.
             for body in ({"weight": 150}, {"weight": -1}, {"weight": "abc"}, {"weight": None}, {"w": 5},
-                         "not json", [25], {"weight": 12.345}):
+                         "not json", [25], {"weight": 12.345}, '{"weight":10,"weight":90}', '{"weight":1e-400}',
+                         '{"weight":4e-320}', '{"weight":1e400}', '{"weight":NaN}', '{"weight":10} x'):
                 status, _, doc = call(c, "POST", "/admin/rollout/weight", body)
                 self.assertEqual(status, 400, (body, doc))
                 self.assertEqual(doc["error"]["type"], "invalid_request_error", doc)

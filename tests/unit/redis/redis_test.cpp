@@ -12,8 +12,13 @@
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include <gtest/gtest.h>
 
@@ -533,6 +538,53 @@ TEST_F(RedisTest, AConnectionThatStopsAnsweringIsReplaced) {
   EXPECT_GE(Steady::now() - paused_at, 1s);
   ASSERT_TRUE(wait_until([&] { return run_co(pin(store, "k:s", Arm::canary, 60s)).has_value(); }, 5s));
   EXPECT_TRUE(client->healthy());
+}
+
+// A server that answers a command with two replies: the second is nobody's.
+// The client must drop the connection (the pipeline is out of step) rather
+// than hand "evil" to the next command, on this connection or a new one.
+net::awaitable<void> double_replying_server(std::shared_ptr<net::ip::tcp::acceptor> acceptor,
+                                            std::shared_ptr<int> connections) {
+  for (;;) {
+    boost::system::error_code aec;
+    auto socket = co_await acceptor->async_accept(net::redirect_error(net::use_awaitable, aec));
+    if (aec) co_return;
+    const bool first = (*connections)++ == 0;
+    char buf[4096];
+    for (;;) {
+      boost::system::error_code ec;
+      std::size_t n = co_await socket.async_read_some(net::buffer(buf), net::redirect_error(net::use_awaitable, ec));
+      if (ec || n == 0) break;
+      std::string_view reply = first ? std::string_view("$3\r\nfoo\r\n$4\r\nevil\r\n") : std::string_view("$4\r\ngood\r\n");
+      co_await net::async_write(socket, net::buffer(reply), net::redirect_error(net::use_awaitable, ec));
+      if (ec) break;
+    }
+  }
+}
+
+TEST_F(RedisTest, AReplyNobodyAskedForDropsTheConnection) {
+  auto acceptor = std::make_shared<net::ip::tcp::acceptor>(
+      ioc_, net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  auto connections = std::make_shared<int>(0);
+  net::co_spawn(ioc_, double_replying_server(acceptor, connections), net::detached);
+  auto client = make_client(config_for(acceptor->local_endpoint().port()));
+  ASSERT_TRUE(wait_until([&] { return client->connected(); }, 5s)) << client->last_error();
+  auto get = [&] {
+    return run_co(client->command(std::vector<std::string>{"GET", "k"}, "get"));
+  };
+  Reply first = get();
+  ASSERT_TRUE(first.ok()) << first.str;
+  EXPECT_EQ(first.str, "foo");
+  std::vector<std::string> seen;
+  ASSERT_TRUE(wait_until([&] {
+    Reply r = get();
+    if (r.ok()) seen.push_back(r.str);
+    return r.ok() && r.str == "good";
+  }, 5s));
+  for (const auto& s : seen) EXPECT_NE(s, "evil");
+  EXPECT_GE(*connections, 2);
+  EXPECT_GE(client->connects(), 2u);
+  acceptor->close();
 }
 
 TEST_F(RedisTest, NothingListeningFailsFastAndCountsConnectErrors) {
