@@ -37,10 +37,13 @@ $(BUILD_DIR)/build.ninja:
 build: deps $(BUILD_DIR)/build.ninja
 	ninja -C $(BUILD_DIR) -j $(JOBS) $(BUILD_TARGETS)
 
+# npm ci when node_modules is missing or older than its lockfile (a changed pin).
+NPM_DIRS := tests/e2e deploy/validate tests/browser
 e2e-deps:
-	@if [ ! -d tests/e2e/node_modules ]; then npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error; fi
-	@if [ ! -d deploy/validate/node_modules ]; then npm ci --prefix deploy/validate --no-audit --no-fund --loglevel=error; fi
-	@if [ ! -d tests/browser/node_modules ]; then npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; fi
+	@command -v npm >/dev/null || { echo "make: npm not found: run scripts/install-deps.sh (Debian's nodejs and npm)" >&2; exit 1; }
+	@set -e; for d in $(NPM_DIRS); do \
+	  if [ ! -f $$d/node_modules/.package-lock.json ] || [ $$d/package-lock.json -nt $$d/node_modules/.package-lock.json ]; then \
+	    npm ci --prefix $$d --no-audit --no-fund --loglevel=error; fi; done
 
 # Under the sanitizers any report fails the test that caused it: UBSan stops the
 # process instead of printing and going on, and the suites check exit codes.

@@ -30,12 +30,16 @@ case "${1:-}" in
   "") want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   *) echo "usage: $0 [--build|--runtime|--bench]" >&2; exit 2 ;;
 esac
-# Node.js runs the end-to-end tests with the official openai SDK; a machine that
-# already has a node >= 18 (e.g. from NodeSource) keeps it.
+# Node.js runs the end-to-end tests (openai SDK) and the browser test
+# (playwright-core), both pinned to versions that run on Debian 12's own
+# nodejs 18. A machine that already has a node >= 18 (e.g. NodeSource's, which
+# bundles npm) keeps it; a node without npm gets Debian's npm.
 if [[ "${1:-}" != "--runtime" && "${1:-}" != "--build" ]]; then
   if ! command -v node >/dev/null 2>&1 || \
      [[ "$(node -e 'process.stdout.write(String(process.versions.node.split(".")[0] >= 18))')" != "true" ]]; then
     want+=(nodejs npm)
+  elif ! command -v npm >/dev/null 2>&1; then
+    want+=(npm)
   fi
 fi
 

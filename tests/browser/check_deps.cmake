@@ -1,8 +1,14 @@
-# Precondition of the browser test (cmake -P): node, playwright-core as pinned
-# in package.json (`make test` runs npm ci for it), and Debian's chromium
-# (scripts/install-deps.sh installs it).
+# Precondition of the browser test (cmake -P): node >= 18 (Debian 12's own
+# nodejs is 18), playwright-core as pinned in package.json (`make test` runs
+# npm ci for it), and Debian's chromium (scripts/install-deps.sh installs it).
 if(NOT NODE)
-  message(FATAL_ERROR "node not found: install Node.js >= 20 (scripts/install-deps.sh), then re-run cmake")
+  message(FATAL_ERROR "node not found: install Node.js >= 18 (scripts/install-deps.sh), then re-run cmake")
+endif()
+execute_process(COMMAND ${NODE} -p process.versions.node OUTPUT_VARIABLE node_version
+  OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE node_rc)
+if(NOT node_rc EQUAL 0 OR node_version VERSION_LESS 18)
+  message(FATAL_ERROR "${NODE} is Node.js '${node_version}': the browser test needs Node.js >= 18 "
+    "(scripts/install-deps.sh installs Debian's nodejs)")
 endif()
 if(NOT EXISTS "${BROWSER_DIR}/node_modules/playwright-core/package.json")
   message(FATAL_ERROR
@@ -20,4 +26,4 @@ if(NOT EXISTS /usr/bin/chromium AND NOT DEFINED ENV{CANARYD_CHROMIUM})
   message(FATAL_ERROR "/usr/bin/chromium is missing: the browser test needs Debian's chromium package "
     "(scripts/install-deps.sh installs it: apt-get install chromium)")
 endif()
-message(STATUS "playwright-core ${installed} and chromium found")
+message(STATUS "node ${node_version}, playwright-core ${installed} and chromium found")

@@ -3,8 +3,8 @@
 # docker-compose (`config -q`), every service stays on the host network, both
 # canaryd replicas are behind nginx and scraped by Prometheus, and the configs
 # the demo mounts are accepted by canaryd (--check-config) and promtool.
-# Needs no Docker daemon. Exit 77 (ctest SKIP) when docker-compose is missing
-# and cannot be installed.
+# Needs no Docker daemon. docker-compose and promtool come from
+# scripts/install-deps.sh: either missing is a failure, not a skip.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 passed=0 failed=0
@@ -20,7 +20,8 @@ if ! command -v docker-compose >/dev/null 2>&1; then
       { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1; }
   fi
   command -v docker-compose >/dev/null 2>&1 ||
-    { echo "SKIPPED: docker-compose is not installed (apt-get install docker-compose)"; exit 77; }
+    { echo "FAIL - docker-compose is not installed (scripts/install-deps.sh installs it: apt-get install docker-compose)"
+      exit 1; }
 fi
 
 compose=docker/compose.yaml
@@ -43,9 +44,13 @@ check "Prometheus scrapes both replicas" bash -c \
 for f in docker/demo/canaryd-1.yaml docker/demo/canaryd-2.yaml; do
   if [[ -n "${CANARYD_BIN:-}" ]]; then
     check "canaryd --check-config accepts $f" bash -c "'$CANARYD_BIN' --check-config -c $f >/dev/null"
+  else
+    echo "skip - canaryd --check-config $f: CANARYD_BIN is not set (ctest sets it)"
   fi
 done
-if command -v promtool >/dev/null 2>&1; then
+if ! command -v promtool >/dev/null 2>&1; then
+  check "promtool is installed (scripts/install-deps.sh installs it: apt-get install prometheus)" false
+else
   # With the rules directory it mounts (deploy/prometheus) where the container sees it.
   tmpcfg=$(mktemp /tmp/canaryd-prometheus.XXXXXX.yml)
   sed "s|/etc/canaryd-rules/|$PWD/deploy/prometheus/|" docker/demo/prometheus.yml >"$tmpcfg"

@@ -488,7 +488,9 @@ TEST(MetricsTest, ProcessMetricsArePlausible) {
 }
 
 TEST(MetricsTest, PassesPromtoolCheckMetrics) {
-  if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool not installed";
+  // scripts/install-deps.sh installs it: missing is a failure, not a skip.
+  ASSERT_EQ(access("/usr/bin/promtool", X_OK), 0)
+      << "/usr/bin/promtool is not installed (scripts/install-deps.sh installs it: apt-get install prometheus)";
   Metrics metrics(test_setup());
   const int p = metrics.provider_index("openai");
   metrics.observe_request(p, 0, Metrics::Status::success, 0.7);
