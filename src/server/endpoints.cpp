@@ -8,12 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include "metrics/metrics.hpp"
-#include "server/headers.hpp"
-#include "server/history.hpp"
-#include "server/report.hpp"
-#include "server/rollout_controller.hpp"
-#include "server/shadow.hpp"
-#include "server/ui.hpp"
+#include "http/headers.hpp"
+#include "admin/history.hpp"
+#include "admin/report.hpp"
+#include "rollout/controller.hpp"
+#include "shadow/shadow.hpp"
+#include "admin/ui.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
 

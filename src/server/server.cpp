@@ -6,7 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "server/log.hpp"
+#include "common/log.hpp"
 #include "server/session.hpp"
 
 namespace canaryd::server {

@@ -8,9 +8,9 @@
 #include <boost/beast/http/write.hpp>
 
 #include "server/endpoints.hpp"
-#include "server/headers.hpp"
-#include "server/http_strict.hpp"
-#include "server/http_target.hpp"
+#include "http/headers.hpp"
+#include "http/strict.hpp"
+#include "http/target.hpp"
 
 namespace canaryd::server {
 namespace {

@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "server/http_strict.hpp"
+#include "http/strict.hpp"
 
 namespace http = boost::beast::http;
 using canaryd::server::http_strict::HeadStatus;

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "server/http_target.hpp"
+#include "http/target.hpp"
 
 namespace ht = canaryd::server::http_target;
 

@@ -15,7 +15,7 @@
 #include "canaryd/clock.hpp"
 #include "canaryd/config.hpp"
 #include "rollout/state_machine.hpp"
-#include "server/rollout_controller.hpp"
+#include "rollout/controller.hpp"
 
 namespace canaryd::server {
 namespace {

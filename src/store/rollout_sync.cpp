@@ -1,0 +1,306 @@
+#include "store/rollout_sync.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "common/log.hpp"
+#include "rollout/controller.hpp"
+
+namespace canaryd::server {
+namespace {
+
+namespace net = boost::asio;
+using store::Reply;
+using namespace std::chrono_literals;
+
+constexpr auto kAwait = net::as_tuple(net::use_awaitable);
+constexpr std::string_view kOp = "rollout";  // ai_proxy_redis_errors_total{op}
+// Control-plane commands are not latency-critical; a 20 ms request-path
+// timeout would fail them spuriously under load.
+constexpr std::chrono::milliseconds kMinCommandTimeout{250};
+constexpr int kMaxRounds = 8;  // compare-and-set retries per sync round
+
+// KEYS: state, lease, events. ARGV: expected version ('' = the key must be
+// absent), new value, new version, lease owner ('' = no lease needed).
+// -> {1} written; {0, stored or ''} version conflict; {2, stored or ''} lease not held.
+constexpr const char* kCasScript = R"lua(
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return {0, cur} end
+else
+  if not cur then return {0, ''} end
+  local ok, doc = pcall(cjson.decode, cur)
+  if not ok or type(doc) ~= 'table' or tostring(doc['version']) ~= ARGV[1] then return {0, cur} end
+end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return {2, cur or ''} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100', '*', 'version', ARGV[3])
+return {1}
+)lua";
+
+// KEYS: lease. ARGV: owner, ttl ms. -> 1 held by owner (renewed or acquired), 0 held by another.
+constexpr const char* kLeaseScript = R"lua(
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+)lua";
+
+// Built outside the coroutines: g++ 12 rejects braced lists inside them.
+template <class... A>
+std::vector<std::string> args(A&&... a) {
+  std::vector<std::string> v;
+  v.reserve(sizeof...(a));
+  (v.emplace_back(std::forward<A>(a)), ...);
+  return v;
+}
+
+std::string make_replica_id() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", rd());
+  return std::string(host[0] ? host : "canaryd") + ":" + std::to_string(getpid()) + ":" + suffix;
+}
+
+// The stored value carried by a GET or a script reply: nullopt = no key.
+std::optional<std::string> stored_value(const Reply& r) {
+  if (r.type == Reply::Type::string && !r.str.empty()) return r.str;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::shared_ptr<RolloutSync> RolloutSync::create(net::any_io_executor executor, const config::Config& config,
+                                                 RolloutController& controller,
+                                                 store::RedisClient::ErrorSink on_error) {
+  return std::make_shared<RolloutSync>(Private{}, std::move(executor), config, controller, std::move(on_error));
+}
+
+RolloutSync::RolloutSync(Private, net::any_io_executor executor, const config::Config& config,
+                         RolloutController& controller, store::RedisClient::ErrorSink on_error)
+    : executor_(std::move(executor)),
+      controller_(controller),
+      replica_id_(make_replica_id()),
+      wake_timer_(executor_),
+      events_timer_(executor_) {
+  const config::RedisConfig& redis = *config.redis;
+  key_ = redis.ns + ":rollout";
+  lease_key_ = redis.ns + ":rollout:lease";
+  events_key_ = redis.ns + ":rollout:events";
+  auto tls = redis.tls ? store::RedisClient::make_tls_context(redis) : nullptr;
+  config::RedisConfig state_cfg = redis;
+  state_cfg.timeout = std::max<config::Duration>(redis.timeout, kMinCommandTimeout);
+  client_ = store::RedisClient::create(executor_, state_cfg, on_error, tls);
+  // Long enough for the blocking read itself plus a slow round trip.
+  config::RedisConfig events_cfg = redis;
+  events_cfg.timeout = kEventsBlock + std::max<config::Duration>(redis.timeout, 1s);
+  events_ = store::RedisClient::create(executor_, events_cfg, on_error, tls);
+}
+
+void RolloutSync::start() {
+  std::weak_ptr<RolloutSync> weak = shared_from_this();
+  controller_.enable_shared([weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    net::post(self->executor_, [weak] {
+      if (auto s = weak.lock()) s->wake();
+    });
+  });
+  spawn(&RolloutSync::run);
+  spawn(&RolloutSync::watch);
+}
+
+void RolloutSync::spawn(Loop loop) {
+  std::weak_ptr<RolloutSync> weak = shared_from_this();
+  net::co_spawn(executor_, loop(shared_from_this()), [weak, loop](std::exception_ptr e) {
+    // Only allocation failure can throw in the loops; without them the state
+    // would silently stop being shared, so start over.
+    if (!e) return;
+    auto self = weak.lock();
+    if (!self || self->stopped_) return;
+    log::error("rollout sync loop failed; restarting it");
+    self->spawn(loop);
+  });
+}
+
+void RolloutSync::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  wake_timer_.cancel();
+  events_timer_.cancel();
+  client_->stop();
+  events_->stop();
+}
+
+bool RolloutSync::loaded() const { return controller_.shared_loaded(); }
+
+void RolloutSync::wake() {
+  wake_pending_ = true;
+  wake_timer_.cancel();
+}
+
+std::chrono::milliseconds RolloutSync::lease_ttl() const {
+  return std::max<std::chrono::milliseconds>(
+      3s, 3 * std::chrono::duration_cast<std::chrono::milliseconds>(controller_.analysis_interval()));
+}
+
+// The argument lists are built in plain functions: g++ 12 miscompiles
+// temporaries (a conditional, a std::to_string) inside a co_await expression.
+std::vector<std::string> RolloutSync::lease_args() const {
+  return args("EVAL", kLeaseScript, "1", lease_key_, replica_id_, std::to_string(lease_ttl().count()));
+}
+
+std::vector<std::string> RolloutSync::cas_args(const RolloutController::SharedWrite& write) const {
+  return args("EVAL", kCasScript, "3", key_, lease_key_, events_key_,
+              write.expected ? std::to_string(*write.expected) : std::string(), write.value,
+              std::to_string(write.version), write.needs_lease ? replica_id_ : std::string());
+}
+
+std::vector<std::string> RolloutSync::xread_args(const std::string& last) const {
+  return args("XREAD", "COUNT", "16", "BLOCK", std::to_string(kEventsBlock.count()), "STREAMS", events_key_, last);
+}
+
+net::awaitable<void> RolloutSync::run(std::shared_ptr<RolloutSync> self) {
+  while (!self->stopped_) {
+    co_await self->sync_once();
+    if (self->stopped_) break;
+    if (self->wake_pending_) {
+      self->wake_pending_ = false;
+      continue;
+    }
+    self->wake_timer_.expires_after(kPollInterval);
+    co_await self->wake_timer_.async_wait(kAwait);
+    self->wake_pending_ = false;
+  }
+}
+
+net::awaitable<bool> RolloutSync::renew_lease() {
+  const auto argv = lease_args();
+  Reply r = co_await client_->command(argv, kOp);
+  co_return r.ok() && r.type == Reply::Type::integer && r.integer == 1;
+}
+
+net::awaitable<void> RolloutSync::sync_once() {
+  if (!client_->connected()) {
+    // Commands would fail at once; the client's connect loop counts the outage.
+    controller_.set_shared_healthy(false);
+    controller_.set_lease(false);
+    co_return;
+  }
+  const bool held = co_await renew_lease();
+  controller_.set_lease(held);
+  if (stopped_) co_return;
+
+  auto malformed = [&] {
+    client_->report_error(kOp);
+    controller_.set_shared_healthy(false);
+    log::warn("the shared rollout state in Redis is malformed; keeping the local state", {{"key", key_}});
+  };
+
+  // g++ 12 mis-destroys non-trivial locals declared inside a loop body that
+  // suspends and then `continue`s (free(): invalid pointer at start-up): every
+  // object that lives across a co_await is declared outside the loop.
+  bool fetched = false;
+  std::vector<std::string> argv;
+  Reply r;
+  std::optional<RolloutController::SharedWrite> write;
+  std::optional<std::string> stored;
+  for (int round = 0; round < kMaxRounds && !stopped_; ++round) {
+    write = controller_.shared_pending();
+    if (!write) {
+      if (fetched) break;
+      argv = args("GET", key_);
+      r = co_await client_->command(argv, kOp);
+      if (!r.ok() || (r.type != Reply::Type::string && r.type != Reply::Type::nil)) {
+        if (r.ok()) client_->report_error(kOp);
+        controller_.set_shared_healthy(false);
+        co_return;
+      }
+      fetched = true;
+      if (!controller_.shared_observed(stored_value(r))) {
+        malformed();
+        co_return;
+      }
+    } else {
+      argv = cas_args(*write);
+      r = co_await client_->command(argv, kOp);
+      if (!r.ok() || r.type != Reply::Type::array || r.elements.empty() ||
+          r.elements[0].type != Reply::Type::integer) {
+        if (r.ok()) client_->report_error(kOp);
+        controller_.set_shared_healthy(false);
+        co_return;
+      }
+      fetched = true;
+      const long long code = r.elements[0].integer;
+      if (code == 1) {
+        controller_.shared_written(*write);
+        log::debug("rollout state written", {{"version", write->version}, {"replica", replica_id_}});
+      } else {
+        stored.reset();
+        if (r.elements.size() > 1) stored = stored_value(r.elements[1]);
+        if (code == 2) {
+          // The lease moved on between our renewal and this write: our advance is void.
+          controller_.set_lease(false);
+        }
+        if (!controller_.shared_observed(stored, /*force=*/code == 2)) {
+          malformed();
+          co_return;
+        }
+      }
+    }
+  }
+}
+
+net::awaitable<void> RolloutSync::watch(std::shared_ptr<RolloutSync> self) {
+  // "$" = only entries added after the call; from the first entry on we
+  // continue from its id, so nothing between two reads is missed.
+  std::string last = "$";
+  std::vector<std::string> xread;  // outside the loop: see sync_once()
+  Reply r;
+  while (!self->stopped_) {
+    bool pause = !self->events_->connected();
+    if (!pause) {
+      xread = self->xread_args(last);
+      r = co_await self->events_->command(xread, kOp);
+      if (self->stopped_) break;
+      if (!r.ok()) {
+        pause = true;
+      } else if (r.type == Reply::Type::array && !r.elements.empty()) {
+        const Reply& stream = r.elements.front();
+        if (stream.type == Reply::Type::array && stream.elements.size() == 2 &&
+            stream.elements[1].type == Reply::Type::array && !stream.elements[1].elements.empty()) {
+          const Reply& entry = stream.elements[1].elements.back();
+          if (entry.type == Reply::Type::array && !entry.elements.empty() &&
+              entry.elements[0].type == Reply::Type::string) {
+            last = entry.elements[0].str;
+          }
+        }
+        self->wake();
+      }
+    }
+    if (pause) {
+      // The 500 ms poll carries on meanwhile; this only avoids a busy loop.
+      self->events_timer_.expires_after(kPollInterval);
+      co_await self->events_timer_.async_wait(kAwait);
+    }
+  }
+}
+
+}  // namespace canaryd::server
