@@ -13,7 +13,7 @@
 
 #include "canaryd/arm.hpp"
 #include "canaryd/config.hpp"
-#include "proxy/access_log.hpp"
+#include "common/access_log.hpp"
 #include "split/split.hpp"
 
 namespace canaryd::metrics {

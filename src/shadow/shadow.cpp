@@ -16,7 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "metrics/metrics.hpp"
-#include "proxy/access_log.hpp"
+#include "common/access_log.hpp"
 #include "server/app.hpp"
 #include "upstream/exchange.hpp"
 #include "common/log.hpp"

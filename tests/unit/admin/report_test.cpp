@@ -5,7 +5,7 @@
 #include <thread>
 #include <vector>
 
-#include "proxy/access_log.hpp"
+#include "common/access_log.hpp"
 #include "admin/report.hpp"
 
 namespace canaryd::server {

@@ -1,4 +1,4 @@
-#include "proxy/access_log.hpp"
+#include "common/access_log.hpp"
 
 #include <spdlog/spdlog.h>
 

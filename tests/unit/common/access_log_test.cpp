@@ -1,6 +1,6 @@
 // Tests for the access log line: always one valid JSON object, strings
 // escaped, optional fields left out.
-#include "proxy/access_log.hpp"
+#include "common/access_log.hpp"
 
 #include <gtest/gtest.h>
 
