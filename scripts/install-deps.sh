@@ -15,7 +15,8 @@ build_pkgs=(
   prometheus-cpp-dev libspdlog-dev libyaml-cpp-dev libgtest-dev libgmock-dev
 )
 # chromium: the status page's browser test (tests/browser, driven by playwright-core).
-test_pkgs=(redis-server prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap chromium)
+# redis-sentinel: the Sentinel failover tests (tests/unit/redis, tests/rollout).
+test_pkgs=(redis-server redis-sentinel prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap chromium)
 bench_pkgs=(nginx-light wrk util-linux linux-perf valgrind strace)
 runtime_pkgs=(
   ca-certificates libssl3 libhiredis0.14 libprometheus-cpp-core1.0
@@ -62,7 +63,7 @@ $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian packages enable and start system services; tests start their own
 # instances on free ports, so the system ones are not needed.
 if [[ -z "$sudo" ]] && command -v systemctl >/dev/null 2>&1; then
-  for s in redis-server prometheus nginx stunnel4; do
+  for s in redis-server redis-sentinel prometheus nginx stunnel4; do
     systemctl disable --now "$s" >/dev/null 2>&1 || true
   done
 fi
