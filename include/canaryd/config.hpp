@@ -114,15 +114,33 @@ struct ShadowConfig {
   std::string bodies_file;            // required when log_bodies
 };
 
+// How canaryd finds its Redis (redis.url's scheme, redis.sentinels, redis.cluster).
+enum class RedisMode { standalone, sentinel, cluster };
+
+struct RedisNode {
+  std::string host;  // IPv6 without brackets
+  std::uint16_t port = 0;
+};
+
 struct RedisConfig {
+  // The whole topology as one URL: as written, or (when redis.sentinels,
+  // redis.master_name, redis.cluster or redis.username are used) the canonical
+  // URL they amount to, so comparing two urls compares two topologies.
   std::string url = "redis://127.0.0.1:6379/0";
-  // resolved from url
+  // resolved from url (and the keys above)
+  RedisMode mode = RedisMode::standalone;
   bool tls = false;
-  std::string host = "127.0.0.1";
+  std::string host = "127.0.0.1";  // standalone: the server; else the first of `nodes`
   std::uint16_t port = 6379;
+  // sentinel: the sentinels; cluster: the seed nodes; standalone: empty (host:port).
+  std::vector<RedisNode> nodes;
+  std::string master_name;  // sentinel: the name the sentinels monitor the primary under
   int db = 0;
+  std::string username;     // ACL user; "" = AUTH <password> (the default user)
   std::string password_env;
   std::string password_value;  // secret
+  std::string sentinel_password_env;    // sentinel: AUTH <password> to the sentinels themselves
+  std::string sentinel_password_value;  // secret
   Duration timeout = 20ms;
   std::string ns = "canaryd";  // YAML key: namespace
   bool tls_verify = true;

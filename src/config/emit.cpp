@@ -156,6 +156,10 @@ std::string to_yaml_redacted(const Config& c) {
     o.begin("redis");
     o.str("url", rd.url);
     o.env("password_env", rd.password_env, !rd.password_value.empty());
+    // url carries the topology, the master name and the ACL user; only the
+    // sentinels' own password is a key of its own.
+    if (rd.mode == RedisMode::sentinel)
+      o.env("sentinel_password_env", rd.sentinel_password_env, !rd.sentinel_password_value.empty());
     o.dur("timeout", rd.timeout);
     o.str("namespace", rd.ns);
     o.flag("tls_verify", rd.tls_verify);

@@ -458,40 +458,219 @@ void load_shadow(const Loader& l, const Field& f, ShadowConfig& s) {
   }
 }
 
-void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
-  Section sec(l, f, {"url", "password_env", "timeout", "namespace", "tls_verify", "ca_file"});
-  sec.with("url", [&](const Field& v) { r.url = l.nonempty_text(v); });
-  {
-    detail::Url url;
-    const Field fallback{YAML::Node(YAML::NodeType::Null), f.path + ".url", f.key_line};
-    const Field* v = sec.get("url") ? sec.get("url") : &fallback;
-    try {
-      url = detail::parse_url(r.url);
-    } catch (const std::invalid_argument& e) {
-      l.fail(*v, e.what());
-    }
-    if (url.scheme != "redis" && url.scheme != "rediss")
-      l.fail(*v, "scheme must be redis:// or rediss:// (TLS), got \"" + url.scheme + "://\"");
-    if (url.has_userinfo)
-      l.fail(*v, std::string(url.has_password ? "a password" : "credentials") +
-                     " in the URL is not allowed (secrets come only from the environment): remove it and name "
-                     "the variable in redis.password_env");
-    r.tls = url.scheme == "rediss";
-    r.host = url.host;
-    r.port = url.port.value_or(6379);
-    std::string db = url.path.empty() ? "" : url.path.substr(1);
-    r.db = 0;
-    if (!db.empty()) {
-      auto res = std::from_chars(db.data(), db.data() + db.size(), r.db);
-      if (res.ec != std::errc{} || res.ptr != db.data() + db.size() || r.db < 0)
-        l.fail(*v, "database must be a number, as in redis://host:6379/0, got \"/" + db + "\"");
+// redis.url: scheme://[user@]host[:port][,host[:port]...][/path]. One host for
+// redis:// and rediss://, one or more (sentinels, or cluster seed nodes) for the
+// +sentinel and +cluster schemes. Each host goes through parse_url, so the
+// messages are the ones every other URL gets.
+bool valid_redis_name(std::string_view name) {
+  return !name.empty() && std::none_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isspace(c) || std::iscntrl(c) || c == '/' || c == '@' || c == ':' || c == ',';
+  });
+}
+
+struct RedisUrl {
+  RedisMode mode = RedisMode::standalone;
+  bool tls = false;
+  std::string username;
+  std::vector<RedisNode> nodes;
+  std::vector<std::string> path;  // the segments after the authority
+};
+
+RedisUrl parse_redis_url(const std::string& text) {
+  RedisUrl out;
+  const auto sep = text.find("://");
+  if (sep == std::string::npos || sep == 0) throw std::invalid_argument("not a URL (expected scheme://host[:port][/path])");
+  std::string scheme = text.substr(0, sep);
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const std::map<std::string, std::pair<RedisMode, bool>> kSchemes = {
+      {"redis", {RedisMode::standalone, false}},         {"rediss", {RedisMode::standalone, true}},
+      {"redis+sentinel", {RedisMode::sentinel, false}},  {"rediss+sentinel", {RedisMode::sentinel, true}},
+      {"redis+cluster", {RedisMode::cluster, false}},    {"rediss+cluster", {RedisMode::cluster, true}}};
+  const auto known = kSchemes.find(scheme);
+  if (known == kSchemes.end())
+    throw std::invalid_argument("scheme must be redis:// or rediss:// (TLS), redis+sentinel:// or rediss+sentinel://, "
+                                "redis+cluster:// or rediss+cluster://, got \"" + scheme + "://\"");
+  out.mode = known->second.first;
+  out.tls = known->second.second;
+  std::string_view rest(text);
+  rest.remove_prefix(sep + 3);
+  if (rest.find_first_of("?#") != std::string_view::npos)
+    throw std::invalid_argument("a query string or fragment is not allowed in this URL");
+  const auto slash = rest.find('/');
+  std::string_view auth = rest.substr(0, slash);
+  if (const auto at = auth.rfind('@'); at != std::string_view::npos) {
+    const std::string_view user = auth.substr(0, at);
+    if (user.find(':') != std::string_view::npos)
+      throw std::invalid_argument("a password in the URL is not allowed (secrets come only from the environment): "
+                                  "remove it and name the variable in redis.password_env");
+    if (!valid_redis_name(user)) throw std::invalid_argument("invalid user name before '@'");
+    out.username = std::string(user);
+    auth.remove_prefix(at + 1);
+  }
+  if (out.mode == RedisMode::standalone && auth.find(',') != std::string_view::npos)
+    throw std::invalid_argument("one host only in a redis:// URL (several: redis+sentinel:// or redis+cluster://)");
+  const std::uint16_t default_port = out.mode == RedisMode::sentinel ? 26379 : 6379;
+  for (std::size_t pos = 0;;) {
+    const auto comma = auth.find(',', pos);
+    const std::string one(auth.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
+    if (one.empty()) throw std::invalid_argument("empty host in the host list");
+    const detail::Url url = detail::parse_url("redis://" + one);
+    out.nodes.push_back({url.host, url.port.value_or(default_port)});
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  if (slash != std::string_view::npos) {
+    std::string_view path = rest.substr(slash + 1);
+    while (!path.empty()) {
+      const auto next = path.find('/');
+      out.path.emplace_back(path.substr(0, next));
+      if (next == std::string_view::npos) break;
+      path.remove_prefix(next + 1);
     }
   }
+  return out;
+}
+
+std::string canonical_redis_url(const RedisConfig& r) {
+  std::string url = std::string(r.tls ? "rediss" : "redis") +
+                    (r.mode == RedisMode::sentinel ? "+sentinel" : r.mode == RedisMode::cluster ? "+cluster" : "") +
+                    "://";
+  if (!r.username.empty()) url += r.username + "@";
+  for (std::size_t i = 0; i < r.nodes.size(); ++i) {
+    if (i) url += ",";
+    const bool v6 = r.nodes[i].host.find(':') != std::string::npos;
+    url += (v6 ? "[" + r.nodes[i].host + "]" : r.nodes[i].host) + ":" + std::to_string(r.nodes[i].port);
+  }
+  if (r.mode == RedisMode::sentinel) url += "/" + r.master_name;
+  if (r.mode != RedisMode::cluster) url += "/" + std::to_string(r.db);
+  return url;
+}
+
+void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
+  Section sec(l, f,
+              {"url", "username", "password_env", "sentinels", "master_name", "sentinel_password_env", "cluster",
+               "timeout", "namespace", "tls_verify", "ca_file"});
+  const Field* url_field = sec.get("url");
+  const Field* sentinels = sec.get("sentinels");
+  const Field* master = sec.get("master_name");
+  const Field* cluster = sec.get("cluster");
+  const Field* username = sec.get("username");
+  if (url_field) r.url = l.nonempty_text(*url_field);
+  const Field fallback{YAML::Node(YAML::NodeType::Null), f.path + ".url", f.key_line};
+  const Field& uf = url_field ? *url_field : fallback;
+
+  RedisUrl url;
+  if (sentinels) {
+    if (url_field)
+      l.fail(*sentinels, "redis.url is given too: name the sentinels in one place, either here (with "
+                         "redis.master_name) or as redis.url: \"redis+sentinel://host1:26379,host2:26379/<master>\"");
+    url.mode = RedisMode::sentinel;
+    for (const Field& item : l.elements(*sentinels)) {
+      try {
+        const detail::Url one = detail::parse_url("redis://" + l.nonempty_text(item));
+        url.nodes.push_back({one.host, one.port.value_or(26379)});
+      } catch (const std::invalid_argument& e) {
+        l.fail(item, std::string(e.what()) + " (expected \"host:port\", e.g. \"10.0.0.1:26379\")");
+      }
+    }
+    if (url.nodes.empty()) l.fail(*sentinels, "must list at least one sentinel (\"host:port\")");
+  } else {
+    try {
+      url = parse_redis_url(r.url);
+    } catch (const std::invalid_argument& e) {
+      l.fail(uf, e.what());
+    }
+  }
+  r.mode = url.mode;
+  r.tls = url.tls;
+  r.username = url.username;
+  r.db = 0;
+  r.master_name.clear();
+
+  auto parse_db = [&](const std::string& db, const char* example) {
+    int value = 0;
+    auto res = std::from_chars(db.data(), db.data() + db.size(), value);
+    if (db.empty() || res.ec != std::errc{} || res.ptr != db.data() + db.size() || value < 0)
+      l.fail(uf, std::string("database must be a number, as in ") + example + ", got \"/" + db + "\"");
+    return value;
+  };
+  switch (url.mode) {
+    case RedisMode::standalone:
+      if (url.path.size() > 1) l.fail(uf, "expected redis://host:6379/<db>, got more after the db number");
+      if (!url.path.empty() && !url.path[0].empty()) r.db = parse_db(url.path[0], "redis://host:6379/0");
+      break;
+    case RedisMode::sentinel:
+      if (url.path.size() > 2) l.fail(uf, "expected redis+sentinel://host:26379/<master>[/<db>], got more after the db");
+      if (!url.path.empty() && !url.path[0].empty()) {
+        if (!valid_redis_name(url.path[0])) l.fail(uf, "invalid master name \"" + url.path[0] + "\"");
+        r.master_name = url.path[0];
+      }
+      if (url.path.size() == 2) r.db = parse_db(url.path[1], "redis+sentinel://host:26379/mymaster/0");
+      break;
+    case RedisMode::cluster:
+      if (url.path.size() > 1 || (url.path.size() == 1 && !url.path[0].empty() && url.path[0] != "0"))
+        l.fail(uf, "Redis Cluster has only db 0: write redis+cluster://host1:6379,host2:6379 with no path");
+      break;
+  }
+
+  if (master) {
+    std::string name = l.nonempty_text(*master);
+    if (r.mode != RedisMode::sentinel)
+      l.fail(*master, "only with Sentinel (redis.sentinels, or redis.url: \"redis+sentinel://host:26379/<master>\")");
+    if (!valid_redis_name(name)) l.fail(*master, "invalid master name" + Loader::got(*master));
+    if (!r.master_name.empty() && r.master_name != name)
+      l.fail(*master, "redis.url names the master already (\"" + r.master_name + "\"): give it in one place");
+    r.master_name = name;
+  }
+  if (r.mode == RedisMode::sentinel && r.master_name.empty()) {
+    if (sentinels) l.fail(*sentinels, "redis.master_name is required with redis.sentinels (the name the sentinels monitor)");
+    l.fail(uf, "the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], or set "
+               "redis.master_name");
+  }
+  if (cluster) {
+    const bool on = l.boolean(*cluster);
+    if (on && r.mode == RedisMode::sentinel)
+      l.fail(*cluster, "Sentinel and Cluster are two topologies: choose one");
+    if (!on && r.mode == RedisMode::cluster)
+      l.fail(*cluster, "is false, but redis.url is a redis+cluster:// URL: remove one of them");
+    if (on && r.mode == RedisMode::standalone) {
+      if (r.db != 0) l.fail(uf, "Redis Cluster has only db 0, got db " + std::to_string(r.db));
+      r.mode = RedisMode::cluster;
+    }
+  }
+  if (username) {
+    std::string name = l.nonempty_text(*username);
+    if (!valid_redis_name(name)) l.fail(*username, "invalid ACL user name" + Loader::got(*username));
+    if (!r.username.empty() && r.username != name)
+      l.fail(*username, "redis.url names another user (\"" + r.username + "\"): give it in one place");
+    r.username = name;
+  }
+
+  if (r.mode == RedisMode::standalone) {
+    r.nodes.clear();
+    r.host = url.nodes.front().host;
+    r.port = url.nodes.front().port;
+  } else {
+    r.nodes = url.nodes;
+    r.host = r.nodes.front().host;
+    r.port = r.nodes.front().port;
+  }
+  // The URL stays as written unless the keys above shaped the topology; then it
+  // becomes the URL they amount to (what --check-config prints and a reload compares).
+  if (sentinels || master || cluster || username) r.url = canonical_redis_url(r);
+
   sec.with("password_env", [&](const Field& v) { r.password_value = l.secret(v, r.password_env); });
+  sec.with("sentinel_password_env", [&](const Field& v) {
+    if (r.mode != RedisMode::sentinel) l.fail(v, "only with Sentinel (the sentinels' own password)");
+    r.sentinel_password_value = l.secret(v, r.sentinel_password_env);
+  });
   sec.with("timeout", [&](const Field& v) { r.timeout = l.duration(v, false); });
   sec.with("namespace", [&](const Field& v) {
     r.ns = l.nonempty_text(v);
     if (r.ns.find_first_of(" \t\r\n") != std::string::npos) l.fail(v, "must not contain whitespace");
+    // The rollout keys are {<namespace>}:rollout...: a brace would change the hash tag.
+    if (r.ns.find_first_of("{}") != std::string::npos) l.fail(v, "must not contain '{' or '}' (Redis Cluster hash tags)");
   });
   sec.with("tls_verify", [&](const Field& v) { r.tls_verify = l.boolean(v); });
   sec.with("ca_file", [&](const Field& v) { r.ca_file = l.file_path(v); });

@@ -264,6 +264,120 @@ TEST(ConfigSections, RedisDefaultsWhenSectionEmpty) {
   EXPECT_EQ(c.redis->timeout, 20ms);
 }
 
+TEST(ConfigSections, RedisSentinelUrl) {
+  Config c = load_string(with("redis:\n  url: \"rediss+sentinel://canaryd@s1:26380,s2,[::1]:26381/mymaster/2\"\n"
+                              "  sentinel_password_env: CANARYD_T_UNSET_SENTINEL_PW\n"));
+  ASSERT_TRUE(c.redis);
+  const RedisConfig& r = *c.redis;
+  EXPECT_EQ(r.mode, RedisMode::sentinel);
+  EXPECT_TRUE(r.tls);
+  ASSERT_EQ(r.nodes.size(), 3u);
+  EXPECT_EQ(r.nodes[0].host, "s1");
+  EXPECT_EQ(r.nodes[0].port, 26380);
+  EXPECT_EQ(r.nodes[1].host, "s2");
+  EXPECT_EQ(r.nodes[1].port, 26379);  // the Sentinel port by default
+  EXPECT_EQ(r.nodes[2].host, "::1");
+  EXPECT_EQ(r.nodes[2].port, 26381);
+  EXPECT_EQ(r.master_name, "mymaster");
+  EXPECT_EQ(r.db, 2);
+  EXPECT_EQ(r.username, "canaryd");  // a user name is no secret; a password still is
+  EXPECT_EQ(r.url, "rediss+sentinel://canaryd@s1:26380,s2,[::1]:26381/mymaster/2");  // as written
+  EXPECT_EQ(r.sentinel_password_env, "CANARYD_T_UNSET_SENTINEL_PW");
+  EXPECT_EQ(load_string(with("redis:\n  url: \"redis+sentinel://s1/m\"\n")).redis->db, 0);
+}
+
+TEST(ConfigSections, RedisSentinelListAndUsernameKeysMakeTheCanonicalUrl) {
+  Config c = load_string(with(R"(redis:
+  sentinels: ["10.0.0.1:26379", "10.0.0.2", "[fd00::3]:26380"]
+  master_name: cache-1
+  username: canaryd
+)"));
+  const RedisConfig& r = *c.redis;
+  EXPECT_EQ(r.mode, RedisMode::sentinel);
+  EXPECT_FALSE(r.tls);
+  ASSERT_EQ(r.nodes.size(), 3u);
+  EXPECT_EQ(r.nodes[1].port, 26379);
+  EXPECT_EQ(r.host, "10.0.0.1");
+  EXPECT_EQ(r.master_name, "cache-1");
+  EXPECT_EQ(r.url, "redis+sentinel://canaryd@10.0.0.1:26379,10.0.0.2:26379,[fd00::3]:26380/cache-1/0");
+  // The printed config says the same thing in its one-key form, and reads back to it.
+  Config back = load_string(to_yaml_redacted(c));
+  EXPECT_EQ(back.redis->url, r.url);
+  EXPECT_EQ(back.redis->username, "canaryd");
+  EXPECT_EQ(back.redis->master_name, "cache-1");
+  EXPECT_EQ(back.redis->nodes.size(), 3u);
+  EXPECT_EQ(to_yaml_redacted(back), to_yaml_redacted(c));
+  // A master name given by key to a URL without one.
+  EXPECT_EQ(load_string(with("redis:\n  url: \"redis+sentinel://s1\"\n  master_name: m\n")).redis->url,
+            "redis+sentinel://s1:26379/m/0");
+}
+
+TEST(ConfigSections, RedisCluster) {
+  Config c = load_string(with("redis:\n  url: \"redis+cluster://n1:7000,n2:7001,n3\"\n"));
+  const RedisConfig& r = *c.redis;
+  EXPECT_EQ(r.mode, RedisMode::cluster);
+  EXPECT_FALSE(r.tls);
+  ASSERT_EQ(r.nodes.size(), 3u);
+  EXPECT_EQ(r.nodes[2].port, 6379);
+  EXPECT_EQ(r.db, 0);
+  // redis.cluster: true turns a one-host URL into a seed node; rediss:// keeps TLS.
+  Config k = load_string(with("redis:\n  url: \"rediss://node-1.example.com:6380\"\n  cluster: true\n"
+                              "  username: app\n"));
+  EXPECT_EQ(k.redis->mode, RedisMode::cluster);
+  EXPECT_TRUE(k.redis->tls);
+  ASSERT_EQ(k.redis->nodes.size(), 1u);
+  EXPECT_EQ(k.redis->nodes[0].host, "node-1.example.com");
+  EXPECT_EQ(k.redis->url, "rediss+cluster://app@node-1.example.com:6380");
+  EXPECT_EQ(load_string(to_yaml_redacted(k)).redis->mode, RedisMode::cluster);
+  EXPECT_EQ(load_string(with("redis:\n  url: \"redis://a:7000/0\"\n  cluster: false\n")).redis->mode,
+            RedisMode::standalone);
+  EXPECT_EQ(load_string(with("redis:\n  url: \"redis+cluster://a/0\"\n")).redis->mode, RedisMode::cluster);
+}
+
+TEST(ConfigErrors, RedisTopologyKeysNameTheKeyAndLine) {
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a:1,b:2/0\"\n")),
+            "t.yaml:10: redis.url: one host only in a redis:// URL (several: redis+sentinel:// or redis+cluster://)");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1,s2\"\n")),
+            "t.yaml:10: redis.url: the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], "
+            "or set redis.master_name");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1/m/x\"\n")),
+            "t.yaml:10: redis.url: database must be a number, as in redis+sentinel://host:26379/mymaster/0, got \"/x\"");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1,,s2/m\"\n")),
+            "t.yaml:10: redis.url: empty host in the host list");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+cluster://a,b/3\"\n")),
+            "t.yaml:10: redis.url: Redis Cluster has only db 0: write redis+cluster://host1:6379,host2:6379 with no path");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a/3\"\n  cluster: true\n")),
+            "t.yaml:10: redis.url: Redis Cluster has only db 0, got db 3");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+cluster://a\"\n  cluster: false\n")),
+            "t.yaml:11: redis.cluster: is false, but redis.url is a redis+cluster:// URL: remove one of them");
+  EXPECT_EQ(error_of(with("redis:\n  sentinels: [\"s1\"]\n  master_name: m\n  cluster: true\n")),
+            "t.yaml:12: redis.cluster: Sentinel and Cluster are two topologies: choose one");
+  EXPECT_EQ(error_of(with("redis:\n  sentinels: [\"s1:26379\"]\n")),
+            "t.yaml:10: redis.sentinels: redis.master_name is required with redis.sentinels (the name the sentinels "
+            "monitor)");
+  EXPECT_EQ(error_of(with("redis:\n  sentinels: []\n  master_name: m\n")),
+            "t.yaml:10: redis.sentinels: must list at least one sentinel (\"host:port\")");
+  EXPECT_EQ(error_of(with("redis:\n  sentinels:\n    - \"s1:26379\"\n    - \"s2:99999\"\n  master_name: m\n")),
+            "t.yaml:12: redis.sentinels[1]: invalid port \"99999\" (expected 1..65535) (expected \"host:port\", e.g. "
+            "\"10.0.0.1:26379\")");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a\"\n  sentinels: [\"s1\"]\n  master_name: m\n")),
+            "t.yaml:11: redis.sentinels: redis.url is given too: name the sentinels in one place, either here (with "
+            "redis.master_name) or as redis.url: \"redis+sentinel://host1:26379,host2:26379/<master>\"");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1/one\"\n  master_name: two\n")),
+            "t.yaml:11: redis.master_name: redis.url names the master already (\"one\"): give it in one place");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a\"\n  master_name: m\n")),
+            "t.yaml:11: redis.master_name: only with Sentinel (redis.sentinels, or redis.url: "
+            "\"redis+sentinel://host:26379/<master>\")");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a\"\n  sentinel_password_env: X\n")),
+            "t.yaml:11: redis.sentinel_password_env: only with Sentinel (the sentinels' own password)");
+  EXPECT_EQ(error_of(with("redis:\n  url: \"redis://alice@a\"\n  username: bob\n")),
+            "t.yaml:11: redis.username: redis.url names another user (\"alice\"): give it in one place");
+  EXPECT_EQ(error_of(with("redis:\n  username: \"a b\"\n")),
+            "t.yaml:10: redis.username: invalid ACL user name, got \"a b\"");
+  EXPECT_EQ(error_of(with("redis:\n  namespace: \"{x}\"\n")),
+            "t.yaml:10: redis.namespace: must not contain '{' or '}' (Redis Cluster hash tags)");
+}
+
 TEST(ConfigDurations, Parse) {
   EXPECT_EQ(parse_duration("500ms"), 500ms);
   EXPECT_EQ(parse_duration("30s"), 30s);
@@ -424,7 +538,11 @@ TEST(ConfigErrors, RedisUrlWithPasswordRejectedAndNotEchoed) {
             "remove it and name the variable in redis.password_env");
   EXPECT_EQ(msg.find("s3cretpw"), std::string::npos);
   EXPECT_EQ(error_of(with("redis:\n  url: \"http://cache\"\n")),
-            "t.yaml:10: redis.url: scheme must be redis:// or rediss:// (TLS), got \"http://\"");
+            "t.yaml:10: redis.url: scheme must be redis:// or rediss:// (TLS), redis+sentinel:// or "
+            "rediss+sentinel://, redis+cluster:// or rediss+cluster://, got \"http://\"");
+  msg = error_of(with("redis:\n  url: \"redis+sentinel://u:s3cretpw@s1,s2/m\"\n"));
+  EXPECT_NE(msg.find("a password in the URL is not allowed"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("s3cretpw"), std::string::npos);
   EXPECT_EQ(error_of(with("redis:\n  url: \"redis://cache/x\"\n")),
             "t.yaml:10: redis.url: database must be a number, as in redis://host:6379/0, got \"/x\"");
 }
