@@ -361,6 +361,56 @@ double ErrorRateTest::odds_ratio_estimate() const {
   return mh_numerator_ / mh_denominator_;
 }
 
+OddsRatioMonitor::OddsRatioMonitor(double null_odds_ratio) {
+  log_psi0_ = null_odds_ratio >= 1 ? std::log(null_odds_ratio) : 0.0;
+  const auto& g = grid_values().log_psi;
+  for (std::size_t k = 0; k < kGridSize; ++k) log_psis_[k] = log_psi0_ + g[k];
+  log_psis_[kGridSize] = log_psi0_;
+  log_s_.fill(-kInf);
+}
+
+void OddsRatioMonitor::look(std::uint64_t canary_total, std::uint64_t canary_events, std::uint64_t control_total,
+                            std::uint64_t control_events) {
+  ++looks_;
+  const double t = static_cast<double>(looks_);
+  const double log_pi = -std::log(t) - std::log1p(t);  // pi_t = 1 / (t (t+1))
+
+  const std::uint64_t n1 = canary_total;
+  const std::uint64_t n2 = control_total;
+  const std::uint64_t x = std::min(canary_events, n1);
+  const std::uint64_t m = x + std::min(control_events, n2);
+  std::array<double, kGridSize + 1> lr{};  // zeros: an uninformative batch
+  if (n1 > 0 && n2 > 0 && m > 0 && m < n1 + n2) {
+    log_likelihood_ratios(x, n1, n2, m, log_psis_, lr);
+    const double base = lr[kGridSize];  // log f(x; psi0) - log f(x; 1)
+    for (std::size_t k = 0; k < kGridSize; ++k) lr[k] -= base;
+    const double total = static_cast<double>(n1 + n2);
+    mh_numerator_ += static_cast<double>(x) * static_cast<double>(n2 - (m - x)) / total;
+    mh_denominator_ += static_cast<double>(n1 - x) * static_cast<double>(m - x) / total;
+    ++batches_;
+  }
+  std::array<double, kGridSize + 1> terms;
+  for (std::size_t k = 0; k < kGridSize; ++k) {
+    // log(S + pi) = logaddexp(log S, log pi)
+    const double a = log_s_[k];
+    const double b = log_pi;
+    const double hi = std::max(a, b);
+    const double sum = hi + std::log1p(std::exp(std::min(a, b) - hi));
+    log_s_[k] = lr[k] + sum;
+    terms[k] = log_s_[k] - std::log(static_cast<double>(kGridSize));
+  }
+  terms[kGridSize] = -std::log1p(t);  // the starts not reached yet: sum_{s>t} pi_s = 1/(t+1)
+  log_e_ = log_sum_exp(terms);
+}
+
+double OddsRatioMonitor::odds_ratio_estimate() const {
+  if (batches_ == 0) return kNaN;
+  if (mh_denominator_ == 0) return mh_numerator_ > 0 ? kInf : kNaN;
+  return mh_numerator_ / mh_denominator_;
+}
+
+void OddsRatioMonitor::reset() { *this = OddsRatioMonitor(std::exp(log_psi0_)); }
+
 // ---------------------------------------------------------------------------
 
 namespace {
@@ -556,6 +606,82 @@ LatencyComparison compare_latency(std::span<const double> canary, std::span<cons
   return r;
 }
 
+namespace {
+
+// U of xs against ys (both sorted) and its tie-corrected null variance, as in
+// mann_whitney_sorted.
+void u_and_variance(std::span<const double> xs, std::span<const double> ys, double& u, double& var) {
+  const std::uint64_t n1 = xs.size();
+  const std::uint64_t n2 = ys.size();
+  std::uint64_t twice_r1 = 0;
+  unsigned __int128 tie_term = 0;
+  std::size_t i = 0, j = 0;
+  std::uint64_t ranked = 0;
+  while (i < n1 || j < n2) {
+    const double v = (j >= n2 || (i < n1 && xs[i] <= ys[j])) ? xs[i] : ys[j];
+    std::uint64_t cx = 0, cy = 0;
+    while (i < n1 && xs[i] == v) ++i, ++cx;
+    while (j < n2 && ys[j] == v) ++j, ++cy;
+    const std::uint64_t c = cx + cy;
+    twice_r1 += cx * (2 * ranked + c + 1);
+    const unsigned __int128 c128 = c;
+    tie_term += c128 * c128 * c128 - c128;
+    ranked += c;
+  }
+  const std::uint64_t n = n1 + n2;
+  u = static_cast<double>(twice_r1 - n1 * (n1 + 1)) / 2;
+  var = static_cast<double>(n1 * n2) / 12 *
+        (static_cast<double>(n + 1) - static_cast<double>(tie_term) / static_cast<double>(n * (n - 1)));
+}
+
+}  // namespace
+
+StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
+                                                       double confidence) {
+  StratifiedLatencyComparison r;
+  r.z = r.p = r.ratio = r.ratio_lower = r.ratio_upper = kNaN;
+  if (!(max_increase > -1) || !(confidence > 0 && confidence < 1)) return r;
+  const double shift = std::log1p(max_increase);
+  auto log_of = [](double s) { return std::log(std::max(s, 1e-9)); };
+  std::vector<double> pooled_x;
+  std::vector<double> pooled_y;
+  std::vector<double> xs;
+  std::vector<double> ys;
+  double numerator = 0;
+  double variance = 0;
+  for (const auto& st : strata) {
+    if (st.canary.empty() || st.control.empty()) continue;
+    xs.resize(st.canary.size());
+    ys.resize(st.control.size());
+    std::transform(st.canary.begin(), st.canary.end(), xs.begin(), [&](double v) { return log_of(v) - shift; });
+    std::transform(st.control.begin(), st.control.end(), ys.begin(), log_of);
+    std::sort(xs.begin(), xs.end());
+    std::sort(ys.begin(), ys.end());
+    double u = 0;
+    double v = 0;
+    u_and_variance(xs, ys, u, v);
+    if (!(v > 0)) continue;
+    const double m = static_cast<double>(xs.size());
+    const double n = static_cast<double>(ys.size());
+    const double w = 1 / (m + n + 1);
+    numerator += w * (u - m * n / 2);
+    variance += w * w * v;
+    ++r.strata;
+    r.canary_samples += xs.size();
+    r.control_samples += ys.size();
+    pooled_x.insert(pooled_x.end(), st.canary.begin(), st.canary.end());
+    pooled_y.insert(pooled_y.end(), st.control.begin(), st.control.end());
+  }
+  if (r.strata == 0) return r;
+  r.z = numerator / std::sqrt(variance);
+  r.p = normal_sf(r.z);
+  const LatencyComparison pooled = compare_latency(pooled_x, pooled_y, max_increase, confidence);
+  r.ratio = pooled.ratio;
+  r.ratio_lower = pooled.ratio_lower;
+  r.ratio_upper = pooled.ratio_upper;
+  return r;
+}
+
 // ---------------------------------------------------------------------------
 
 ChiSquare chi_square_gof(std::span<const double> observed, std::span<const double> expected_probabilities) {
@@ -593,6 +719,20 @@ ChiSquare sample_ratio_mismatch(std::uint64_t canary, std::uint64_t control, dou
   const std::array<double, 2> observed{static_cast<double>(canary), static_cast<double>(control)};
   const std::array<double, 2> expected{canary_weight, 1 - canary_weight};
   return chi_square_gof(observed, expected);
+}
+
+double srm_log_e(std::uint64_t canary, std::uint64_t control, double weight, double concentration) {
+  if (!(weight > 0 && weight < 1) || !(concentration > 0) || !std::isfinite(concentration)) return kNaN;
+  if (canary == 0 && control == 0) return 0;
+  const NoThrowDouble pol;
+  auto lbeta = [&](double a, double b) {
+    return boost::math::lgamma(a, pol) + boost::math::lgamma(b, pol) - boost::math::lgamma(a + b, pol);
+  };
+  const double a = concentration * weight;
+  const double b = concentration * (1 - weight);
+  const double x = static_cast<double>(canary);
+  const double y = static_cast<double>(control);
+  return lbeta(x + a, y + b) - lbeta(a, b) - x * std::log(weight) - y * std::log1p(-weight);
 }
 
 // ---------------------------------------------------------------------------

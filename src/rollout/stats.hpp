@@ -12,6 +12,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -137,6 +138,64 @@ class ErrorRateTest {
 void log_likelihood_ratios(std::uint64_t x, std::uint64_t n1, std::uint64_t n2, std::uint64_t m,
                            std::span<const double> log_psis, std::span<double> out);
 
+// The judge's form of the test above, for a whole rollout: H0 "in every batch
+// the canary's odds are <= psi0 times control's" (psi0 = 1 for errors; 1 + the
+// allowed increase for a quality signal), always valid at any alpha, and quick
+// to notice a canary that turns bad late.
+//
+// ErrorRateTest's product of likelihood ratios has one flaw for a judge that
+// runs for an hour: a long healthy stretch pushes every prod_j LR_j(psi_k)
+// far below 1, so a canary that degrades at minute 40 must first win that
+// deficit back (at 10 000 healthy requests, hundreds of errors). The monitor
+// therefore also mixes over the look s at which the canary may have turned
+// bad (Lorden 1971, "Procedures for reacting to a change in distribution",
+// Ann. Math. Statist. 42(6):1897-1908, and Shiryaev-Roberts, take the
+// alternative to start at an unknown time; here the start is mixed with
+// weights that sum to 1 so the result stays an e-process):
+//   E_t = sum_{s<=t} pi_s (1/K) sum_k prod_{j=s..t} LR_j(psi0 g_k)  +  sum_{s>t} pi_s,
+//   pi_s = 1 / (s (s+1))  (sum 1),  g_k the ErrorRateTest grid (1.1 .. 50).
+// Each term is a nonnegative supermartingale under H0 that equals pi_s until
+// its start (the conditional LR against psi0 has mean <= 1 for any psi <= psi0
+// by the monotone likelihood ratio of Fisher's noncentral hypergeometric), so
+// E_t is one with E_0 = 1 and Ville's inequality gives
+// P_H0(sup_t E_t >= 1/alpha) <= alpha (Ramdas et al. 2023, section 3). The price
+// of the mixture is log(s (s+1)) nats of evidence for a change at look s
+// (log 2 at the first look, 9.6 at look 120 = 20 minutes at 10 s), against the
+// unbounded deficit of a plain product. O(K) per look on top of the batch's
+// likelihood ratios (log_likelihood_ratios), recursion in logs:
+//   S_k(t) = LR_t(psi0 g_k) (S_k(t-1) + pi_t),   E_t = (1/K) sum_k S_k(t) + 1/(t+1).
+class OddsRatioMonitor {
+ public:
+  static constexpr std::size_t kGridSize = ErrorRateTest::kGridSize;
+
+  // psi0 >= 1 (the null's largest odds ratio); NaN or below 1 is taken as 1.
+  explicit OddsRatioMonitor(double null_odds_ratio = 1);
+
+  // One look: the counts since the previous look (all zero is fine: the look
+  // still counts for pi). Counts above their totals are clamped.
+  void look(std::uint64_t canary_total, std::uint64_t canary_events, std::uint64_t control_total,
+            std::uint64_t control_events);
+
+  double log_e_value() const { return log_e_; }
+  bool rejects(double alpha) const { return alpha > 0 && log_e_ >= -std::log(alpha); }
+  std::uint64_t looks() const { return looks_; }
+  std::uint64_t informative_batches() const { return batches_; }
+  double null_odds_ratio() const { return std::exp(log_psi0_); }
+  // Mantel-Haenszel common odds ratio over every batch seen (as ErrorRateTest).
+  double odds_ratio_estimate() const;
+  void reset();
+
+ private:
+  double log_psi0_ = 0;
+  std::array<double, kGridSize + 1> log_psis_{};  // psi0 g_k, then psi0 itself
+  std::array<double, kGridSize> log_s_{};         // log S_k(t)
+  double log_e_ = 0;
+  std::uint64_t looks_ = 0;
+  std::uint64_t batches_ = 0;
+  double mh_numerator_ = 0;
+  double mh_denominator_ = 0;
+};
+
 // ---------------------------------------------------------------------------
 // Rank tests for latency.
 
@@ -205,6 +264,46 @@ struct LatencyComparison {
 LatencyComparison compare_latency(std::span<const double> canary, std::span<const double> control,
                                   double max_increase, double confidence);
 
+// One time slice of both arms' latencies (seconds), for the stratified test.
+struct LatencyStratum {
+  std::span<const double> canary;
+  std::span<const double> control;
+};
+
+struct StratifiedLatencyComparison {
+  std::size_t strata = 0;           // strata with samples on both sides (the others are left out)
+  std::size_t canary_samples = 0;   // in those strata
+  std::size_t control_samples = 0;
+  double z = 0;  // van Elteren's z of the shifted canary log latencies
+  double p = 0;  // one-sided, H0: canary <= (1 + max_increase) x control in every stratum
+  // exp(HL) and its Lehmann-Moses interval over the pooled samples of those
+  // strata (display: compare_latency's ratio fields).
+  double ratio = 0;
+  double ratio_lower = 0;
+  double ratio_upper = 0;
+};
+
+// compare_latency's hypothesis tested within time slices: the window's slices
+// are the strata, so canary and control samples are only ever ranked against
+// each other's from the same few seconds. A pooled test compares two mixtures
+// over time whose mixing weights differ as soon as the arms' traffic shares
+// change within the window (a step from 10 % to 25 % puts most canary samples
+// in the window's last minutes, most control samples before): a provider
+// slower at one moment then looks like a slow canary. Stratifying removes
+// that. Method: van Elteren (1960), "On the combination of independent
+// two-sample tests of Wilcoxon", Bull. Int. Statist. Inst. 37:351-361: per
+// stratum s with sizes m_s, n_s the Mann-Whitney U_s of (log canary -
+// log1p(max_increase)) against log control, its null mean m_s n_s / 2 and
+// tie-corrected variance V_s (as mann_whitney_greater), weights
+// w_s = 1 / (m_s + n_s + 1), and
+//   z = sum_s w_s (U_s - m_s n_s / 2) / sqrt(sum_s w_s^2 V_s),  p = 1 - Phi(z)
+// (no continuity correction: with one stratum z is mann_whitney_greater's
+// without its -0.5). Strata with an empty side, or whose samples are all tied
+// (V_s = 0), are left out. NaN z/p and ratio fields when none is left.
+// O(N log N) in all samples.
+StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
+                                                       double confidence);
+
 // ---------------------------------------------------------------------------
 // Sample-ratio mismatch.
 
@@ -227,6 +326,20 @@ ChiSquare chi_square_gof(std::span<const double> observed, std::span<const doubl
 // {weight, 1 - weight}) (Fabijan et al. 2019, "Diagnosing sample ratio
 // mismatch in online controlled experiments", KDD '19).
 ChiSquare sample_ratio_mismatch(std::uint64_t canary, std::uint64_t control, double canary_weight);
+
+// Sequential SRM of a two-arm split: log of the Bayes factor of the users seen
+// (canary, control) for "each new user is on the canary with probability q,
+// q ~ Beta(c w, c (1-w))" against "with probability w":
+//   log E = log B(x + c w, y + c (1-w)) - log B(c w, c (1-w)) - x log w - y log(1-w).
+// Under H0 (the split assigns each user independently with probability w) E is
+// a nonnegative martingale in the users as they arrive, so pausing at
+// E >= 1/alpha is always valid however often it is looked at: the two-arm case
+// of Lindon & Malek (2022), "Anytime-valid inference for multinomial count
+// data", NeurIPS 2022 (the Dirichlet-multinomial test behind Optimizely's and
+// Netflix's sequential SRM checks). c = `concentration` sets which mismatch it
+// is quickest on (prior sd of q: sqrt(w (1-w) / (c+1)), 0.03 at w = 0.1,
+// c = 100). NaN unless 0 < w < 1 and c > 0; 0 for no users.
+double srm_log_e(std::uint64_t canary, std::uint64_t control, double weight, double concentration = 100);
 
 // ---------------------------------------------------------------------------
 // Critical error-rate guard.

@@ -291,6 +291,125 @@ for (n, x, p0) in binom_cases:
     binom_rows.append((n, x, p0, ref, "closed" if closed is not None else "quad"))
 note(f"binomial: {len(binom_rows)} rows ({sum(r[4] == 'quad' for r in binom_rows)} by quadrature only)")
 
+# --- 6. OddsRatioMonitor: the start-time mixture ----------------------------
+def log_lr_against(x, n1, n2, m, log_psis, log_psi0):
+    """log f(x; psi) - log f(x; psi0) by gammaln over the whole support."""
+    lo, hi = max(0, m - n2), min(n1, m)
+    y = np.arange(lo, hi + 1, dtype=float)
+    lc = -(sp.gammaln(y + 1) + sp.gammaln(n1 - y + 1) + sp.gammaln(m - y + 1) + sp.gammaln(n2 - m + y + 1))
+    base = x * log_psi0 - sp.logsumexp(lc + y * log_psi0)
+    return np.array([x * lp - sp.logsumexp(lc + y * lp) - base for lp in log_psis])
+
+
+# (psi0, batches); an all-zero batch is a look without data.
+monitor_cases = [
+    (1.0, [(20, 1, 180, 0), (0, 0, 0, 0), (25, 2, 175, 1), (22, 0, 178, 1), (20, 3, 180, 0), (18, 2, 182, 1)]),
+    (1.5, [(100, 5, 900, 10), (110, 9, 890, 8), (0, 0, 50, 1), (120, 12, 880, 9), (90, 10, 910, 6),
+           (100, 11, 900, 7), (95, 9, 905, 10)]),
+    # A healthy stretch, then a canary at 10x: the mixture over starts recovers.
+    (1.0, [(50, 0, 450, 2)] * 12 + [(50, 5, 450, 2)] * 4),
+]
+monitor_rows = []
+for (psi0, batches) in monitor_cases:
+    lpsi0 = math.log(psi0)
+    lps = [lpsi0 + g for g in grid_log]
+    per_batch = []
+    for (n1, x, n2, c) in batches:
+        m = x + c
+        if n1 == 0 or n2 == 0 or m == 0 or m == n1 + n2:
+            per_batch.append(np.zeros(K))
+        else:
+            lr = log_lr_against(x, n1, n2, m, lps, lpsi0)
+            # scipy.stats where it is finite, as a check of the gammaln sums.
+            h = st.nchypergeom_fisher(M=n1 + n2, n=n1, N=m, odds=psi0).logpmf(x)
+            ref = np.array([st.nchypergeom_fisher(M=n1 + n2, n=n1, N=m, odds=math.exp(v)).logpmf(x) - h
+                            for v in lps])
+            ok = np.isfinite(ref)
+            assert np.max(np.abs(ref[ok] - lr[ok])) < 1e-9
+            per_batch.append(lr)
+    log_es = []
+    for t in range(1, len(batches) + 1):
+        # Explicit sum over the starts s = 1..t (the C++ uses the recursion).
+        terms = []
+        for s_ in range(1, t + 1):
+            cum = np.sum(per_batch[s_ - 1:t], axis=0)
+            terms.extend(cum - math.log(K) - math.log(s_) - math.log(s_ + 1))
+        terms.append(-math.log(t + 1))
+        log_es.append(float(sp.logsumexp(terms)))
+    monitor_rows.append((psi0, batches, log_es))
+note(f"monitor: {len(monitor_rows)} sequences, last log E {[round(r[2][-1], 3) for r in monitor_rows]}")
+
+# --- 7. stratified (van Elteren) latency comparison -------------------------
+def stratified_ref(strata, inc, conf):
+    num, var = 0.0, 0.0
+    pooled_c, pooled_k = [], []
+    used = 0
+    for (canary, control) in strata:
+        if not canary or not control:
+            continue
+        lx = np.array([math.log(max(v, 1e-9)) - math.log1p(inc) for v in canary])
+        ly = np.array([math.log(max(v, 1e-9)) for v in control])
+        u = float(st.mannwhitneyu(lx, ly, alternative="greater", method="asymptotic").statistic)
+        m_, n_ = len(lx), len(ly)
+        n = m_ + n_
+        _, t = np.unique(st.rankdata(np.concatenate([lx, ly])), return_counts=True)
+        tie = int((t.astype(np.int64) ** 3 - t).sum())
+        v = m_ * n_ / 12 * ((n + 1) - tie / (n * (n - 1)))
+        if not v > 0:
+            continue
+        w_ = 1.0 / (n + 1)
+        num += w_ * (u - m_ * n_ / 2)
+        var += w_ * w_ * v
+        used += 1
+        pooled_c += canary
+        pooled_k += control
+    z = num / math.sqrt(var)
+    _, _, _, ratio, lower, upper = latency_ref(pooled_c, pooled_k, inc, conf)
+    return used, z, float(st.norm.sf(z)), ratio, lower, upper
+
+
+# Each case: strata as (seed_c, n_c, scale_c, seed_k, n_k, scale_k), then quantum, max_increase, confidence.
+strat_cases = [
+    ([(51, 10, 1.0, 52, 64, 1.0), (53, 12, 1.0, 54, 64, 1.0), (55, 8, 1.0, 56, 64, 1.0)], 1000, 0.25, 0.95),
+    ([(57, 10, 1.5, 58, 64, 1.0), (59, 12, 1.5, 60, 64, 1.0), (61, 0, 1.5, 62, 64, 1.0), (63, 9, 1.5, 64, 0, 1.0)],
+     1000, 0.25, 0.95),
+    # Time effect: the slow stratum has most canary samples, the fast most control ones.
+    ([(65, 30, 2.0, 66, 5, 2.0), (67, 5, 1.0, 68, 30, 1.0)], 100, 0.0, 0.9),
+    ([(69, 40, 1.1, 70, 40, 1.0)], 0, 0.0, 0.95),
+]
+strat_rows = []
+for (spec, q, inc, conf) in strat_cases:
+    strata = [(sample(a, b, c, q), sample(d, e, f, q)) for (a, b, c, d, e, f) in spec]
+    strat_rows.append((spec, q, inc, conf) + stratified_ref(strata, inc, conf))
+# One stratum = mann_whitney_greater without the continuity correction.
+one = strat_rows[-1]
+note(f"stratified: {len(strat_rows)} rows; z {[round(r[5], 4) for r in strat_rows]}")
+
+# --- 8. sequential SRM (Dirichlet-multinomial, two arms) --------------------
+def srm_closed(x, y, w, c):
+    a, b = c * w, c * (1 - w)
+    return float(sp.betaln(x + a, y + b) - sp.betaln(a, b) - x * math.log(w) - y * math.log1p(-w))
+
+
+def srm_quad(x, y, w, c):
+    a, b = c * w, c * (1 - w)
+    def f(q):
+        return math.exp(st.beta(a, b).logpdf(q) + x * (math.log(q) - math.log(w)) + y * (math.log1p(-q) - math.log1p(-w)))
+    peak = (x + a - 1) / (x + y + a + b - 2) if x + y + a + b > 2 else w
+    val, _ = scipy.integrate.quad(f, 0, 1, points=[min(max(peak, 1e-9), 1 - 1e-9)], epsabs=0, epsrel=1e-12, limit=500)
+    return math.log(val)
+
+
+srm_cases = [(10, 90, 0.1, 100.0), (150, 850, 0.1, 100.0), (100, 900, 0.1, 100.0), (260, 740, 0.25, 100.0),
+             (0, 30, 0.1, 100.0), (520, 480, 0.5, 10.0), (1500, 8500, 0.1, 100.0), (3, 2, 0.3, 1.0)]
+srm_rows = []
+for (x, y, w_, c) in srm_cases:
+    closed = srm_closed(x, y, w_, c)
+    quad = srm_quad(x, y, w_, c)
+    assert abs(closed - quad) < 1e-7 * max(1.0, abs(closed)), (x, y, w_, c, closed, quad)
+    srm_rows.append((x, y, w_, c, closed))
+note(f"srm: {len(srm_rows)} rows")
+
 # --- output -------------------------------------------------------------------
 def vec(v):
     return "{" + ", ".join(fmt(e) for e in v) + "}"
@@ -360,5 +479,27 @@ w("// betaln/betainc, or scipy.integrate.quad where betainc underflows).")
 w("const std::vector<BinomRow> kBinomRows = {")
 for (n, x, p0, ref, kind) in binom_rows:
     w(f"    {{{n}, {x}, {fmt(p0)}, {fmt(ref)}}},  // {kind}")
+w("};")
+w("")
+w("// OddsRatioMonitor: psi0, batches (canary total, canary events, control total, control")
+w("// events), log E after each look (explicit sum over the start looks, gammaln sums).")
+w("const std::vector<MonitorRow> kMonitorRows = {")
+for (psi0, batches, log_es) in monitor_rows:
+    bs = ", ".join(f"{{{a}, {b}, {c}, {d}}}" for (a, b, c, d) in batches)
+    w(f"    {{{fmt(psi0)}, {{{bs}}}, {vec(log_es)}}},")
+w("};")
+w("")
+w("// compare_latency_stratified: strata (canary seed, n, scale; control seed, n, scale), quantum,")
+w("// max_increase, confidence; strata used, z, p, ratio, ratio_lower, ratio_upper.")
+w("const std::vector<StratifiedRow> kStratifiedRows = {")
+for r in strat_rows:
+    spec = ", ".join("{" + ", ".join([str(a), str(b), fmt(c), str(d), str(e), fmt(f)]) + "}" for (a, b, c, d, e, f) in r[0])
+    w(f"    {{{{{spec}}}, {fmt(r[1])}, {fmt(r[2])}, {fmt(r[3])}, {r[4]}, " + ", ".join(fmt(v) for v in r[5:]) + "},")
+w("};")
+w("")
+w("// srm_log_e: canary users, control users, weight, concentration, log E (betaln; checked by quad).")
+w("const std::vector<SrmRow> kSrmRows = {")
+for (x, y, w_, c, ref) in srm_rows:
+    w(f"    {{{x}, {y}, {fmt(w_)}, {fmt(c)}, {fmt(ref)}}},")
 w("};")
 print("\n".join(out))

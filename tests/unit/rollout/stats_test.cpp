@@ -67,6 +67,30 @@ struct BinomRow {
   double p0, log_e;
 };
 
+struct MonitorRow {
+  double psi0;
+  std::vector<std::array<std::uint64_t, 4>> batches;
+  std::vector<double> log_e;
+};
+struct StratumSpec {
+  std::uint64_t seed_canary;
+  std::size_t n_canary;
+  double scale_canary;
+  std::uint64_t seed_control;
+  std::size_t n_control;
+  double scale_control;
+};
+struct StratifiedRow {
+  std::vector<StratumSpec> strata;
+  double quantum, max_increase, confidence;
+  std::size_t used;
+  double z, p, ratio, lower, upper;
+};
+struct SrmRow {
+  std::uint64_t canary, control;
+  double weight, concentration, log_e;
+};
+
 // Reference tables: tests/unit/rollout/stats_reference.py (scipy).
 #include "stats_reference.inc"
 
@@ -603,6 +627,231 @@ TEST(StatsAlphaSpent, SumsToAtMostAlpha) {
   EXPECT_LE(sum, kAlpha);
   EXPECT_LE(sum + tail, kAlpha * (1 + 1e-12));
   EXPECT_GT(sum + tail, kAlpha * (1 - 1e-6));  // and it spends (almost) all of alpha
+}
+
+// ---------------------------------------------------------------------------
+// OddsRatioMonitor (the start-time mixture).
+
+// The recursion against the explicit sum over start looks (Python, gammaln
+// sums checked against scipy.stats): 1e-9 relative on log E.
+TEST(StatsMonitor, MatchesTheExplicitMixture) {
+  for (const auto& r : kMonitorRows) {
+    OddsRatioMonitor m(r.psi0);
+    EXPECT_DOUBLE_EQ(m.null_odds_ratio(), r.psi0);
+    for (std::size_t t = 0; t < r.batches.size(); ++t) {
+      const auto& b = r.batches[t];
+      m.look(b[0], b[1], b[2], b[3]);
+      EXPECT_TRUE(near_rel(m.log_e_value(), r.log_e[t], 1e-9)) << "psi0 " << r.psi0 << " look " << t + 1;
+    }
+    EXPECT_EQ(m.looks(), r.batches.size());
+  }
+}
+
+TEST(StatsMonitor, DegenerateInputsAndReset) {
+  OddsRatioMonitor m(0.5);  // below 1 is taken as 1
+  EXPECT_DOUBLE_EQ(m.null_odds_ratio(), 1);
+  EXPECT_EQ(m.log_e_value(), 0);
+  m.look(0, 0, 0, 0);  // no data: E stays 1 (mass moves from "not started" to started)
+  EXPECT_NEAR(m.log_e_value(), 0, 1e-15);
+  m.look(10, 50, 10, 0);  // events clamped to the totals: all canary requests failed
+  EXPECT_GT(m.log_e_value(), 0);
+  EXPECT_EQ(m.informative_batches(), 1u);
+  EXPECT_TRUE(std::isinf(m.odds_ratio_estimate()));
+  m.reset();
+  EXPECT_EQ(m.looks(), 0u);
+  EXPECT_EQ(m.log_e_value(), 0);
+  EXPECT_TRUE(std::isnan(m.odds_ratio_estimate()));
+}
+
+namespace {
+
+struct MonitorRun {
+  int rejected_at = -1;  // look index, -1 never
+  std::uint64_t canary_since_change = 0;
+};
+
+// Looks of 10 s with `requests` split `share` to the canary; canary_rate(b),
+// control_rate(b) per look b; binomial draws (the unit test's own simulator;
+// canaryd simulate drives the real judge).
+template <class CanaryRate, class ControlRate>
+MonitorRun monitor_rollout(std::mt19937_64& rng, int looks, int requests, double share, CanaryRate canary_rate,
+                           ControlRate control_rate, double psi0, double alpha, int change_at = 0) {
+  OddsRatioMonitor m(psi0);
+  MonitorRun r;
+  std::binomial_distribution<int> split(requests, share);
+  for (int b = 0; b < looks; ++b) {
+    const int n1 = split(rng);
+    const int n2 = requests - n1;
+    const int x1 = std::binomial_distribution<int>(n1, canary_rate(b))(rng);
+    const int x2 = std::binomial_distribution<int>(n2, control_rate(b))(rng);
+    m.look(n1, x1, n2, x2);
+    if (b >= change_at) r.canary_since_change += n1;
+    if (m.rejects(alpha)) {
+      r.rejected_at = b;
+      return r;
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+// Always valid: A/A at 2% errors, 330 looks (a whole default rollout), and
+// the null at its boundary (psi = psi0 = 1.5: canary odds 1.5x control's).
+TEST(StatsMonitor, MonteCarloFalseRejectionRateUnderH0) {
+  constexpr double kAlpha = 0.01;
+  constexpr int kRuns = 1000;
+  const double bound = kAlpha + 3 * std::sqrt(kAlpha * (1 - kAlpha) / kRuns);
+  std::mt19937_64 rng(4242);
+  int aa = 0;
+  int boundary = 0;
+  for (int run = 0; run < kRuns; ++run) {
+    aa += monitor_rollout(rng, 330, 200, 0.1, [](int) { return 0.02; }, [](int) { return 0.02; }, 1.0, kAlpha)
+              .rejected_at >= 0;
+    // odds 1.5 x (0.02/0.98) -> rate 0.0297
+    boundary += monitor_rollout(rng, 330, 200, 0.1, [](int) { return 0.030612 / 1.030612; },
+                                [](int) { return 0.02; }, 1.5, kAlpha)
+                    .rejected_at >= 0;
+  }
+  std::printf("monitor H0: A/A 2%% %d of %d rejected; at psi0 = 1.5 %d of %d\n", aa, kRuns, boundary, kRuns);
+  EXPECT_LE(aa / static_cast<double>(kRuns), bound);
+  EXPECT_LE(boundary / static_cast<double>(kRuns), bound);
+}
+
+// The point of the mixture: a canary healthy for 40 minutes (240 looks at
+// 20 req/s, 10%) that then fails 5% vs 0.1% is caught about as fast as one
+// bad from the start, where the plain product (ErrorRateTest) has to win back
+// the healthy stretch's deficit first.
+TEST(StatsMonitor, LateChangeIsCaughtQuickly) {
+  constexpr int kRuns = 300;
+  std::mt19937_64 rng(77);
+  std::vector<std::uint64_t> late;
+  int missed = 0;
+  auto canary = [](int b) { return b >= 240 ? 0.05 : 0.001; };
+  for (int run = 0; run < kRuns; ++run) {
+    const auto r = monitor_rollout(rng, 330, 200, 0.1, canary, [](int) { return 0.001; }, 1.0, 0.01 / 9, 240);
+    if (r.rejected_at < 240) {
+      ++missed;  // never, or (falsely) before the change
+      continue;
+    }
+    late.push_back(r.canary_since_change);
+  }
+  std::sort(late.begin(), late.end());
+  ASSERT_FALSE(late.empty());
+  const auto median = late[late.size() / 2];
+  std::printf("monitor, change at look 240: %d of %d missed; canary requests after the change: median %llu\n",
+              missed, kRuns, static_cast<unsigned long long>(median));
+  EXPECT_LE(missed, kRuns / 50);
+  EXPECT_LE(median, 400u);
+}
+
+// ---------------------------------------------------------------------------
+// The stratified latency comparison.
+
+TEST(StatsStratified, MatchesTheDirectComputation) {
+  for (const auto& r : kStratifiedRows) {
+    std::vector<std::vector<double>> canary, control;
+    for (const auto& s : r.strata) {
+      canary.push_back(sample(s.seed_canary, s.n_canary, s.scale_canary, r.quantum));
+      control.push_back(sample(s.seed_control, s.n_control, s.scale_control, r.quantum));
+    }
+    std::vector<LatencyStratum> strata;
+    for (std::size_t i = 0; i < canary.size(); ++i) strata.push_back({canary[i], control[i]});
+    const auto got = compare_latency_stratified(strata, r.max_increase, r.confidence);
+    EXPECT_EQ(got.strata, r.used);
+    EXPECT_TRUE(near_rel(got.z, r.z, 1e-12));
+    EXPECT_TRUE(near_rel(got.p, r.p, 1e-11));
+    EXPECT_TRUE(near_rel(got.ratio, r.ratio, 1e-12));
+    EXPECT_TRUE(near_rel(got.ratio_lower, r.lower, 1e-12));
+    EXPECT_TRUE(near_rel(got.ratio_upper, r.upper, 1e-12));
+  }
+}
+
+// One stratum is mann_whitney_greater without the continuity correction; a
+// time effect that fools the pooled test does not fool the stratified one.
+TEST(StatsStratified, OneStratumAndTimeEffects) {
+  const auto x = sample(69, 40, 1.1, 0);
+  const auto y = sample(70, 40, 1.0, 0);
+  std::vector<double> lx, ly;
+  for (double v : x) lx.push_back(std::log(v));
+  for (double v : y) ly.push_back(std::log(v));
+  const auto mw = mann_whitney_greater(lx, ly);
+  const LatencyStratum one[] = {{x, y}};
+  const auto st = compare_latency_stratified(one, 0.0, 0.95);
+  const double sigma = std::sqrt(40.0 * 40 / 12 * 81);  // no ties
+  EXPECT_NEAR(st.z, (mw.u - 800) / sigma, 1e-12);
+
+  // Both arms identical within each slice, but the canary's samples mostly in
+  // the slow slice: the pooled p is tiny, the stratified one is not.
+  const auto slow_c = sample(1, 300, 2.0, 0), slow_k = sample(2, 30, 2.0, 0);
+  const auto fast_c = sample(3, 30, 1.0, 0), fast_k = sample(4, 300, 1.0, 0);
+  std::vector<double> pc(slow_c), pk(slow_k);
+  pc.insert(pc.end(), fast_c.begin(), fast_c.end());
+  pk.insert(pk.end(), fast_k.begin(), fast_k.end());
+  const auto pooled = compare_latency(pc, pk, 0.25, 0.95);
+  const LatencyStratum two[] = {{slow_c, slow_k}, {fast_c, fast_k}};
+  const auto strat = compare_latency_stratified(two, 0.25, 0.95);
+  std::printf("time effect: pooled p %.3g (ratio %.2f), stratified p %.3g\n", pooled.p, pooled.ratio, strat.p);
+  EXPECT_LT(pooled.p, 1e-6);
+  EXPECT_GT(strat.p, 0.5);
+
+  const LatencyStratum none[] = {{x, {}}, {{}, y}};
+  const auto empty = compare_latency_stratified(none, 0.25, 0.95);
+  EXPECT_EQ(empty.strata, 0u);
+  EXPECT_TRUE(std::isnan(empty.p));
+  const std::vector<double> tied(5, 1.0);
+  const LatencyStratum ties[] = {{tied, tied}};
+  EXPECT_EQ(compare_latency_stratified(ties, 0.0, 0.95).strata, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Sequential SRM.
+
+TEST(StatsSrm, MatchesScipy) {
+  for (const auto& r : kSrmRows) {
+    EXPECT_TRUE(near_rel(srm_log_e(r.canary, r.control, r.weight, r.concentration), r.log_e, 1e-10))
+        << r.canary << "/" << r.control << " at " << r.weight;
+  }
+  EXPECT_EQ(srm_log_e(0, 0, 0.1), 0);
+  EXPECT_TRUE(std::isnan(srm_log_e(1, 1, 0)));
+  EXPECT_TRUE(std::isnan(srm_log_e(1, 1, 1)));
+  EXPECT_TRUE(std::isnan(srm_log_e(1, 1, 0.5, 0)));
+}
+
+// Always valid over users arriving one by one (checked after every user),
+// and quick on issue 14's skew (15% of users at weight 10%).
+TEST(StatsSrm, MonteCarloValidAndQuick) {
+  constexpr int kRuns = 1000;
+  constexpr double kAlpha = 0.001;
+  std::mt19937_64 rng(5);
+  std::bernoulli_distribution fair(0.1), skew(0.15);
+  int false_pauses = 0;
+  std::vector<int> users_to_pause;
+  for (int run = 0; run < kRuns; ++run) {
+    std::uint64_t x = 0, y = 0;
+    for (int u = 0; u < 5000; ++u) {
+      (fair(rng) ? x : y) += 1;
+      if (srm_log_e(x, y, 0.1) >= -std::log(kAlpha)) {
+        ++false_pauses;
+        break;
+      }
+    }
+    x = y = 0;
+    for (int u = 1; u <= 20000; ++u) {
+      (skew(rng) ? x : y) += 1;
+      if (srm_log_e(x, y, 0.1) >= -std::log(kAlpha)) {
+        users_to_pause.push_back(u);
+        break;
+      }
+    }
+  }
+  std::sort(users_to_pause.begin(), users_to_pause.end());
+  ASSERT_FALSE(users_to_pause.empty());
+  std::printf("SRM: %d of %d false pauses over 5000 users; skew 15%% at 10%%: %zu of %d paused, median %d users\n",
+              false_pauses, kRuns, users_to_pause.size(), kRuns, users_to_pause[users_to_pause.size() / 2]);
+  EXPECT_LE(false_pauses, 4);  // alpha 0.1%: expected <= 1
+  EXPECT_GE(users_to_pause.size(), 990u);
+  EXPECT_LE(users_to_pause[users_to_pause.size() / 2], 2000);
 }
 
 }  // namespace
