@@ -4,12 +4,14 @@
 // load time into the `*_value` fields and never printed (see to_yaml_redacted).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace canaryd::config {
@@ -76,13 +78,61 @@ struct RolloutStep {
   Duration pause = 0ms;    // 0 = no pause (the last step has none)
 };
 
+// The judge's checks (docs/rollout.md, "The judge"). The names are config keys
+// (rollout.analysis.checks.<name>) and metric label values; the last five are
+// the LLM quality signals, in canaryd::QualitySignal's order.
+enum class CheckId : std::uint8_t {
+  error_rate,
+  critical_error_rate,
+  duration,
+  ttfb,
+  p99_latency,
+  truncated,
+  content_filter,
+  empty,
+  tool_call_json,
+  response_json,
+};
+inline constexpr std::size_t kCheckCount = 10;
+inline constexpr std::size_t kFirstQualityCheck = 5;
+inline constexpr std::string_view kCheckNames[kCheckCount] = {
+    "error_rate", "critical_error_rate", "duration", "ttfb", "p99_latency",
+    "truncated", "content_filter", "empty", "tool_call_json", "response_json"};
+constexpr std::string_view check_name(CheckId id) { return kCheckNames[static_cast<std::size_t>(id)]; }
+constexpr bool is_quality_check(CheckId id) { return static_cast<std::size_t>(id) >= kFirstQualityCheck; }
+
+// rollout.analysis.checks.<name>.
+struct CheckConfig {
+  bool enabled = true;
+  bool dry_run = false;         // judged and shown, never acts
+  bool critical = false;        // acts on its first failing look, not after failure_limit
+  // Quality checks: H0 "canary odds <= (1 + max_increase) x control's".
+  double max_increase = 0.5;
+  bool lower_is_worse = false;  // direction: decrease (the share falling is the failure)
+};
+
+struct SrmConfig {
+  bool enabled = true;
+  double alpha = 0.001;         // per rollout step
+};
+
 struct AnalysisConfig {
   Duration interval = 10s;
   Duration window = 5min;
-  std::uint64_t min_requests = 100;
+  std::uint64_t min_requests = 100;  // no pass below this many canary requests in the window
+  double alpha = 0.01;               // false-rollback budget over a whole rollout, split among the checks
   double max_error_rate = 0.01;
-  Duration max_p99_latency = 1000ms;
+  double critical_error_rate = 0.2;  // far above it: fails at once
+  Duration max_p99_latency = 0ms;    // 0 = no absolute ceiling
   bool relative_to_control = true;
+  double max_latency_increase = 0.25;  // duration and TTFB against control's
+  std::uint32_t failure_limit = 2;     // consecutive failing looks before acting (critical checks: 1)
+  std::uint32_t inconclusive_limit = 60;  // consecutive inconclusive looks before pausing; 0 = never
+  std::array<CheckConfig, kCheckCount> checks{};
+  SrmConfig srm;
+
+  CheckConfig& check(CheckId id) { return checks[static_cast<std::size_t>(id)]; }
+  const CheckConfig& check(CheckId id) const { return checks[static_cast<std::size_t>(id)]; }
 };
 
 enum class OnFailure { rollback, pause };

@@ -125,9 +125,33 @@ std::string to_yaml_redacted(const Config& c) {
   o.dur("interval", r.analysis.interval);
   o.dur("window", r.analysis.window);
   o.kv("min_requests", r.analysis.min_requests);
+  o.num("alpha", r.analysis.alpha);
   o.num("max_error_rate", r.analysis.max_error_rate);
+  o.num("critical_error_rate", r.analysis.critical_error_rate);
   o.dur("max_p99_latency", r.analysis.max_p99_latency);
   o.flag("relative_to_control", r.analysis.relative_to_control);
+  o.num("max_latency_increase", r.analysis.max_latency_increase);
+  o.kv("failure_limit", r.analysis.failure_limit);
+  o.kv("inconclusive_limit", r.analysis.inconclusive_limit);
+  o.begin("checks");
+  for (std::size_t i = 0; i < kCheckCount; ++i) {
+    const auto id = static_cast<CheckId>(i);
+    const CheckConfig& ck = r.analysis.checks[i];
+    e << YAML::Key << std::string(kCheckNames[i]) << YAML::Value << YAML::Flow << YAML::BeginMap;
+    o.flag("enabled", ck.enabled);
+    o.flag("dry_run", ck.dry_run);
+    if (id != CheckId::critical_error_rate) o.flag("critical", ck.critical);
+    if (is_quality_check(id)) {
+      o.num("max_increase", ck.max_increase);
+      o.kv("direction", ck.lower_is_worse ? "decrease" : "increase");
+    }
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+  o.begin("srm");
+  o.flag("enabled", r.analysis.srm.enabled);
+  o.num("alpha", r.analysis.srm.alpha);
+  e << YAML::EndMap;
   e << YAML::EndMap;
   o.kv("on_failure", r.on_failure == OnFailure::rollback ? "rollback" : "pause");
   o.flag("auto_promote", r.auto_promote);

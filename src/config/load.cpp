@@ -386,6 +386,84 @@ double load_weight(const Loader& l, const Field& v) {
   return std::round(w * 100) / 100;
 }
 
+// rollout.analysis.checks.<name>: which keys apply depends on the check.
+void load_check(const Loader& l, const Field& f, CheckId id, CheckConfig& c) {
+  Section sec(l, f, {"enabled", "dry_run", "critical", "max_increase", "direction"});
+  sec.with("enabled", [&](const Field& v) { c.enabled = l.boolean(v); });
+  sec.with("dry_run", [&](const Field& v) { c.dry_run = l.boolean(v); });
+  sec.with("critical", [&](const Field& v) {
+    if (id == CheckId::critical_error_rate) l.fail(v, "the critical error-rate check is always critical");
+    c.critical = l.boolean(v);
+  });
+  sec.with("max_increase", [&](const Field& v) {
+    if (id == CheckId::duration || id == CheckId::ttfb)
+      l.fail(v, "the latency checks' allowed increase is rollout.analysis.max_latency_increase");
+    if (!is_quality_check(id)) l.fail(v, "applies to the quality checks only");
+    c.max_increase = l.number(v, 0, 100);
+  });
+  sec.with("direction", [&](const Field& v) {
+    if (!is_quality_check(id)) l.fail(v, "applies to the quality checks only");
+    const std::string d = l.text(v);
+    if (d == "increase") c.lower_is_worse = false;
+    else if (d == "decrease") c.lower_is_worse = true;
+    else l.fail(v, "expected increase (a higher share is worse) or decrease" + Loader::got(v));
+  });
+}
+
+void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
+  Section a(l, v,
+            {"interval", "window", "min_requests", "alpha", "max_error_rate", "critical_error_rate",
+             "max_p99_latency", "relative_to_control", "max_latency_increase", "failure_limit",
+             "inconclusive_limit", "checks", "srm"});
+  a.with("interval", [&](const Field& x) { an.interval = l.duration(x, false); });
+  a.with("window", [&](const Field& x) { an.window = l.duration(x, false); });
+  a.with("min_requests", [&](const Field& x) {
+    an.min_requests = static_cast<std::uint64_t>(l.integer(x, 1, std::numeric_limits<std::int64_t>::max()));
+  });
+  a.with("alpha", [&](const Field& x) {
+    an.alpha = l.number(x, 0, 0.5);
+    if (an.alpha <= 0) l.fail(x, "must be above 0 (the chance of rolling back a healthy canary)" + Loader::got(x));
+  });
+  a.with("max_error_rate", [&](const Field& x) { an.max_error_rate = l.number(x, 0, 1); });
+  a.with("critical_error_rate", [&](const Field& x) {
+    an.critical_error_rate = l.number(x, 0, 1);
+    if (an.critical_error_rate <= 0) l.fail(x, "must be above 0 (turn the check off with checks.critical_error_rate.enabled: false)" + Loader::got(x));
+  });
+  a.with("max_p99_latency", [&](const Field& x) { an.max_p99_latency = l.duration(x, true); });
+  a.with("relative_to_control", [&](const Field& x) { an.relative_to_control = l.boolean(x); });
+  a.with("max_latency_increase", [&](const Field& x) { an.max_latency_increase = l.number(x, 0, 100); });
+  a.with("failure_limit", [&](const Field& x) { an.failure_limit = static_cast<std::uint32_t>(l.integer(x, 1, 1000)); });
+  a.with("inconclusive_limit", [&](const Field& x) {
+    an.inconclusive_limit = static_cast<std::uint32_t>(l.integer(x, 0, 1000000));
+  });
+  a.with("checks", [&](const Field& x) {
+    Section checks(l, x, std::vector<std::string_view>(std::begin(kCheckNames), std::end(kCheckNames)));
+    for (std::size_t i = 0; i < kCheckCount; ++i) {
+      checks.with(std::string(kCheckNames[i]), [&](const Field& c) {
+        load_check(l, c, static_cast<CheckId>(i), an.checks[i]);
+      });
+    }
+  });
+  a.with("srm", [&](const Field& x) {
+    Section srm(l, x, {"enabled", "alpha"});
+    srm.with("enabled", [&](const Field& y) { an.srm.enabled = l.boolean(y); });
+    srm.with("alpha", [&](const Field& y) {
+      an.srm.alpha = l.number(y, 0, 0.5);
+      if (an.srm.alpha <= 0) l.fail(y, "must be above 0" + Loader::got(y));
+    });
+  });
+  // Cross-key: the critical rate is the far end of the guard.
+  if (const Field* c = a.get("critical_error_rate"); c && an.critical_error_rate < an.max_error_rate) {
+    l.fail(*c, "must not be below rollout.analysis.max_error_rate (" + format_number(an.max_error_rate) + ")" +
+                   Loader::got(*c));
+  } else if (!c && an.critical_error_rate < an.max_error_rate &&
+             an.check(CheckId::critical_error_rate).enabled) {
+    // The default 0.2 under a max_error_rate set above it: the critical check
+    // follows the guard instead of failing canaries the guard allows.
+    an.critical_error_rate = an.max_error_rate;
+  }
+}
+
 void load_rollout(const Loader& l, const Field& f, RolloutConfig& r) {
   Section sec(l, f, {"steps", "analysis", "on_failure", "auto_promote"});
   sec.with("steps", [&](const Field& v) {
@@ -398,18 +476,7 @@ void load_rollout(const Loader& l, const Field& f, RolloutConfig& r) {
       r.steps.push_back(rs);
     }
   });
-  sec.with("analysis", [&](const Field& v) {
-    Section a(l, v, {"interval", "window", "min_requests", "max_error_rate", "max_p99_latency", "relative_to_control"});
-    AnalysisConfig& an = r.analysis;
-    a.with("interval", [&](const Field& x) { an.interval = l.duration(x, false); });
-    a.with("window", [&](const Field& x) { an.window = l.duration(x, false); });
-    a.with("min_requests", [&](const Field& x) {
-      an.min_requests = static_cast<std::uint64_t>(l.integer(x, 1, std::numeric_limits<std::int64_t>::max()));
-    });
-    a.with("max_error_rate", [&](const Field& x) { an.max_error_rate = l.number(x, 0, 1); });
-    a.with("max_p99_latency", [&](const Field& x) { an.max_p99_latency = l.duration(x, false); });
-    a.with("relative_to_control", [&](const Field& x) { an.relative_to_control = l.boolean(x); });
-  });
+  sec.with("analysis", [&](const Field& v) { load_analysis(l, v, r.analysis); });
   sec.with("on_failure", [&](const Field& v) {
     const std::string s = l.text(v);
     if (s == "rollback") r.on_failure = OnFailure::rollback;

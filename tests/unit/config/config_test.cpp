@@ -75,8 +75,22 @@ TEST(ConfigDefaults, MinimalConfigGetsStructDefaults) {
   EXPECT_EQ(c.rollout.analysis.window, 5min);
   EXPECT_EQ(c.rollout.analysis.min_requests, 100u);
   EXPECT_DOUBLE_EQ(c.rollout.analysis.max_error_rate, 0.01);
-  EXPECT_EQ(c.rollout.analysis.max_p99_latency, 1000ms);
+  EXPECT_EQ(c.rollout.analysis.max_p99_latency, 0ms);  // issue 14: the absolute ceiling is optional
   EXPECT_TRUE(c.rollout.analysis.relative_to_control);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.alpha, 0.01);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.critical_error_rate, 0.2);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.max_latency_increase, 0.25);
+  EXPECT_EQ(c.rollout.analysis.failure_limit, 2u);
+  EXPECT_EQ(c.rollout.analysis.inconclusive_limit, 60u);
+  for (const auto& check : c.rollout.analysis.checks) {
+    EXPECT_TRUE(check.enabled);
+    EXPECT_FALSE(check.dry_run);
+    EXPECT_FALSE(check.critical);
+    EXPECT_DOUBLE_EQ(check.max_increase, 0.5);
+    EXPECT_FALSE(check.lower_is_worse);
+  }
+  EXPECT_TRUE(c.rollout.analysis.srm.enabled);
+  EXPECT_DOUBLE_EQ(c.rollout.analysis.srm.alpha, 0.001);
   EXPECT_EQ(c.rollout.on_failure, OnFailure::rollback);
   EXPECT_TRUE(c.rollout.auto_promote);
   EXPECT_TRUE(c.fallback.enabled);
@@ -453,6 +467,83 @@ TEST(ConfigErrors, BadEnums) {
             "t.yaml:10: server.access_log: expected true or false, got \"maybe\"");
 }
 
+// Issue 14's analysis keys: the judge's budget, limits, per-check options and
+// the SRM check.
+TEST(ConfigAnalysis, JudgeKeys) {
+  Config c = load_string(with(R"(rollout:
+  analysis:
+    alpha: 0.005
+    max_error_rate: 0.02
+    critical_error_rate: 0.3
+    max_p99_latency: 30s
+    max_latency_increase: 0.5
+    failure_limit: 3
+    inconclusive_limit: 0
+    checks:
+      ttfb: { critical: true }
+      truncated: { max_increase: 1, dry_run: true }
+      empty: { enabled: false }
+      tool_call_json: { direction: decrease }
+    srm: { enabled: false, alpha: 0.0001 }
+)"),
+                         "t.yaml");
+  const auto& a = c.rollout.analysis;
+  EXPECT_DOUBLE_EQ(a.alpha, 0.005);
+  EXPECT_DOUBLE_EQ(a.critical_error_rate, 0.3);
+  EXPECT_EQ(a.max_p99_latency, 30s);
+  EXPECT_DOUBLE_EQ(a.max_latency_increase, 0.5);
+  EXPECT_EQ(a.failure_limit, 3u);
+  EXPECT_EQ(a.inconclusive_limit, 0u);
+  EXPECT_TRUE(a.check(CheckId::ttfb).critical);
+  EXPECT_FALSE(a.check(CheckId::duration).critical);
+  EXPECT_DOUBLE_EQ(a.check(CheckId::truncated).max_increase, 1);
+  EXPECT_TRUE(a.check(CheckId::truncated).dry_run);
+  EXPECT_FALSE(a.check(CheckId::empty).enabled);
+  EXPECT_TRUE(a.check(CheckId::tool_call_json).lower_is_worse);
+  EXPECT_FALSE(a.srm.enabled);
+  EXPECT_DOUBLE_EQ(a.srm.alpha, 0.0001);
+  // --check-config prints them and reads back the same.
+  const std::string out = to_yaml_redacted(c);
+  EXPECT_EQ(to_yaml_redacted(load_string(out, "back.yaml")), out);
+  EXPECT_NE(out.find("tool_call_json: {enabled: true, dry_run: false, critical: false, max_increase: 0.5, "
+                     "direction: decrease}"),
+            std::string::npos)
+      << out;
+
+  // A max_error_rate above the default critical rate pulls the critical rate up.
+  EXPECT_DOUBLE_EQ(load_string(with("rollout:\n  analysis:\n    max_error_rate: 0.4\n"), "t.yaml")
+                       .rollout.analysis.critical_error_rate,
+                   0.4);
+}
+
+TEST(ConfigAnalysis, JudgeKeyErrorsNameTheKey) {
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    alpha: 0\n")),
+            "t.yaml:11: rollout.analysis.alpha: must be above 0 (the chance of rolling back a healthy canary), got "
+            "\"0\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    alpha: 0.7\n")),
+            "t.yaml:11: rollout.analysis.alpha: must be between 0 and 0.5, got \"0.7\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    max_error_rate: 0.1\n    critical_error_rate: 0.05\n")),
+            "t.yaml:12: rollout.analysis.critical_error_rate: must not be below rollout.analysis.max_error_rate "
+            "(0.1), got \"0.05\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    failure_limit: 0\n")),
+            "t.yaml:11: rollout.analysis.failure_limit: must be between 1 and 1000, got \"0\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    checks:\n      truncate: {}\n")),
+            "t.yaml:12: rollout.analysis.checks.truncate: unknown key (did you mean \"truncated\"?)");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    checks:\n      duration: { max_increase: 0.5 }\n")),
+            "t.yaml:12: rollout.analysis.checks.duration.max_increase: the latency checks' allowed increase is "
+            "rollout.analysis.max_latency_increase");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    checks:\n      error_rate: { direction: decrease }\n")),
+            "t.yaml:12: rollout.analysis.checks.error_rate.direction: applies to the quality checks only");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    checks:\n      empty: { direction: down }\n")),
+            "t.yaml:12: rollout.analysis.checks.empty.direction: expected increase (a higher share is worse) or "
+            "decrease, got \"down\"");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    checks:\n      critical_error_rate: { critical: false }\n")),
+            "t.yaml:12: rollout.analysis.checks.critical_error_rate.critical: the critical error-rate check is "
+            "always critical");
+  EXPECT_EQ(error_of(with("rollout:\n  analysis:\n    srm: { alpha: 0 }\n")),
+            "t.yaml:11: rollout.analysis.srm.alpha: must be above 0, got \"0\"");
+}
+
 TEST(ConfigErrors, NumbersOutOfRange) {
   EXPECT_EQ(error_of(with("fallback:\n  budget: 1.5\n")),
             "t.yaml:10: fallback.budget: must be between 0 and 1, got \"1.5\"");
@@ -622,7 +713,11 @@ TEST(ConfigRedacted, FullOutputRoundTrips) {
   EXPECT_LT(pos("\npricing:"), pos("\nmetrics:"));
   EXPECT_LT(pos("\nmetrics:"), pos("\nlog:"));
   EXPECT_NE(pos("idle_timeout: 1m"), std::string::npos) << out;
-  EXPECT_NE(pos("max_p99_latency: 1s"), std::string::npos) << out;
+  EXPECT_NE(pos("max_p99_latency: 0s"), std::string::npos) << out;
+  EXPECT_NE(pos("tool_call_json: {enabled: true, dry_run: false, critical: true"), std::string::npos) << out;
+  EXPECT_NE(pos("truncated: {enabled: true, dry_run: false, critical: false, max_increase: 0.5, direction: increase}"),
+            std::string::npos)
+      << out;
   EXPECT_NE(pos("stream_idle_timeout: 1m"), std::string::npos) << out;
   EXPECT_NE(pos("# redis: not configured"), std::string::npos) << out;
 
