@@ -100,7 +100,7 @@ Verdict analyse(const config::AnalysisConfig& config, const Snapshot& control, c
   }
 
   const double max_p99 = std::chrono::duration<double>(config.max_p99_latency).count();
-  if (v.canary_p99_seconds > max_p99) {
+  if (max_p99 > 0 && v.canary_p99_seconds > max_p99) {  // 0: no absolute ceiling
     v.latency_failed = true;
     add_failure("canary p99 latency " + seconds(v.canary_p99_seconds) + " above " + seconds(max_p99));
   }
