@@ -19,6 +19,7 @@
 #include "metrics/metrics.hpp"
 #include "server/app.hpp"
 #include "admin/history.hpp"
+#include "common/access_log.hpp"
 #include "common/log.hpp"
 #include "admin/report.hpp"
 #include "rollout/controller.hpp"
@@ -115,18 +116,18 @@ int run(const Flags& flags) {
   app.publish(rt);
   metrics::Metrics metrics(*cfg);
   app.metrics = &metrics;
-  server::AccessLog access(log::access_logger());
+  log::AccessLog access(log::access_logger());
   app.access_log = &access;
-  server::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
+  rollout::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
   app.rollout = &rollout;
-  server::Report report(SystemClock::instance(),
+  admin::Report report(SystemClock::instance(),
                         std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
   app.report = &report;
-  server::History history(SystemClock::instance());
+  admin::History history(SystemClock::instance());
   app.history = &history;
   // Declared before the server: a shadow call still running on a worker when
   // the workers are joined is destroyed with them, before this goes away.
-  server::Shadow shadow(SystemClock::instance(), &metrics, &access);
+  shadow::Shadow shadow(SystemClock::instance(), &metrics, &access);
   try {
     shadow.configure(cfg->shadow);
   } catch (const std::exception& e) {
@@ -153,14 +154,14 @@ int run(const Flags& flags) {
     log::flush();
     return 1;
   }
-  for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->store = stores.for_thread(i, srv.workers()[i]->ioc());
+  for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->context().store = stores.for_thread(i, srv.workers()[i]->ioc());
   app.stores = &stores;
 
   // With Redis the rollout state is shared; its sync runs on the control thread.
-  std::shared_ptr<server::RolloutSync> rollout_sync;
+  std::shared_ptr<store::RolloutSync> rollout_sync;
   if (cfg->redis) {
     try {
-      rollout_sync = server::RolloutSync::create(control.get_executor(), *cfg, rollout,
+      rollout_sync = store::RolloutSync::create(control.get_executor(), *cfg, rollout,
                                                  [&metrics](std::string_view op) { metrics.add_redis_error(op); });
     } catch (const std::exception& e) {
       std::cerr << flags.config << ": " << e.what() << "\n";
@@ -170,7 +171,7 @@ int run(const Flags& flags) {
     // A restarted replica serves the stored state from its first request, not
     // the config's first step; if Redis does not answer in time the canary
     // gets no traffic until it does.
-    const auto deadline = std::chrono::steady_clock::now() + server::RolloutSync::kStartupWait;
+    const auto deadline = std::chrono::steady_clock::now() + store::RolloutSync::kStartupWait;
     while (!rollout_sync->loaded() && std::chrono::steady_clock::now() < deadline) {
       control.run_one_for(std::chrono::milliseconds(50));
     }

@@ -200,7 +200,17 @@ struct RedisConfig {
 struct Price {
   double input = 0;   // USD per million prompt tokens
   double output = 0;  // USD per million completion tokens
+
+  // USD for one call: prompt/1e6 × input + completion/1e6 × output.
+  double cost(std::uint64_t prompt_tokens, std::uint64_t completion_tokens) const {
+    return static_cast<double>(prompt_tokens) / 1e6 * input + static_cast<double>(completion_tokens) / 1e6 * output;
+  }
 };
+
+// The one cost rule (metrics, the report, the access log, the shadow's
+// comparison): the model's Price::cost, 0 for an unpriced model.
+double cost_usd(const std::map<std::string, Price>& pricing, std::string_view model, std::uint64_t prompt_tokens,
+                std::uint64_t completion_tokens);
 
 struct MetricsConfig {
   std::string prefix = "ai_proxy";

@@ -4,7 +4,7 @@
 #include <array>
 #include <string>
 
-namespace canaryd::server {
+namespace canaryd::admin {
 namespace {
 
 constexpr std::array<const char*, 2> kArms = {"control", "canary"};
@@ -94,4 +94,4 @@ nlohmann::json History::to_json() const {
   return out;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -19,7 +19,7 @@
 
 #include "canaryd/clock.hpp"
 
-namespace canaryd::server {
+namespace canaryd::admin {
 
 class History {
  public:
@@ -66,4 +66,4 @@ class History {
   Counters last_[2];
 };
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

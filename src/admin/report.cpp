@@ -5,7 +5,7 @@
 
 #include "rollout/window.hpp"
 
-namespace canaryd::server {
+namespace canaryd::admin {
 namespace {
 
 // Cost is accumulated as integer nano-dollars: atomic integer adds are exact
@@ -24,14 +24,6 @@ nlohmann::json seconds_or_null(std::uint64_t samples, double s) {
 }
 
 }  // namespace
-
-double cost_usd(const std::map<std::string, config::Price>& pricing, std::string_view model,
-                std::uint64_t prompt_tokens, std::uint64_t completion_tokens) {
-  auto it = pricing.find(std::string(model));
-  if (it == pricing.end()) return 0;
-  return static_cast<double>(prompt_tokens) / 1e6 * it->second.input +
-         static_cast<double>(completion_tokens) / 1e6 * it->second.output;
-}
 
 struct Report::ArmAccount {
   explicit ArmAccount(std::chrono::nanoseconds window) : ttfb(window), requests(window), cost_nano(window) {}
@@ -154,4 +146,4 @@ nlohmann::json Report::build(const nlohmann::json& rollout_arms) const {
   return out;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -39,14 +39,9 @@ class ArmWindow;
 class CounterWindow;
 }  // namespace canaryd::rollout
 
-namespace canaryd::server {
+namespace canaryd::admin {
 
 inline constexpr double kSecondsPerMonth = 30.0 * 24 * 3600;
-
-// USD for one call: prompt/1e6 × input + completion/1e6 × output; 0 for an
-// unpriced model (the same rule as ai_proxy_cost_usd_total).
-double cost_usd(const std::map<std::string, config::Price>& pricing, std::string_view model,
-                std::uint64_t prompt_tokens, std::uint64_t completion_tokens);
 
 class Report {
  public:
@@ -82,4 +77,4 @@ class Report {
   std::array<std::unique_ptr<ArmAccount>, 2> arms_;
 };
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace canaryd::server {
+namespace canaryd::admin {
 
 // The page, byte for byte as in status.html.
 std::string_view status_page_html();
@@ -18,4 +18,4 @@ std::string_view status_page_html();
 // and fetches to the same origin; no framing, no forms, no base URL.
 const std::string& status_page_csp();
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -7,7 +7,7 @@
 
 #include "common/json_scan.hpp"
 
-namespace canaryd::server {
+namespace canaryd::log {
 namespace {
 
 void field(std::string& out, std::string_view key, std::string_view value) {
@@ -83,4 +83,4 @@ void AccessLog::write_line(std::string_view json_object) {
   logger_->info("{}", json_object);
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::log

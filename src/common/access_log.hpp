@@ -14,7 +14,7 @@ namespace spdlog {
 class logger;
 }
 
-namespace canaryd::server {
+namespace canaryd::log {
 
 struct AccessRecord {
   std::string_view request_id;
@@ -51,4 +51,4 @@ class AccessLog {
 // Formats the record as one JSON object (no newline); exposed for tests.
 std::string format_access(const AccessRecord& r);
 
-}  // namespace canaryd::server
+}  // namespace canaryd::log

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <array>
 
-namespace canaryd::server {
+namespace canaryd::wire {
 namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -129,4 +129,4 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::wire

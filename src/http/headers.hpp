@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace canaryd::server {
+namespace canaryd::wire {
 
 namespace http = boost::beast::http;
 
@@ -62,4 +62,4 @@ bool client_key_ok(std::string_view supplied, const Keys& keys) {
   return scheme && ok;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::wire

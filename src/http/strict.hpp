@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <string_view>
 
-namespace canaryd::server::http_strict {
+namespace canaryd::wire::strict {
 
 enum class HeadStatus { incomplete, complete, bad };
 
@@ -138,4 +138,4 @@ inline HeadCheck check_request_head(std::string_view data) noexcept {
   return {HeadStatus::complete, end, {}};
 }
 
-}  // namespace canaryd::server::http_strict
+}  // namespace canaryd::wire::strict

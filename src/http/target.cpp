@@ -1,6 +1,6 @@
 #include "http/target.hpp"
 
-namespace canaryd::server::http_target {
+namespace canaryd::wire::target {
 namespace {
 
 int hex_value(char c) {
@@ -101,4 +101,4 @@ Target normalize(std::string_view target) {
   return t;
 }
 
-}  // namespace canaryd::server::http_target
+}  // namespace canaryd::wire::target

@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace canaryd::server::http_target {
+namespace canaryd::wire::target {
 
 struct Target {
   bool ok = false;
@@ -28,4 +28,4 @@ Target normalize(std::string_view target);
 // RFC 3986 §5.2.4 remove_dot_segments on an absolute path.
 std::string remove_dot_segments(std::string_view path);
 
-}  // namespace canaryd::server::http_target
+}  // namespace canaryd::wire::target

@@ -3,7 +3,7 @@
 #include <boost/beast/http/status.hpp>
 #include <charconv>
 
-namespace canaryd::server {
+namespace canaryd::wire {
 namespace {
 
 void append_fields(std::string& out, const http::fields& fields) {
@@ -45,4 +45,4 @@ void append_chunk_size(std::string& out, std::size_t size) {
   out.append("\r\n");
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::wire

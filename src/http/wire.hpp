@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace canaryd::server {
+namespace canaryd::wire {
 
 namespace http = boost::beast::http;
 
@@ -20,4 +20,4 @@ void append_response_head(std::string& out, unsigned status, const http::fields&
 // "1a2b\r\n" (the size line of one chunk)
 void append_chunk_size(std::string& out, std::size_t size);
 
-}  // namespace canaryd::server
+}  // namespace canaryd::wire

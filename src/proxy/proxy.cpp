@@ -14,19 +14,20 @@
 #include <boost/beast/http/write.hpp>
 #include <optional>
 
+#include "common/access_log.hpp"
 #include "common/json_scan.hpp"
 #include "metrics/metrics.hpp"
 #include "upstream/exchange.hpp"
 #include "http/headers.hpp"
 #include "admin/report.hpp"
 #include "rollout/controller.hpp"
-#include "server/session.hpp"
+#include "proxy/request.hpp"
 #include "shadow/shadow.hpp"
 #include "http/wire.hpp"
 #include "store/store.hpp"
 #include "upstream/usage.hpp"
 
-namespace canaryd::server {
+namespace canaryd::proxy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -39,7 +40,7 @@ double millis(Clock::duration d) { return std::chrono::duration<double, std::mil
 // canaryd's own time before the answering attempt was sent: from receiving the
 // request to `ex.sent`, minus the upstream time of earlier (failed, fallen
 // back) attempts, which is the provider's, not canaryd's.
-Clock::duration before_upstream(const RequestContext& ctx, const Exchange& ex, Clock::duration earlier_upstream) {
+Clock::duration before_upstream(const Request& ctx, const upstream::Exchange& ex, Clock::duration earlier_upstream) {
   return (ex.sent - ctx.received) - earlier_upstream;
 }
 
@@ -84,7 +85,7 @@ struct Outcome {
   std::string pending_body;        // (a stream's pending write is its final chunk)
 };
 
-void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const config::UpstreamConfig& up,
+void add_arm_headers(http::fields& f, const Request& ctx, Arm arm, const config::UpstreamConfig& up,
                      std::string_view fallback) {
   f.set("X-Request-ID", ctx.request_id);
   f.set("X-Canaryd-Arm", arm_name(arm));
@@ -94,13 +95,13 @@ void add_arm_headers(http::fields& f, const RequestContext& ctx, Arm arm, const 
 
 // Relays an upstream response whose header has been read.
 // `pair`: this request is shadowed; its answer is summarized for the comparison.
-net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const config::UpstreamConfig& up,
-                              std::string_view fallback, ShadowPair* pair, ClientWatch& watch) {
+net::awaitable<Outcome> relay(Request& ctx, upstream::Exchange& ex, Arm arm, const config::UpstreamConfig& up,
+                              std::string_view fallback, shadow::ShadowPair* pair, ClientWatch& watch) {
   Outcome out;
   auto& p = *ex.parser;
   auto& ures = p.get();
   // A HEAD answer is bodiless whatever its Content-Type says.
-  const bool streaming = !ex.head_only && is_stream_response(ures);
+  const bool streaming = !ex.head_only && upstream::is_stream_response(ures);
   const auto& sc = ctx.rt->config->server;
   char buf[kRelayBuffer];
 
@@ -108,7 +109,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
   if (!streaming) {
     // Non-streaming: read it whole (bounded), read `usage`, send with a length.
     std::string body;
-    if (Error e = co_await read_whole_body(ex, up, body)) {
+    if (Error e = co_await upstream::read_whole_body(ex, up, body)) {
       out.error = std::move(e);
       co_return out;
     }
@@ -121,12 +122,12 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     }
 
     http::fields fields;
-    client_response_headers(ures, fields);
+    wire::client_response_headers(ures, fields);
     add_arm_headers(fields, ctx, arm, up, fallback);
     fields.set(http::field::content_length, std::to_string(body.size()));
     if (!ctx.keep_alive) fields.set(http::field::connection, "close");
     out.pending_head.reserve(512);
-    append_response_head(out.pending_head, static_cast<unsigned>(ex.status), fields);
+    wire::append_response_head(out.pending_head, static_cast<unsigned>(ex.status), fields);
     out.pending_body = std::move(body);
     out.write_pending = true;
     out.relayed = true;
@@ -146,14 +147,14 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     };
   }
   http::fields fields;
-  client_response_headers(ures, fields);
+  wire::client_response_headers(ures, fields);
   add_arm_headers(fields, ctx, arm, up, fallback);
   if (fields[http::field::cache_control].empty()) fields.set(http::field::cache_control, "no-cache");
   fields.set(http::field::transfer_encoding, "chunked");
   if (!ctx.keep_alive) fields.set(http::field::connection, "close");
   std::string head;
   head.reserve(512);
-  append_response_head(head, static_cast<unsigned>(ex.status), fields);
+  wire::append_response_head(head, static_cast<unsigned>(ex.status), fields);
   ctx.client.expires_after(sc.idle_timeout);
   auto [hec, hn] = co_await net::async_write(ctx.client, net::buffer(head), kTuple);
   out.relayed = true;
@@ -169,14 +170,14 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
     std::size_t got = sizeof buf - ures.body().size;
     if (ec && ec != http::error::need_buffer) {
       upstream_ok = false;
-      out.error = classify(ec, "in the middle of the stream", up);
+      out.error = upstream::classify(ec, "in the middle of the stream", up);
       break;
     }
     if (got == 0) continue;
     sse.feed(std::string_view(buf, got));
     // One chunk per upstream read, framed by hand, sent in one gathered write.
     size_line.clear();
-    append_chunk_size(size_line, got);
+    wire::append_chunk_size(size_line, got);
     std::array<net::const_buffer, 3> chunk{net::buffer(size_line), net::buffer(buf, got), net::buffer("\r\n", 2)};
     ctx.client.expires_after(sc.idle_timeout);
     auto [wec, wn] = co_await net::async_write(ctx.client, chunk, kTuple);
@@ -207,7 +208,7 @@ net::awaitable<Outcome> relay(RequestContext& ctx, Exchange& ex, Arm arm, const 
 
 // The response's last bytes (see Outcome::write_pending); sets keep_alive,
 // client_write and done.
-net::awaitable<void> finish_write(RequestContext& ctx, Outcome& o) {
+net::awaitable<void> finish_write(Request& ctx, Outcome& o) {
   ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
   beast::error_code ec;
   if (o.pending_head.empty()) {
@@ -225,7 +226,7 @@ net::awaitable<void> finish_write(RequestContext& ctx, Outcome& o) {
 }
 
 // Which failures of the canary may go to control (fallback.on).
-std::string_view fallback_reason(const Exchange& ex) {
+std::string_view fallback_reason(const upstream::Exchange& ex) {
   if (ex.error) {
     switch (ex.error.kind) {
       case ErrorKind::connect_error: return "connect_error";
@@ -247,7 +248,7 @@ bool listed(const std::vector<std::string>& on, std::string_view reason) {
   return false;
 }
 
-metrics::Metrics::Status metric_status(const Exchange& ex) {
+metrics::Metrics::Status metric_status(const upstream::Exchange& ex) {
   if (ex.error.kind == ErrorKind::timeout) return metrics::Metrics::Status::timeout;
   if (ex.error || ex.status >= 400) return metrics::Metrics::Status::error;
   return metrics::Metrics::Status::success;
@@ -258,7 +259,7 @@ metrics::Metrics::Status metric_status(const Exchange& ex) {
 // so are 401 and 403: canaryd always sends the arm's own key (the client's
 // Authorization is never forwarded), so a refused key is that arm's
 // misconfiguration, and a canary answering 401 must be rolled back.
-bool analysis_error(const Exchange& ex) {
+bool analysis_error(const upstream::Exchange& ex) {
   return ex.error || ex.status >= 500 || ex.status == 429 || ex.status == 401 || ex.status == 403;
 }
 
@@ -280,7 +281,7 @@ std::string_view source_name(split::KeySource::Kind k) {
 }
 
 // SPEC §4: override, then rollback, then the pin (upgrade-only), then the hash.
-net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const split::HeaderLookup& headers,
+net::awaitable<Decision> decide(Request& ctx, RouteKind route, const split::HeaderLookup& headers,
                                 const std::optional<std::string>& user) {
   Decision d;
   if (route == RouteKind::control_only) co_return d;
@@ -291,7 +292,7 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
     d.forced = true;
     co_return d;
   }
-  RolloutController* ro = ctx.app.rollout;
+  rollout::RolloutController* ro = ctx.services.rollout;
   const std::uint32_t threshold = ro ? ro->threshold() : 0;
   const bool rolled_back = !ro || ro->rolled_back() || threshold == 0;
   if (rolled_back) co_return d;
@@ -299,18 +300,18 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
   if (user) body_user = *user;
   split::StickyKey key = ctx.rt->splitter.sticky_key(headers, body_user, ctx.peer_ip);
   d.sticky_source = key.random ? std::string_view("random") : source_name(key.source);
-  if (key.random && ctx.app.metrics) ctx.app.metrics->add_random_key();
+  if (key.random && ctx.services.metrics) ctx.services.metrics->add_random_key();
   Arm hash = ctx.rt->splitter.hash_arm(key.value, threshold);
   std::optional<Arm> pin;
-  if (cfg.split.pin_ttl.count() > 0 && !key.random && ctx.worker.store) {
+  if (cfg.split.pin_ttl.count() > 0 && !key.random && ctx.thread.store) {
     std::string_view ns = cfg.redis ? std::string_view(cfg.redis->ns) : std::string_view("canaryd");
     std::string pkey = store::pin_key(ns, ro->epoch(), key.value);
     // Only canary pins are stored (store.hpp): one store call either way.
     if (hash == Arm::canary) {
-      (void)co_await ctx.worker.store->pin_canary(std::move(pkey),
+      (void)co_await ctx.thread.store->pin_canary(std::move(pkey),
                                                   std::chrono::duration_cast<std::chrono::seconds>(cfg.split.pin_ttl));
     } else {
-      std::optional<bool> has = co_await ctx.worker.store->has_canary_pin(std::move(pkey));
+      std::optional<bool> has = co_await ctx.thread.store->has_canary_pin(std::move(pkey));
       if (has.value_or(false)) pin = Arm::canary;
     }
   }
@@ -322,11 +323,11 @@ net::awaitable<Decision> decide(RequestContext& ctx, RouteKind route, const spli
 
 // One upstream attempt into the metrics and the analysis window.
 // `earlier_upstream`: upstream time of the attempts before this one (see before_upstream).
-void account_attempt(RequestContext& ctx, RouteKind route, const config::UpstreamConfig& up, const std::string& model,
-                     Arm arm, metrics::Metrics::Status status, bool analysis_err, const Exchange& ex, const Outcome* o,
+void account_attempt(Request& ctx, RouteKind route, const config::UpstreamConfig& up, const std::string& model,
+                     Arm arm, metrics::Metrics::Status status, bool analysis_err, const upstream::Exchange& ex, const Outcome* o,
                      Clock::duration earlier_upstream = {}) {
   auto end = o ? o->done : Clock::now();
-  if (auto* m = ctx.app.metrics) {
+  if (auto* m = ctx.services.metrics) {
     int p = m->provider_index(up.name);
     int mi = m->model_index(model);
     if (p >= 0) {
@@ -341,25 +342,25 @@ void account_attempt(RequestContext& ctx, RouteKind route, const config::Upstrea
     }
   }
   if (route != RouteKind::split) return;  // control-only routes: metrics only
-  if (ctx.app.rollout) {
-    ctx.app.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent),
+  if (ctx.services.rollout) {
+    ctx.services.rollout->record(arm, analysis_err, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent),
                             ctx.rollout_epoch);
   }
-  if (auto* r = ctx.app.report) {
+  if (auto* r = ctx.services.report) {
     const std::uint64_t prompt = o && o->usage ? o->usage->prompt : 0;
     const std::uint64_t completion = o && o->usage ? o->usage->completion : 0;
     std::optional<std::chrono::nanoseconds> ttfb;
     if (ex.status) ttfb = std::chrono::duration_cast<std::chrono::nanoseconds>(ex.first_byte - ex.sent);
-    r->record(arm, prompt, completion, cost_usd(ctx.rt->config->pricing, model, prompt, completion), ttfb);
+    r->record(arm, prompt, completion, config::cost_usd(ctx.rt->config->pricing, model, prompt, completion), ttfb);
   }
 }
 
-void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::UpstreamConfig* up,
+void log_access(Request& ctx, const Decision& d, Arm arm, const config::UpstreamConfig* up,
                 std::string_view model, int status, bool stream, std::string_view fallback, std::string_view error,
-                const Exchange& ex, const Outcome* o, Clock::duration earlier_upstream = {}) {
-  if (!ctx.app.access_log || !ctx.rt->config->server.access_log) return;
+                const upstream::Exchange& ex, const Outcome* o, Clock::duration earlier_upstream = {}) {
+  if (!ctx.services.access_log || !ctx.rt->config->server.access_log) return;
   auto end = o ? o->done : Clock::now();
-  AccessRecord r;
+  log::AccessRecord r;
   r.request_id = ctx.request_id;
   r.method = ctx.req.method_string();
   r.path = ctx.path;
@@ -373,14 +374,14 @@ void log_access(RequestContext& ctx, const Decision& d, Arm arm, const config::U
   if (o && o->usage) {
     r.prompt_tokens = o->usage->prompt;
     r.completion_tokens = o->usage->completion;
-    r.cost_usd = cost_usd(ctx.rt->config->pricing, model, r.prompt_tokens, r.completion_tokens);
+    r.cost_usd = config::cost_usd(ctx.rt->config->pricing, model, r.prompt_tokens, r.completion_tokens);
   }
   r.fallback = fallback;
   r.error = error;
   r.sticky_source = d.sticky_source;
   r.stream = stream;
   r.pinned = d.pinned;
-  ctx.app.access_log->write(r);
+  ctx.services.access_log->write(r);
 }
 
 std::string renamed_body(std::string_view body, const json::Span& model, std::string_view to) {
@@ -393,9 +394,9 @@ std::string renamed_body(std::string_view body, const json::Span& model, std::st
 }
 
 // Fills the pair and spawns its call to the canary on this I/O thread.
-void start_shadow(RequestContext& ctx, const std::shared_ptr<ShadowPair>& handle, const Inspected& in,
+void start_shadow(Request& ctx, const std::shared_ptr<shadow::ShadowPair>& handle, const Inspected& in,
                   const std::string& body) {
-  ShadowPair& pair = *handle;
+  shadow::ShadowPair& pair = *handle;
   const config::Config& cfg = *ctx.rt->config;
   const config::UpstreamConfig& canary = cfg.canary();
   const config::UpstreamConfig& control = cfg.control();
@@ -410,15 +411,15 @@ void start_shadow(RequestContext& ctx, const std::shared_ptr<ShadowPair>& handle
                                 ? renamed_body(body, *in.model_span, pair.shadow_model)
                                 : body;
   if (pair.log_bodies) pair.request_body = body;
-  std::string head = upstream_head(ctx.req, upstream_target(canary, ctx.path, ctx.query),
+  std::string head = upstream::upstream_head(ctx.req, upstream::upstream_target(canary, ctx.path, ctx.query),
                                    shadow_body.size(), {&canary, ctx.request_id, ctx.peer_ip});
-  ctx.app.shadow->start(ctx.client.get_executor(), handle, ctx.worker.pool(*ctx.rt, canary, ctx.app.threads),
+  ctx.services.shadow->start(ctx.client.get_executor(), handle, ctx.thread.pool(*ctx.rt, canary, ctx.services.threads),
                         std::move(head), std::move(shadow_body));
 }
 
 }  // namespace
 
-net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
+net::awaitable<bool> proxy(Request& ctx, RouteKind route) {
   const config::Config& cfg = *ctx.rt->config;
   auto& req = ctx.req;
   std::string body = std::move(req.body());
@@ -455,22 +456,22 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
 
   // Phase 2: decide the arm.
   HeaderView headers(req);
-  if (ctx.app.rollout) ctx.rollout_epoch = ctx.app.rollout->epoch();
+  if (ctx.services.rollout) ctx.rollout_epoch = ctx.services.rollout->epoch();
   Decision decision = co_await decide(ctx, route, headers, in.user);
-  ctx.app.inflight.fetch_add(1, std::memory_order_relaxed);
-  if (ctx.app.metrics) ctx.app.metrics->inflight_add(1);
+  ctx.services.inflight.fetch_add(1, std::memory_order_relaxed);
+  if (ctx.services.metrics) ctx.services.metrics->inflight_add(1);
 
   // Shadow: a share of what control serves is mirrored to the canary, in the
   // background. The guard tells the pair when this request ends without an
   // answer to compare (the client left).
-  std::shared_ptr<ShadowPair> pair;
-  if (route == RouteKind::split && decision.arm == Arm::control && ctx.app.shadow) {
-    pair = ctx.app.shadow->admit(ctx.rt, ctx.app.rollout ? ctx.app.rollout->canary_off() : false);
+  std::shared_ptr<shadow::ShadowPair> pair;
+  if (route == RouteKind::split && decision.arm == Arm::control && ctx.services.shadow) {
+    pair = ctx.services.shadow->admit(ctx.rt->config, ctx.services.rollout ? ctx.services.rollout->canary_off() : false);
     if (pair) start_shadow(ctx, pair, in, body);
   }
   struct PairGuard {
-    explicit PairGuard(std::shared_ptr<ShadowPair>& pair) : p(pair) {}
-    std::shared_ptr<ShadowPair>& p;
+    explicit PairGuard(std::shared_ptr<shadow::ShadowPair>& pair) : p(pair) {}
+    std::shared_ptr<shadow::ShadowPair>& p;
     ~PairGuard() {
       if (p) p->control_abandoned();
     }
@@ -481,7 +482,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   Arm arm = decision.arm;
   std::string fallback;
   Clock::duration earlier_upstream{};  // failed attempts' upstream time: not canaryd's overhead
-  std::optional<Exchange> ex;
+  std::optional<upstream::Exchange> ex;
   std::optional<Outcome> outcome;
   const config::UpstreamConfig* up = nullptr;
   std::string sent_model;
@@ -492,7 +493,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
 
   // While the upstream works, the worker watches this client: if it leaves,
   // the upstream connection is closed at once so the provider stops generating.
-  ClientWatch watch(ctx.worker, ctx.client.socket().native_handle(), &current);
+  ClientWatch watch(ctx.thread.watches, ctx.client.socket().native_handle(), &current);
 
   auto call = [&]() -> net::awaitable<void> {
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -509,22 +510,22 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
         renamed = renamed_body(body, *in.model_span, sent_model);
         out_body = renamed;
       }
-      head = upstream_head(req, upstream_target(*up, ctx.path, ctx.query), out_body.size(),
+      head = upstream::upstream_head(req, upstream::upstream_target(*up, ctx.path, ctx.query), out_body.size(),
                            {up, ctx.request_id, ctx.peer_ip});
-      ex.emplace(co_await start_exchange(ctx.worker.pool(*ctx.rt, *up, ctx.app.threads), *up, head, out_body,
+      ex.emplace(co_await upstream::start_exchange(ctx.thread.pool(*ctx.rt, *up, ctx.services.threads), *up, head, out_body,
                                          req.method() == http::verb::head, &current, watch.gone_flag()));
       if (watch.gone()) co_return;  // the client left: no fallback, no relay
       std::string_view reason = fallback_reason(*ex);
       const bool may_fall_back = attempt == 0 && arm == Arm::canary && !decision.forced && cfg.fallback.enabled &&
                                  !reason.empty() && listed(cfg.fallback.on, reason);
-      if (may_fall_back && ctx.app.rollout && ctx.app.rollout->take_fallback()) {
+      if (may_fall_back && ctx.services.rollout && ctx.services.rollout->take_fallback()) {
         // The canary failed before any byte reached the client: account for
         // its attempt, drop its answer, and ask control once.
         earlier_upstream += Clock::now() - ex->sent;
         account_attempt(ctx, route, *up, sent_model, arm, metric_status(*ex), analysis_error(*ex), *ex, nullptr);
         ex->release(false);
         current = nullptr;
-        if (ctx.app.metrics) ctx.app.metrics->add_fallback(up->name, cfg.control().name, reason);
+        if (ctx.services.metrics) ctx.services.metrics->add_fallback(up->name, cfg.control().name, reason);
         fallback = std::string(reason);
         arm = Arm::control;
         continue;
@@ -540,8 +541,8 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   // the end of its answer (the metrics are settled by then); on every other
   // path when this frame ends.
   struct InflightGuard {
-    explicit InflightGuard(App& a) : app(a) {}
-    App& app;
+    explicit InflightGuard(Services& a) : app(a) {}
+    Services& app;
     bool done = false;
     void release() {
       if (done) return;
@@ -550,7 +551,7 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       if (app.metrics) app.metrics->inflight_add(-1);
     }
     ~InflightGuard() { release(); }
-  } inflight_guard(ctx.app);
+  } inflight_guard(ctx.services);
   const bool gone = watch.gone();
 
   if (!gone && outcome && outcome->error && !outcome->relayed && ex) {
@@ -588,13 +589,13 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
     Outcome none;
     const Outcome& o = outcome ? *outcome : none;
     bool upstream_failed = outcome ? static_cast<bool>(o.error) : true;
-    Exchange& e = *ex;
+    upstream::Exchange& e = *ex;
     if (gone || o.client_gone) {
       // The client left: not the upstream's fault; count it as its status so far.
       account_attempt(ctx, route, *up, sent_model, arm, metric_status(e), false, e, outcome ? &o : nullptr,
                       earlier_upstream);
     } else {
-      Exchange view;
+      upstream::Exchange view;
       view.status = e.status;
       view.error = upstream_failed ? o.error : Error{};
       view.sent = e.sent;
@@ -607,8 +608,8 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
       // answer after the upstream finished (the last write to the socket is
       // the kernel's). Observed, like everything else, before the client can
       // see the end of its answer.
-      if (ctx.app.metrics) {
-        ctx.app.metrics->observe_overhead(seconds(before_upstream(ctx, e, earlier_upstream) + (Clock::now() - o.done)));
+      if (ctx.services.metrics) {
+        ctx.services.metrics->observe_overhead(seconds(before_upstream(ctx, e, earlier_upstream) + (Clock::now() - o.done)));
       }
       inflight_guard.release();
       co_await finish_write(ctx, *outcome);
@@ -630,4 +631,4 @@ net::awaitable<bool> proxy(RequestContext& ctx, RouteKind route) {
   co_return keep;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::proxy

@@ -13,7 +13,7 @@
 #include "common/json_scan.hpp"
 #include "split/split.hpp"
 
-namespace canaryd::server {
+namespace canaryd::rollout {
 
 struct RolloutController::Op {
   enum class Kind { tick, pause, resume, promote, abort, retry, weight };
@@ -449,4 +449,4 @@ bool RolloutController::shared_loaded() const {
   return loaded_;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::rollout

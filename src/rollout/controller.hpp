@@ -38,7 +38,7 @@ struct Verdict;
 struct Transition;
 }
 
-namespace canaryd::server {
+namespace canaryd::rollout {
 
 struct AdminResult {
   nlohmann::json body;
@@ -150,4 +150,4 @@ class RolloutController {
   std::function<void()> on_change_;
 };
 
-}  // namespace canaryd::server
+}  // namespace canaryd::rollout

@@ -18,11 +18,17 @@
 #include "store/stores.hpp"
 
 namespace canaryd::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using proxy::Request;
+
 namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 
-net::awaitable<bool> respond(RequestContext& ctx, http::status status, std::string_view content_type,
+net::awaitable<bool> respond(Request& ctx, http::status status, std::string_view content_type,
                              std::string body) {
   http::response<http::string_body> res{status, ctx.req.version()};
   res.set(http::field::content_type, content_type);
@@ -36,16 +42,16 @@ net::awaitable<bool> respond(RequestContext& ctx, http::status status, std::stri
   co_return !ec && ctx.keep_alive;
 }
 
-net::awaitable<bool> respond_json(RequestContext& ctx, http::status status, const nlohmann::json& j) {
+net::awaitable<bool> respond_json(Request& ctx, http::status status, const nlohmann::json& j) {
   co_return co_await respond(ctx, status, "application/json",
                              j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
 
-nlohmann::json health(RequestContext& ctx) {
+nlohmann::json health(App& app, Request& ctx) {
   const auto& cfg = *ctx.rt->config;
   nlohmann::json j;
-  bool draining = ctx.app.draining.load();
+  bool draining = app.draining.load();
   j["status"] = draining ? "draining" : "ok";
   j["split"] = {{"control", cfg.split.control},
                 {"canary", cfg.split.canary},
@@ -53,8 +59,8 @@ nlohmann::json health(RequestContext& ctx) {
                 {"sticky_key", cfg.split.sticky_key},
                 {"pin_ttl_seconds", std::chrono::duration<double>(cfg.split.pin_ttl).count()},
                 {"override_header", cfg.split.override_header}};
-  if (ctx.app.rollout) {
-    nlohmann::json st = ctx.app.rollout->status();
+  if (app.rollout) {
+    nlohmann::json st = app.rollout->status();
     j["rollout"] = {{"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
     if (st.contains("arms")) {
       for (auto& [arm, a] : st["arms"].items()) {
@@ -63,23 +69,23 @@ nlohmann::json health(RequestContext& ctx) {
       }
     }
   }
-  if (ctx.worker.store) {
+  if (ctx.thread.store) {
     // Every I/O thread's store, not only the one serving this request: each
     // thread has its own Redis connection.
-    bool ok = ctx.app.stores ? ctx.app.stores->healthy() : ctx.worker.store->healthy();
-    j["store"] = {{"kind", std::string(ctx.worker.store->name())}, {"status", ok ? "ok" : "degraded"}};
+    bool ok = app.stores ? app.stores->healthy() : ctx.thread.store->healthy();
+    j["store"] = {{"kind", std::string(ctx.thread.store->name())}, {"status", ok ? "ok" : "degraded"}};
     if (!ok && !draining) j["status"] = "degraded";
   }
-  j["connections"] = ctx.app.connections.load();
-  j["inflight"] = ctx.app.inflight.load();
+  j["connections"] = app.connections.load();
+  j["inflight"] = app.inflight.load();
   return j;
 }
 
 // The money report plus the shadow comparison (GET /admin/report, ctl report).
-nlohmann::json full_report(RequestContext& ctx) {
-  nlohmann::json arms = ctx.app.rollout ? ctx.app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
-  nlohmann::json j = ctx.app.report->build(arms);
-  if (ctx.app.shadow) j["shadow"] = ctx.app.shadow->report(ctx.rt->config->shadow);
+nlohmann::json full_report(App& app, Request& ctx) {
+  nlohmann::json arms = app.rollout ? app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
+  nlohmann::json j = app.report->build(arms);
+  if (app.shadow) j["shadow"] = app.shadow->report(ctx.rt->config->shadow);
   return j;
 }
 
@@ -87,54 +93,55 @@ nlohmann::json ready_json(bool ready, bool draining) { return {{"ready", ready},
 
 // Outside the coroutines: g++ 12 miscompiles array temporaries in coroutine frames.
 bool admin_token_ok(std::string_view auth, const std::string& token) {
-  return client_key_ok(auth, std::array<std::string_view, 1>{token});
+  return wire::client_key_ok(auth, std::array<std::string_view, 1>{token});
 }
 
 }  // namespace
 
-net::awaitable<bool> handle_api(RequestContext& ctx) {
+net::awaitable<bool> handle_api(Request& ctx) {
   const auto& sc = ctx.rt->config->server;
   if (!sc.client_keys_value.empty() &&
-      !client_key_ok(ctx.req[http::field::authorization], sc.client_keys_value)) {
-    co_return co_await write_error(ctx, ErrorKind::unauthorized,
+      !wire::client_key_ok(ctx.req[http::field::authorization], sc.client_keys_value)) {
+    co_return co_await proxy::write_error(ctx, ErrorKind::unauthorized,
                                    "Incorrect API key provided. canaryd expects one of its client keys as a Bearer token.");
   }
-  co_return co_await proxy(ctx, RolloutController::judged_route(ctx.path) ? RouteKind::split : RouteKind::control_only);
+  co_return co_await proxy::proxy(ctx, rollout::RolloutController::judged_route(ctx.path) ? proxy::RouteKind::split : proxy::RouteKind::control_only);
 }
 
-net::awaitable<bool> handle_own(RequestContext& ctx) {
+net::awaitable<bool> handle_own(Worker& worker, Request& ctx) {
+  App& app = worker.app();
   const std::string& path = ctx.path;
   const bool get = ctx.req.method() == http::verb::get || ctx.req.method() == http::verb::head;
   if (path == "/health" || path == "/ready" || path == "/metrics") {
-    if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-    if (path == "/health") co_return co_await respond_json(ctx, http::status::ok, health(ctx));
+    if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+    if (path == "/health") co_return co_await respond_json(ctx, http::status::ok, health(app, ctx));
     if (path == "/ready") {
-      bool ready = ctx.app.ready.load() && !ctx.app.draining.load();
+      bool ready = app.ready.load() && !app.draining.load();
       co_return co_await respond_json(ctx, ready ? http::status::ok : http::status::service_unavailable,
-                                      ready_json(ready, ctx.app.draining.load()));
+                                      ready_json(ready, app.draining.load()));
     }
-    std::string text = ctx.app.metrics ? ctx.app.metrics->expose() : std::string();
+    std::string text = app.metrics ? app.metrics->expose() : std::string();
     co_return co_await respond(ctx, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
   }
   if (path.rfind("/admin/", 0) == 0 || path == "/admin") {
     const auto& sc = ctx.rt->config->server;
     if (sc.admin_token_value.empty()) {
-      co_return co_await write_error(ctx, ErrorKind::forbidden,
+      co_return co_await proxy::write_error(ctx, ErrorKind::forbidden,
                                      "the admin API is off: set server.admin_token_env and that variable");
     }
     // The status page holds no data, only the token prompt: it loads without the token, and each of its
     // fetches sends it. Its CSP lets nothing run but its own inline script and style.
     if (path == "/admin/ui") {
-      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
       http::response<http::string_body> page{http::status::ok, ctx.req.version()};
       page.set(http::field::content_type, "text/html; charset=utf-8");
       page.set("X-Request-ID", ctx.request_id);
       page.set(http::field::cache_control, "no-store");
-      page.set("Content-Security-Policy", status_page_csp());
+      page.set("Content-Security-Policy", admin::status_page_csp());
       page.set("X-Frame-Options", "DENY");
       page.set("X-Content-Type-Options", "nosniff");
       page.set("Referrer-Policy", "no-referrer");
-      page.body() = std::string(status_page_html());
+      page.body() = std::string(admin::status_page_html());
       page.keep_alive(ctx.keep_alive);
       page.prepare_payload();
       ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
@@ -142,28 +149,28 @@ net::awaitable<bool> handle_own(RequestContext& ctx) {
       co_return !ec && ctx.keep_alive;
     }
     if (!admin_token_ok(ctx.req[http::field::authorization], sc.admin_token_value)) {
-      co_return co_await write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
+      co_return co_await proxy::write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
     }
     if (path == "/admin/history") {
-      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-      if (!ctx.app.history) co_return co_await write_error(ctx, ErrorKind::not_found, "no history");
-      co_return co_await respond_json(ctx, http::status::ok, ctx.app.history->to_json());
+      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      if (!app.history) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no history");
+      co_return co_await respond_json(ctx, http::status::ok, app.history->to_json());
     }
     if (path == "/admin/report") {
-      if (!get) co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-      if (!ctx.app.report) co_return co_await write_error(ctx, ErrorKind::not_found, "no report");
-      co_return co_await respond_json(ctx, http::status::ok, full_report(ctx));
+      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
+      if (!app.report) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no report");
+      co_return co_await respond_json(ctx, http::status::ok, full_report(app, ctx));
     }
-    if (!ctx.app.rollout) co_return co_await write_error(ctx, ErrorKind::not_found, "no rollout");
-    auto result = ctx.app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());
-    if (result.not_found) co_return co_await write_error(ctx, ErrorKind::not_found, "unknown admin route " + path);
+    if (!app.rollout) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no rollout");
+    auto result = app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());
+    if (result.not_found) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "unknown admin route " + path);
     if (result.method_not_allowed) {
-      co_return co_await write_error(ctx, ErrorKind::method_not_allowed, "wrong method for " + path);
+      co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "wrong method for " + path);
     }
-    if (!result.error.empty()) co_return co_await write_error(ctx, ErrorKind::bad_request, result.error);
+    if (!result.error.empty()) co_return co_await proxy::write_error(ctx, ErrorKind::bad_request, result.error);
     co_return co_await respond_json(ctx, http::status::ok, result.body);
   }
-  co_return co_await write_error(ctx, ErrorKind::not_found, "Unknown request URL: " + std::string(ctx.req.method_string()) +
+  co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "Unknown request URL: " + std::string(ctx.req.method_string()) +
                                                                 " " + path + ". canaryd serves /v1/*, /health, /ready, /metrics and /admin/*.");
 }
 

@@ -4,11 +4,12 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "server/session.hpp"
+#include "proxy/request.hpp"
+#include "server/worker.hpp"
 
 namespace canaryd::server {
 
-net::awaitable<bool> handle_api(RequestContext& ctx);
-net::awaitable<bool> handle_own(RequestContext& ctx);
+boost::asio::awaitable<bool> handle_api(proxy::Request& r);
+boost::asio::awaitable<bool> handle_own(Worker& worker, proxy::Request& r);
 
 }  // namespace canaryd::server

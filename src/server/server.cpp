@@ -11,6 +11,8 @@
 
 namespace canaryd::server {
 
+namespace beast = boost::beast;
+
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);

@@ -8,11 +8,17 @@
 #include <boost/beast/http/write.hpp>
 
 #include "server/endpoints.hpp"
+#include "proxy/request.hpp"
 #include "http/headers.hpp"
 #include "http/strict.hpp"
 #include "http/target.hpp"
 
 namespace canaryd::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
 namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
@@ -78,33 +84,7 @@ void drop_trailers(http::fields& f, std::size_t header_fields) {
   while (it != f.end()) it = f.erase(it);
 }
 
-// Requests canaryd answers itself get an access line too (SPEC §6: one per request).
-void log_refusal(const RequestContext& ctx, ErrorKind kind) {
-  if (!ctx.app.access_log || !ctx.rt->config->server.access_log) return;
-  AccessRecord r;
-  r.request_id = ctx.request_id;
-  r.method = ctx.req.method_string();
-  r.path = ctx.path;
-  r.status = http_status(kind);
-  r.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ctx.received).count();
-  r.error = error_name(kind);
-  ctx.app.access_log->write(r);
-}
-
 }  // namespace
-
-net::awaitable<bool> write_error(RequestContext& ctx, ErrorKind kind, std::string_view message) {
-  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), ctx.req.version()};
-  res.set(http::field::content_type, "application/json");
-  res.set("X-Request-ID", ctx.request_id);
-  res.body() = openai_error_body(kind, message);
-  res.keep_alive(ctx.keep_alive);
-  res.prepare_payload();
-  ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
-  auto [ec, n] = co_await http::async_write(ctx.client, res, kTuple);
-  log_refusal(ctx, kind);
-  co_return !ec && ctx.keep_alive;
-}
 
 net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
   App& app = worker.app();
@@ -149,24 +129,24 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     auto head_bytes = [&] {
       return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
     };
-    auto head = http_strict::check_request_head(head_bytes());
+    auto head = wire::strict::check_request_head(head_bytes());
     bool head_cut = false;
-    while (head.status == http_strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
+    while (head.status == wire::strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
       auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
       if (rec) {
         head_cut = true;  // closed, slow client cut off, or drain
         break;
       }
       buffer.commit(n);
-      head = http_strict::check_request_head(head_bytes());
+      head = wire::strict::check_request_head(head_bytes());
     }
     if (head_cut) break;
-    if (head.status == http_strict::HeadStatus::bad) {
+    if (head.status == wire::strict::HeadStatus::bad) {
       co_await refuse(stream, ErrorKind::bad_request, std::string("malformed HTTP request: ") + std::string(head.reason),
                       sc.idle_timeout);
       break;
     }
-    if (head.status == http_strict::HeadStatus::incomplete) {
+    if (head.status == wire::strict::HeadStatus::incomplete) {
       co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
       break;
     }
@@ -231,8 +211,8 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
 
     http::request<http::string_body> req = parser.release();
     drop_trailers(req, header_fields);
-    http_target::Target target = http_target::normalize(req.target());
-    RequestContext ctx{app, worker, rt, stream, req, peer_ip, request_id_from(req["X-Request-ID"]), {}, {},
+    wire::target::Target target = wire::target::normalize(req.target());
+    proxy::Request ctx{app, worker.context(), rt, stream, req, peer_ip, wire::request_id_from(req["X-Request-ID"]), {}, {},
                        std::chrono::steady_clock::now(), req.keep_alive()};
     if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
     ctx.path = std::move(target.path);
@@ -243,7 +223,7 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
       if (!target.ok) ctx.path = "-";
       std::string why = target.ok ? std::string("the request path leaves /v1/ once its dot-segments are removed")
                                   : std::string(target.reason);
-      if (!co_await write_error(ctx, ErrorKind::bad_request, "invalid request path: " + why)) break;
+      if (!co_await proxy::write_error(ctx, ErrorKind::bad_request, "invalid request path: " + why)) break;
       continue;
     }
 
@@ -251,7 +231,7 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     if (api) {
       keep = co_await handle_api(ctx);
     } else {
-      keep = co_await handle_own(ctx);
+      keep = co_await handle_own(worker, ctx);
     }
     if (!keep) break;
   }

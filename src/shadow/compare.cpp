@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace canaryd::server {
+namespace canaryd::shadow {
 namespace {
 
 using nlohmann::json;
@@ -189,4 +189,4 @@ void comparison_json(const Comparison& c, const AnswerSummary& control, const An
   out["shadow_tool_arguments_valid"] = c.shadow_tool_arguments_valid;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::shadow

@@ -16,7 +16,7 @@
 
 #include "upstream/usage.hpp"
 
-namespace canaryd::server {
+namespace canaryd::shadow {
 
 struct AnswerSummary {
   int status = 0;             // HTTP status (0: no response at all)
@@ -96,4 +96,4 @@ Comparison compare(const AnswerSummary& control, const AnswerSummary& shadow, do
 void comparison_json(const Comparison& c, const AnswerSummary& control, const AnswerSummary& shadow,
                      nlohmann::json& out);
 
-}  // namespace canaryd::server
+}  // namespace canaryd::shadow

@@ -17,13 +17,15 @@
 
 #include "metrics/metrics.hpp"
 #include "common/access_log.hpp"
-#include "server/app.hpp"
 #include "upstream/exchange.hpp"
 #include "common/log.hpp"
 #include "admin/report.hpp"
 #include "upstream/usage.hpp"
 
-namespace canaryd::server {
+namespace canaryd::shadow {
+
+namespace net = boost::asio;
+namespace http = boost::beast::http;
 namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
@@ -56,20 +58,20 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
     Shadow& s;
     ~Slot() { s.shadow_call_ended(); }
   } slot{owner};
-  const config::UpstreamConfig& up = pair->rt->config->canary();
+  const config::UpstreamConfig& up = pair->config->canary();
   AnswerSummary& s = pair->shadow;
   upstream::Connection* current = nullptr;
-  Exchange ex = co_await start_exchange(std::move(pool), up, head, body, false, &current);
+  upstream::Exchange ex = co_await upstream::start_exchange(std::move(pool), up, head, body, false, &current);
   if (ex.error) {
     s.failed = true;
     s.error = std::string(error_name(ex.error.kind));
-    s.latency_seconds = seconds(Exchange::Clock::now() - ex.sent);
+    s.latency_seconds = seconds(upstream::Exchange::Clock::now() - ex.sent);
     pair->shadow_done();
     co_return;
   }
   s.status = ex.status;
   s.ttfb_seconds = seconds(ex.first_byte - ex.sent);
-  if (is_stream_response(ex.parser->get())) {
+  if (upstream::is_stream_response(ex.parser->get())) {
     // Read to the end, summarizing each event; bounded in size and per-event gap.
     auto& p = *ex.parser;
     auto& res = p.get();
@@ -93,7 +95,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
       const std::size_t got = sizeof buf - res.body().size;
       total += got;
       if ((ec && ec != http::error::need_buffer) || total > up.max_response_bytes) {
-        s.error = ec ? std::string(error_name(classify(ec, "in the middle of the stream", up).kind))
+        s.error = ec ? std::string(error_name(upstream::classify(ec, "in the middle of the stream", up).kind))
                      : std::string("response_too_large");
         ok = false;
         break;
@@ -106,7 +108,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
     if (!ok) s.failed = true;
   } else {
     std::string answer;
-    Error e = co_await read_whole_body(ex, up, answer);
+    Error e = co_await upstream::read_whole_body(ex, up, answer);
     if (e) {
       s.failed = true;
       s.error = std::string(error_name(e.kind));
@@ -116,7 +118,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
     }
   }
   if (s.status / 100 != 2) s.failed = true;
-  s.latency_seconds = seconds(Exchange::Clock::now() - ex.sent);
+  s.latency_seconds = seconds(upstream::Exchange::Clock::now() - ex.sent);
   pair->shadow_done();
 }
 
@@ -124,7 +126,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
 
 // ---------------------------------------------------------------------------- ShadowPair
 
-ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const Runtime> runtime) : rt(std::move(runtime)), owner_(owner) {}
+ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> cfg) : config(std::move(cfg)), owner_(owner) {}
 
 ShadowPair::~ShadowPair() = default;
 
@@ -158,17 +160,17 @@ void ShadowPair::finish() {
     owner_.dropped(Shadow::Drop::control_incomplete);
     return;
   }
-  const auto& pricing = rt->config->pricing;
+  const auto& pricing = config->pricing;
   const upstream::Usage cu = control.usage.value_or(upstream::Usage{});
   const upstream::Usage su = shadow.usage.value_or(upstream::Usage{});
-  Comparison c = compare(control, shadow, cost_usd(pricing, control_model, cu.prompt, cu.completion),
-                         cost_usd(pricing, shadow_model, su.prompt, su.completion));
+  Comparison c = compare(control, shadow, config::cost_usd(pricing, control_model, cu.prompt, cu.completion),
+                         config::cost_usd(pricing, shadow_model, su.prompt, su.completion));
   owner_.record(*this, c);
 }
 
 // ---------------------------------------------------------------------------- Shadow
 
-Shadow::Shadow(const Clock& clock, metrics::Metrics* metrics, AccessLog* access_log)
+Shadow::Shadow(const Clock& clock, metrics::Metrics* metrics, log::AccessLog* access_log)
     : clock_(clock), metrics_(metrics), access_log_(access_log) {
   if (!metrics_) return;
   auto& registry = metrics_->registry();
@@ -236,8 +238,8 @@ bool Shadow::take_token(double per_second) {
   return true;
 }
 
-std::shared_ptr<ShadowPair> Shadow::admit(const std::shared_ptr<const Runtime>& rt, bool canary_off) {
-  const config::ShadowConfig& cfg = rt->config->shadow;
+std::shared_ptr<ShadowPair> Shadow::admit(const std::shared_ptr<const config::Config>& config, bool canary_off) {
+  const config::ShadowConfig& cfg = config->shadow;
   if (!cfg.enabled || cfg.percent <= 0 || !sample(cfg.percent)) return nullptr;
   if (canary_off) {
     dropped(Drop::rolled_back);
@@ -253,7 +255,7 @@ std::shared_ptr<ShadowPair> Shadow::admit(const std::shared_ptr<const Runtime>& 
     dropped(Drop::rate);
     return nullptr;
   }
-  auto pair = std::make_shared<ShadowPair>(*this, rt);
+  auto pair = std::make_shared<ShadowPair>(*this, config);
   {
     std::lock_guard lock(mu_);
     pair->log_bodies = cfg.log_bodies && bodies_ != nullptr;
@@ -287,8 +289,8 @@ void Shadow::record(const ShadowPair& pair, const Comparison& c) {
   line["time"] = rfc3339(clock_.wall());
   line["request_id"] = pair.request_id;
   line["path"] = pair.path;
-  line["control"] = pair.rt->config->split.control;
-  line["canary"] = pair.rt->config->split.canary;
+  line["control"] = pair.config->split.control;
+  line["canary"] = pair.config->split.canary;
   line["control_model"] = pair.control_model;
   line["shadow_model"] = pair.shadow_model;
   line["stream"] = pair.stream;
@@ -384,4 +386,4 @@ nlohmann::json Shadow::report(const config::ShadowConfig& cfg) const {
   return j;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::shadow

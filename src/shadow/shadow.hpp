@@ -47,10 +47,12 @@ namespace canaryd::upstream {
 class Pool;
 }
 
-namespace canaryd::server {
-
+namespace canaryd::log {
 class AccessLog;
-struct Runtime;
+}
+
+namespace canaryd::shadow {
+
 class Shadow;
 
 // One mirrored request. Created by Shadow::admit(); the proxy fills `control`
@@ -60,7 +62,7 @@ class Shadow;
 // (its client left), the comparison is dropped and counted.
 class ShadowPair {
  public:
-  ShadowPair(Shadow& owner, std::shared_ptr<const Runtime> rt);
+  ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> config);
   ~ShadowPair();
   ShadowPair(const ShadowPair&) = delete;
   ShadowPair& operator=(const ShadowPair&) = delete;
@@ -75,7 +77,7 @@ class ShadowPair {
   static constexpr std::size_t kMaxLoggedText = 1 << 20;
   void log_text(std::string& side, std::string_view text) const;
 
-  std::shared_ptr<const Runtime> rt;
+  std::shared_ptr<const config::Config> config;  // the generation the pair was made under
   std::string request_id;
   std::string path;
   std::string control_model;  // as sent to each arm
@@ -101,7 +103,7 @@ class ShadowPair {
 class Shadow {
  public:
   // metrics and access_log may be null (tests).
-  Shadow(const Clock& clock, metrics::Metrics* metrics, AccessLog* access_log);
+  Shadow(const Clock& clock, metrics::Metrics* metrics, log::AccessLog* access_log);
   ~Shadow();
   Shadow(const Shadow&) = delete;
   Shadow& operator=(const Shadow&) = delete;
@@ -114,7 +116,7 @@ class Shadow {
 
   // For a split request control is about to serve: sampling, then the caps.
   // `canary_off`: the rollout is aborted. Returns null when not mirrored.
-  std::shared_ptr<ShadowPair> admit(const std::shared_ptr<const Runtime>& rt, bool canary_off);
+  std::shared_ptr<ShadowPair> admit(const std::shared_ptr<const config::Config>& config, bool canary_off);
 
   // Sends the pair's request to the canary on `ex` (the request's own I/O
   // thread) and reads the answer to the end; never throws, never blocks.
@@ -137,7 +139,7 @@ class Shadow {
 
   const Clock& clock_;
   metrics::Metrics* metrics_;
-  AccessLog* access_log_;
+  log::AccessLog* access_log_;
   std::atomic<std::int64_t> in_flight_{0};
 
   mutable std::mutex mu_;  // everything below
@@ -176,4 +178,4 @@ class Shadow {
   prometheus::Histogram* latency_delta_ = nullptr;
 };
 
-}  // namespace canaryd::server
+}  // namespace canaryd::shadow

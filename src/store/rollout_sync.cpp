@@ -15,7 +15,7 @@
 #include "common/log.hpp"
 #include "rollout/controller.hpp"
 
-namespace canaryd::server {
+namespace canaryd::store {
 namespace {
 
 namespace net = boost::asio;
@@ -88,13 +88,13 @@ std::optional<std::string> stored_value(const Reply& r) {
 }  // namespace
 
 std::shared_ptr<RolloutSync> RolloutSync::create(net::any_io_executor executor, const config::Config& config,
-                                                 RolloutController& controller,
+                                                 rollout::RolloutController& controller,
                                                  store::RedisClient::ErrorSink on_error) {
   return std::make_shared<RolloutSync>(Private{}, std::move(executor), config, controller, std::move(on_error));
 }
 
 RolloutSync::RolloutSync(Private, net::any_io_executor executor, const config::Config& config,
-                         RolloutController& controller, store::RedisClient::ErrorSink on_error)
+                         rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error)
     : executor_(std::move(executor)),
       controller_(controller),
       replica_id_(make_replica_id()),
@@ -167,7 +167,7 @@ std::vector<std::string> RolloutSync::lease_args() const {
   return args("EVAL", kLeaseScript, "1", lease_key_, replica_id_, std::to_string(lease_ttl().count()));
 }
 
-std::vector<std::string> RolloutSync::cas_args(const RolloutController::SharedWrite& write) const {
+std::vector<std::string> RolloutSync::cas_args(const rollout::RolloutController::SharedWrite& write) const {
   return args("EVAL", kCasScript, "3", key_, lease_key_, events_key_,
               write.expected ? std::to_string(*write.expected) : std::string(), write.value,
               std::to_string(write.version), write.needs_lease ? replica_id_ : std::string());
@@ -220,7 +220,7 @@ net::awaitable<void> RolloutSync::sync_once() {
   bool fetched = false;
   std::vector<std::string> argv;
   Reply r;
-  std::optional<RolloutController::SharedWrite> write;
+  std::optional<rollout::RolloutController::SharedWrite> write;
   std::optional<std::string> stored;
   for (int round = 0; round < kMaxRounds && !stopped_; ++round) {
     write = controller_.shared_pending();
@@ -303,4 +303,4 @@ net::awaitable<void> RolloutSync::watch(std::shared_ptr<RolloutSync> self) {
   }
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::store

@@ -32,7 +32,7 @@
 #include "rollout/controller.hpp"
 #include "store/redis_client.hpp"
 
-namespace canaryd::server {
+namespace canaryd::store {
 
 class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
  public:
@@ -48,7 +48,7 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   // executor's io_context runs. `on_error` counts Redis failures (op "rollout").
   // Throws at start-up only (an unreadable redis.ca_file).
   static std::shared_ptr<RolloutSync> create(boost::asio::any_io_executor executor, const config::Config& config,
-                                             RolloutController& controller,
+                                             rollout::RolloutController& controller,
                                              store::RedisClient::ErrorSink on_error = {});
 
   void start();
@@ -65,7 +65,7 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
 
   struct Private {};
   RolloutSync(Private, boost::asio::any_io_executor executor, const config::Config& config,
-              RolloutController& controller, store::RedisClient::ErrorSink on_error);
+              rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error);
 
  private:
   using Loop = boost::asio::awaitable<void> (*)(std::shared_ptr<RolloutSync>);
@@ -76,11 +76,11 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   boost::asio::awaitable<bool> renew_lease();
   void wake();
   std::vector<std::string> lease_args() const;
-  std::vector<std::string> cas_args(const RolloutController::SharedWrite& write) const;
+  std::vector<std::string> cas_args(const rollout::RolloutController::SharedWrite& write) const;
   std::vector<std::string> xread_args(const std::string& last) const;
 
   boost::asio::any_io_executor executor_;
-  RolloutController& controller_;
+  rollout::RolloutController& controller_;
   std::string key_;
   std::string lease_key_;
   std::string events_key_;
@@ -93,4 +93,4 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   bool stopped_ = false;
 };
 
-}  // namespace canaryd::server
+}  // namespace canaryd::store

@@ -11,7 +11,7 @@
 #include "http/wire.hpp"
 #include "upstream/response.hpp"
 
-namespace canaryd::server {
+namespace canaryd::upstream {
 namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
@@ -44,11 +44,11 @@ std::string upstream_head(const http::request<http::string_body>& req, std::stri
                           std::size_t body_size, const UpstreamTarget& to) {
   http::fields fields;
   const std::string host = host_header(*to.up);
-  upstream_request_headers(req, fields, {host, to.up->api_key_value, to.request_id, to.client_ip});
+  wire::upstream_request_headers(req, fields, {host, to.up->api_key_value, to.request_id, to.client_ip});
   if (body_size > 0 || method_has_body(req.method())) fields.set(http::field::content_length, std::to_string(body_size));
   std::string head;
   head.reserve(512);
-  append_request_head(head, req.method(), target, fields);
+  wire::append_request_head(head, req.method(), target, fields);
   return head;
 }
 
@@ -185,4 +185,4 @@ net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig
   co_return Error{};
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::upstream

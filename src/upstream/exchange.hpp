@@ -20,7 +20,7 @@
 #include "upstream/connection.hpp"
 #include "upstream/response.hpp"
 
-namespace canaryd::server {
+namespace canaryd::upstream {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -86,4 +86,4 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
 // when reusable()).
 net::awaitable<Error> read_whole_body(Exchange& ex, const config::UpstreamConfig& up, std::string& body);
 
-}  // namespace canaryd::server
+}  // namespace canaryd::upstream

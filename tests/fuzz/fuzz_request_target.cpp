@@ -1,4 +1,4 @@
-// libFuzzer harness: request targets through http_target::normalize, which
+// libFuzzer harness: request targets through wire::target::normalize, which
 // decides what path reaches the upstream. Invariants: a normalised path starts
 // with '/', holds no dot-segment, no "//", no '\', no %2F/%5C/%00, and is a
 // fixed point (normalising it again changes nothing); the query is a suffix of
@@ -10,7 +10,7 @@
 
 #include "http/target.hpp"
 
-namespace ht = canaryd::server::http_target;
+namespace ht = canaryd::wire::target;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);

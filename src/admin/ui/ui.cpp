@@ -5,7 +5,7 @@
 #include <array>
 #include <vector>
 
-namespace canaryd::server {
+namespace canaryd::admin {
 namespace {
 
 // The text between the first `<tag>` and its closing tag: exactly what a
@@ -42,4 +42,4 @@ const std::string& status_page_csp() {
   return csp;
 }
 
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-namespace canaryd::server {
+namespace canaryd::admin {
 namespace {
 
 using namespace std::chrono_literals;
@@ -182,4 +182,4 @@ TEST(History, SampleShapeAndTimestamp) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

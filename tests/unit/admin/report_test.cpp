@@ -8,7 +8,7 @@
 #include "common/access_log.hpp"
 #include "admin/report.hpp"
 
-namespace canaryd::server {
+namespace canaryd::admin {
 namespace {
 
 using namespace std::chrono_literals;
@@ -24,11 +24,11 @@ nlohmann::json rollout_arms(std::uint64_t control, std::uint64_t canary) {
 
 TEST(CostUsd, PricedAndUnpriced) {
   std::map<std::string, config::Price> pricing{{"gpt-4.1", {8.0, 32.0}}, {"deepseek-v3.2", {0.42, 1.20}}};
-  EXPECT_DOUBLE_EQ(cost_usd(pricing, "gpt-4.1", 1'000'000, 0), 8.0);
-  EXPECT_DOUBLE_EQ(cost_usd(pricing, "gpt-4.1", 100, 50), 100 / 1e6 * 8 + 50 / 1e6 * 32);
-  EXPECT_DOUBLE_EQ(cost_usd(pricing, "deepseek-v3.2", 0, 1'000'000), 1.20);
-  EXPECT_EQ(cost_usd(pricing, "unknown-model", 1000, 1000), 0.0);
-  EXPECT_EQ(cost_usd(pricing, "other", 1000, 1000), 0.0);
+  EXPECT_DOUBLE_EQ(config::cost_usd(pricing, "gpt-4.1", 1'000'000, 0), 8.0);
+  EXPECT_DOUBLE_EQ(config::cost_usd(pricing, "gpt-4.1", 100, 50), 100 / 1e6 * 8 + 50 / 1e6 * 32);
+  EXPECT_DOUBLE_EQ(config::cost_usd(pricing, "deepseek-v3.2", 0, 1'000'000), 1.20);
+  EXPECT_EQ(config::cost_usd(pricing, "unknown-model", 1000, 1000), 0.0);
+  EXPECT_EQ(config::cost_usd(pricing, "other", 1000, 1000), 0.0);
 }
 
 TEST(Report, EmptyReportHasTheShapeCtlExpects) {
@@ -141,7 +141,7 @@ TEST(Report, ExactUnderManyThreads) {
 }
 
 TEST(AccessLogFormat, CostFieldOnlyWithUsage) {
-  AccessRecord r;
+  log::AccessRecord r;
   r.request_id = "req-1";
   r.method = "POST";
   r.path = "/v1/chat/completions";
@@ -162,4 +162,4 @@ TEST(AccessLogFormat, CostFieldOnlyWithUsage) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::admin

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace canaryd::server {
+namespace canaryd::log {
 namespace {
 
 nlohmann::json parse(const std::string& line) {
@@ -147,4 +147,4 @@ TEST(AccessLog, CostUsd) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::log

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-namespace canaryd::server {
+namespace canaryd::wire {
 namespace {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
@@ -273,4 +273,4 @@ TEST(ConstantTimeEqual, Basics) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::wire

@@ -1,9 +1,9 @@
-// http_target::normalize: what path canaryd routes and forwards (issue 19).
+// wire::target::normalize: what path canaryd routes and forwards (issue 19).
 #include "http/target.hpp"
 
 #include <gtest/gtest.h>
 
-namespace canaryd::server::http_target {
+namespace canaryd::wire::target {
 namespace {
 
 std::string path_of(std::string_view target) {
@@ -80,4 +80,4 @@ TEST(Normalize, UnsafeEncodingsAreRefused) {
 }
 
 }  // namespace
-}  // namespace canaryd::server::http_target
+}  // namespace canaryd::wire::target

@@ -17,7 +17,7 @@
 #include "rollout/state_machine.hpp"
 #include "rollout/controller.hpp"
 
-namespace canaryd::server {
+namespace canaryd::rollout {
 namespace {
 
 using namespace std::chrono_literals;
@@ -244,4 +244,4 @@ TEST(ControllerFallbackBudget, ShareOfBothArmsThenTheFloor) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::rollout

@@ -16,7 +16,7 @@
 #include "rollout/state_machine.hpp"
 #include "rollout/controller.hpp"
 
-namespace canaryd::server {
+namespace canaryd::rollout {
 namespace {
 
 using namespace std::chrono_literals;
@@ -266,4 +266,4 @@ TEST(MemoryControllerTest, WithoutRedisTheStateIsInProcess) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::rollout

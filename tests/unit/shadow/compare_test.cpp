@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace canaryd::server {
+namespace canaryd::shadow {
 namespace {
 
 AnswerSummary ok(int status = 200) {
@@ -164,4 +164,4 @@ TEST(Compare, NoContentMatchesWhenOneSideFailed) {
 }
 
 }  // namespace
-}  // namespace canaryd::server
+}  // namespace canaryd::shadow

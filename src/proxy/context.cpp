@@ -1,0 +1,95 @@
+#include "proxy/context.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace canaryd::proxy {
+
+namespace {
+
+split::Splitter make_splitter(const config::Config& c) {
+  return split::Splitter(split::parse_sources(c.split.sticky_key), split::CidrSet::parse(c.server.trusted_proxies),
+                         c.split.salt);
+}
+
+std::atomic<std::uint64_t> g_generation{0};
+
+}  // namespace
+
+Runtime::Runtime(std::shared_ptr<const config::Config> cfg)
+    : config(std::move(cfg)), splitter(make_splitter(*config)), generation(++g_generation) {
+  for (const auto& [name, up] : config->upstreams) {
+    if (up.tls) tls.emplace(name, upstream::make_tls_context(up));
+  }
+}
+
+std::shared_ptr<upstream::Pool> ThreadContext::pool(const Runtime& rt, const config::UpstreamConfig& up, int threads) {
+  if (pools_generation_ != rt.generation) {
+    // A reload: new requests get new pools (the upstream may have changed);
+    // requests in flight keep the old ones through their shared_ptr.
+    pools_.clear();
+    pools_generation_ = rt.generation;
+  }
+  auto it = pools_.find(up.name);
+  if (it != pools_.end()) return it->second;
+  std::uint32_t share = (up.max_connections + static_cast<std::uint32_t>(threads) - 1) /
+                        static_cast<std::uint32_t>(threads);
+  std::shared_ptr<boost::asio::ssl::context> tls;
+  if (auto t = rt.tls.find(up.name); t != rt.tls.end()) tls = t->second;
+  auto pool = std::make_shared<upstream::Pool>(executor_, up, tls, share);
+  pools_.emplace(up.name, pool);
+  return pool;
+}
+
+ClientWatch::ClientWatch(WatchList& list, int fd, upstream::Connection** current)
+    : list_(list), fd_(fd), current_(current) {
+  list_.watch(this);
+}
+
+ClientWatch::~ClientWatch() { stop(); }
+
+void ClientWatch::stop() {
+  if (watched_) list_.unwatch(this);
+}
+
+void WatchList::watch(ClientWatch* w) {
+  w->watched_ = true;
+  w->index_ = watches_.size();
+  watches_.push_back(w);
+  if (!armed_) arm();
+}
+
+void WatchList::arm() {
+  if (!timer_) return;  // shut down
+  armed_ = true;
+  timer_->expires_after(kSweep);
+  timer_->async_wait([this](const boost::system::error_code& ec) {
+    armed_ = false;
+    if (!ec) sweep();
+  });
+}
+
+void WatchList::unwatch(ClientWatch* w) {
+  w->watched_ = false;
+  // Swap-remove: O(1), order does not matter.
+  ClientWatch* last = watches_.back();
+  watches_[w->index_] = last;
+  last->index_ = w->index_;
+  watches_.pop_back();
+}
+
+void WatchList::sweep() {
+  for (ClientWatch* w : watches_) {
+    if (w->gone_) continue;
+    char byte;
+    const ssize_t n = ::recv(w->fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) continue;
+    w->gone_ = true;
+    if (*w->current_) (*w->current_)->close();
+  }
+  // Re-armed only while calls are watched.
+  if (!watches_.empty()) arm();
+}
+
+}  // namespace canaryd::proxy
