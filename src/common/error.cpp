@@ -1,99 +1,50 @@
 #include "canaryd/error.hpp"
 
+#include <array>
 #include <nlohmann/json.hpp>
 
 namespace canaryd {
+namespace {
 
-ErrorSource error_source(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::connect_error:
-    case ErrorKind::tls_error:
-    case ErrorKind::timeout:
-    case ErrorKind::bad_response:
-    case ErrorKind::response_too_large:
-      return ErrorSource::upstream;
-    case ErrorKind::draining:
-    case ErrorKind::overloaded:
-    case ErrorKind::internal:
-      return ErrorSource::internal;
-    default:
-      return ErrorSource::downstream;
-  }
+using S = ErrorSource;
+using L = LogLevel;
+using M = MetricStatus;
+
+// One row per ErrorKind, in enum order (checked below).
+constexpr std::array<ErrorInfo, 17> kTable{{
+    // source         status  OpenAI type              name / code           log       metric       fallback         analysis
+    {S::none,         200, "",                      "none",               L::debug, M::success, "",              false},
+    {S::downstream,   400, "invalid_request_error", "bad_request",        L::debug, M::error,   "",              false},
+    {S::downstream,   401, "authentication_error",  "invalid_api_key",    L::info,  M::error,   "",              false},
+    {S::downstream,   403, "authentication_error",  "forbidden",          L::info,  M::error,   "",              false},
+    {S::downstream,   404, "invalid_request_error", "not_found",          L::debug, M::error,   "",              false},
+    {S::downstream,   405, "invalid_request_error", "method_not_allowed", L::debug, M::error,   "",              false},
+    {S::downstream,   413, "invalid_request_error", "payload_too_large",  L::info,  M::error,   "",              false},
+    {S::downstream,   431, "invalid_request_error", "header_too_large",   L::info,  M::error,   "",              false},
+    {S::internal,     503, "server_unavailable",    "draining",           L::info,  M::error,   "",              false},
+    // An arm's pool full past pool_wait (a slow arm piles up connections) counts against that arm.
+    {S::internal,     503, "server_unavailable",    "overloaded",         L::warn,  M::error,   "",              true},
+    {S::internal,     500, "server_error",          "internal_error",     L::error, M::error,   "",              true},
+    {S::upstream,     502, "upstream_error",        "connect_error",      L::warn,  M::error,   "connect_error", true},
+    {S::upstream,     502, "upstream_error",        "tls_error",          L::warn,  M::error,   "tls_error",     true},
+    {S::upstream,     504, "upstream_error",        "timeout",            L::warn,  M::timeout, "timeout",       true},
+    {S::upstream,     502, "upstream_error",        "bad_response",       L::warn,  M::error,   "5xx",           true},
+    {S::upstream,     502, "upstream_error",        "response_too_large", L::warn,  M::error,   "",              true},
+    {S::store,        503, "server_unavailable",    "store_unavailable",  L::warn,  M::error,   "",              false},
+}};
+static_assert(kTable.size() == static_cast<std::size_t>(ErrorKind::store_unavailable) + 1,
+              "one row per ErrorKind, in enum order");
+
+}  // namespace
+
+const ErrorInfo& error_info(ErrorKind kind) {
+  const auto i = static_cast<std::size_t>(kind);
+  return i < kTable.size() ? kTable[i] : kTable[static_cast<std::size_t>(ErrorKind::internal)];
 }
-
-int http_status(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::none: return 200;
-    case ErrorKind::bad_request: return 400;
-    case ErrorKind::unauthorized: return 401;
-    case ErrorKind::forbidden: return 403;
-    case ErrorKind::not_found: return 404;
-    case ErrorKind::method_not_allowed: return 405;
-    case ErrorKind::payload_too_large: return 413;
-    case ErrorKind::header_too_large: return 431;
-    case ErrorKind::draining: return 503;
-    case ErrorKind::overloaded: return 503;
-    case ErrorKind::internal: return 500;
-    case ErrorKind::connect_error: return 502;
-    case ErrorKind::tls_error: return 502;
-    case ErrorKind::timeout: return 504;
-    case ErrorKind::bad_response: return 502;
-    case ErrorKind::response_too_large: return 502;
-  }
-  return 500;
-}
-
-std::string_view error_type(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::bad_request:
-    case ErrorKind::not_found:
-    case ErrorKind::method_not_allowed:
-    case ErrorKind::payload_too_large:
-    case ErrorKind::header_too_large:
-      return "invalid_request_error";
-    case ErrorKind::unauthorized:
-    case ErrorKind::forbidden:
-      return "authentication_error";
-    case ErrorKind::draining:
-    case ErrorKind::overloaded:
-      return "server_unavailable";
-    case ErrorKind::internal:
-      return "server_error";
-    default:
-      return "upstream_error";
-  }
-}
-
-std::string_view error_name(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::none: return "none";
-    case ErrorKind::bad_request: return "bad_request";
-    case ErrorKind::unauthorized: return "invalid_api_key";
-    case ErrorKind::forbidden: return "forbidden";
-    case ErrorKind::not_found: return "not_found";
-    case ErrorKind::method_not_allowed: return "method_not_allowed";
-    case ErrorKind::payload_too_large: return "payload_too_large";
-    case ErrorKind::header_too_large: return "header_too_large";
-    case ErrorKind::draining: return "draining";
-    case ErrorKind::overloaded: return "overloaded";
-    case ErrorKind::internal: return "internal_error";
-    case ErrorKind::connect_error: return "connect_error";
-    case ErrorKind::tls_error: return "tls_error";
-    case ErrorKind::timeout: return "timeout";
-    case ErrorKind::bad_response: return "bad_response";
-    case ErrorKind::response_too_large: return "response_too_large";
-  }
-  return "unknown";
-}
-
-std::string_view error_code(ErrorKind kind) { return error_name(kind); }
 
 std::string openai_error_body(ErrorKind kind, std::string_view message) {
-  nlohmann::json j = {{"error",
-                       {{"message", message},
-                        {"type", error_type(kind)},
-                        {"param", nullptr},
-                        {"code", error_code(kind)}}}};
+  const ErrorInfo& e = error_info(kind);
+  nlohmann::json j = {{"error", {{"message", message}, {"type", e.type}, {"param", nullptr}, {"code", e.name}}}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -5,6 +5,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <chrono>
@@ -42,8 +43,16 @@ struct Request {
 // Proxies one request; returns whether the client connection may be reused.
 net::awaitable<bool> proxy(Request& r, RouteKind route);
 
-// Writes one of canaryd's own error responses (OpenAI shape) and its access
-// log line; returns whether the connection may be reused.
+// The one writer of canaryd's own error responses: the status and OpenAI body
+// of the kind's row in the error table, `extra` headers (request id, arm
+// headers), keep-alive or Connection: close. Returns whether the write
+// succeeded.
+net::awaitable<bool> send_error(beast::tcp_stream& stream, unsigned version, bool keep_alive, ErrorKind kind,
+                                std::string_view message, const http::fields& extra,
+                                std::chrono::milliseconds timeout);
+
+// send_error for a request canaryd answers itself (a bad body, an unknown
+// route, the admin API's refusals), with its access log line.
 net::awaitable<bool> write_error(Request& r, ErrorKind kind, std::string_view message);
 
 }  // namespace canaryd::proxy

@@ -25,17 +25,27 @@ void log_refusal(const Request& r, ErrorKind kind) {
 
 }  // namespace
 
-net::awaitable<bool> write_error(Request& r, ErrorKind kind, std::string_view message) {
-  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), r.req.version()};
+net::awaitable<bool> send_error(beast::tcp_stream& stream, unsigned version, bool keep_alive, ErrorKind kind,
+                                std::string_view message, const http::fields& extra,
+                                std::chrono::milliseconds timeout) {
+  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), version};
   res.set(http::field::content_type, "application/json");
-  res.set("X-Request-ID", r.request_id);
+  for (const auto& f : extra) res.set(f.name_string(), f.value());
   res.body() = openai_error_body(kind, message);
-  res.keep_alive(r.keep_alive);
+  res.keep_alive(keep_alive);
   res.prepare_payload();
-  r.client.expires_after(r.rt->config->server.idle_timeout);
-  auto [ec, n] = co_await http::async_write(r.client, res, kTuple);
+  stream.expires_after(timeout);
+  auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+  co_return !ec;
+}
+
+net::awaitable<bool> write_error(Request& r, ErrorKind kind, std::string_view message) {
+  http::fields extra;
+  extra.set("X-Request-ID", r.request_id);
+  const bool written = co_await send_error(r.client, r.req.version(), r.keep_alive, kind, message, extra,
+                                           r.rt->config->server.idle_timeout);
   log_refusal(r, kind);
-  co_return !ec && r.keep_alive;
+  co_return written && r.keep_alive;
 }
 
 }  // namespace canaryd::proxy

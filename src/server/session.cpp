@@ -63,14 +63,10 @@ net::awaitable<void> lingering_close(beast::tcp_stream& stream) {
 // framing error nothing more on it can be trusted.
 net::awaitable<void> refuse(beast::tcp_stream& stream, ErrorKind kind, std::string_view message,
                             std::chrono::milliseconds timeout) {
-  http::response<http::string_body> res{static_cast<http::status>(http_status(kind)), 11};
-  res.set(http::field::content_type, "application/json");
-  res.set(http::field::connection, "close");
-  res.body() = openai_error_body(kind, message);
-  res.prepare_payload();
-  stream.expires_after(timeout);
-  auto [ec, n] = co_await http::async_write(stream, res, kTuple);
-  if (!ec) co_await lingering_close(stream);
+  const http::fields none;
+  if (co_await proxy::send_error(stream, 11, /*keep_alive=*/false, kind, message, none, timeout)) {
+    co_await lingering_close(stream);
+  }
 }
 
 std::size_t field_count(const http::fields& f) { return static_cast<std::size_t>(std::distance(f.begin(), f.end())); }

@@ -254,11 +254,20 @@ StickyKey Splitter::sticky_key(const HeaderLookup& headers, std::optional<std::s
   return {random_key(), kind, true};
 }
 
-Decision decide(std::optional<Arm> override_arm, bool rolled_back, Arm hash, std::optional<Arm> pin) {
-  if (override_arm) return {*override_arm, true, false};
-  if (rolled_back) return {Arm::control, false, false};
+std::optional<Decision> decide_before_hash(std::optional<Arm> override_arm, bool rolled_back) {
+  if (override_arm) return Decision{*override_arm, true, false};
+  if (rolled_back) return Decision{Arm::control, false, false};
+  return std::nullopt;
+}
+
+Decision decide_by_hash(Arm hash, std::optional<Arm> pin) {
   if (pin == Arm::canary && hash == Arm::control) return {Arm::canary, false, true};
   return {hash, false, false};
+}
+
+Decision decide(std::optional<Arm> override_arm, bool rolled_back, Arm hash, std::optional<Arm> pin) {
+  if (auto early = decide_before_hash(override_arm, rolled_back)) return *early;
+  return decide_by_hash(hash, pin);
 }
 
 }  // namespace canaryd::split

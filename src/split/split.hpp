@@ -137,5 +137,11 @@ struct Decision {
 // hand, while raising the weight still moves users control -> canary, as the
 // monotone ramps of SPEC §4 require.
 Decision decide(std::optional<Arm> override_arm, bool rolled_back, Arm hash, std::optional<Arm> pin);
+// The same order in the two steps the proxy takes, because the pin lookup
+// between them is I/O and depends on the hash arm: first the override and the
+// rollback (a decision, or nullopt when the hash decides), then the hash arm
+// with the pin read for it. decide() is exactly these two in a row.
+std::optional<Decision> decide_before_hash(std::optional<Arm> override_arm, bool rolled_back);
+Decision decide_by_hash(Arm hash, std::optional<Arm> pin);
 
 }  // namespace canaryd::split

@@ -59,8 +59,14 @@ bool is_stream_response(const http::fields& f) {
 
 Error classify(const beast::error_code& ec, std::string_view what, const config::UpstreamConfig& up) {
   if (ec == beast::error::timeout) return {ErrorKind::timeout, "upstream '" + up.name + "' timed out " + std::string(what)};
+  // A close or a reset before the answer: the upstream may have closed an idle
+  // pooled connection just as it was reused, so the request may be sent again.
+  const bool closed = ec == http::error::end_of_stream || ec == net::error::eof ||
+                      ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+                      ec == net::ssl::error::stream_truncated;
   if (ec.category() == net::error::get_ssl_category() || ec == net::ssl::error::stream_truncated) {
-    return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message()};
+    return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message(),
+            closed};
   }
   if (ec == http::error::body_limit) {
     return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
@@ -69,7 +75,8 @@ Error classify(const beast::error_code& ec, std::string_view what, const config:
       ec != http::error::partial_message) {
     return {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + ec.message()};
   }
-  return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message()};
+  return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message(),
+          closed};
 }
 
 namespace {
@@ -143,14 +150,12 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
       ex.first_byte = Exchange::Clock::now();
       co_return ex;
     }
-    // Bytes seen before the failure mean the upstream answered: not a stale connection.
-    bool stale_reuse = lease.reused && ex.interim == 0 && ec != beast::error::timeout &&
-                       (ec == http::error::end_of_stream || ec == net::error::eof ||
-                        ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-                        ec == net::ssl::error::stream_truncated);
+    Error failed = classify(ec, "before responding", up);
     ex.release(false);
-    if (!stale_reuse) {
-      ex.error = classify(ec, "before responding", up);
+    // Retried once on a fresh connection only when a reused one failed before
+    // any answer (an interim head counts as an answer).
+    if (!(lease.reused && ex.interim == 0 && failed.retry_safe)) {
+      ex.error = std::move(failed);
       co_return ex;
     }
   }

@@ -1,0 +1,119 @@
+// Phase 2: which arm serves the request (SPEC §4), in split::decide's order:
+// the override header, then a rollback, then the hash upgraded by a canary
+// pin. The pin lookup between the last two is the only I/O. Then, for a
+// request control serves, whether it is mirrored to the canary (shadow mode).
+#include "metrics/metrics.hpp"
+#include "proxy/active.hpp"
+#include "rollout/controller.hpp"
+#include "shadow/shadow.hpp"
+#include "split/split.hpp"
+#include "store/store.hpp"
+
+namespace canaryd::proxy {
+namespace {
+
+struct HeaderView final : split::HeaderLookup {
+  const http::fields& f;
+  explicit HeaderView(const http::fields& fields) : f(fields) {}
+  std::optional<std::string_view> get(std::string_view name) const override {
+    auto it = f.find(name);
+    if (it == f.end()) return std::nullopt;
+    return it->value();
+  }
+  std::vector<std::string_view> get_all(std::string_view name) const override {
+    std::vector<std::string_view> out;
+    auto [first, last] = f.equal_range(name);
+    for (auto it = first; it != last; ++it) out.push_back(it->value());
+    return out;
+  }
+};
+
+std::string_view source_name(const split::StickyKey& key) {
+  if (key.random) return "random";
+  switch (key.source) {
+    case split::KeySource::Kind::header: return "header";
+    case split::KeySource::Kind::body_user: return "body_user";
+    case split::KeySource::Kind::client_ip: return "client_ip";
+  }
+  return "";
+}
+
+void apply(Decision& d, const split::Decision& sd) {
+  d.arm = sd.arm;
+  d.forced = sd.forced;
+  d.pinned = sd.pinned;
+}
+
+}  // namespace
+
+std::string renamed_body(std::string_view body, const json::Span& model, std::string_view to) {
+  std::string out;
+  out.reserve(body.size() + to.size());
+  out.append(body.substr(0, model.begin));
+  out += json::encode_string(to);
+  out.append(body.substr(model.end));
+  return out;
+}
+
+net::awaitable<void> ActiveRequest::decide() {
+  rollout::RolloutController* ro = r_.services.rollout;
+  if (ro) r_.rollout_epoch = ro->epoch();
+  if (route_ == RouteKind::control_only) co_return;
+  HeaderView headers(r_.req);
+  const std::uint32_t threshold = ro ? ro->threshold() : 0;
+  const bool rolled_back = !ro || ro->rolled_back() || threshold == 0;
+  if (auto early = split::decide_before_hash(split::parse_override(headers.get(cfg_.split.override_header)),
+                                             rolled_back)) {
+    apply(decision_, *early);
+    co_return;
+  }
+  std::optional<std::string_view> body_user;
+  if (in_.user) body_user = *in_.user;
+  split::StickyKey key = r_.rt->splitter.sticky_key(headers, body_user, r_.peer_ip);
+  decision_.sticky_source = source_name(key);
+  if (key.random && r_.services.metrics) r_.services.metrics->add_random_key();
+  const Arm hash = r_.rt->splitter.hash_arm(key.value, threshold);
+  std::optional<Arm> pin;
+  if (cfg_.split.pin_ttl.count() > 0 && !key.random && r_.thread.store) {
+    std::string_view ns = cfg_.redis ? std::string_view(cfg_.redis->ns) : std::string_view("canaryd");
+    std::string pkey = store::pin_key(ns, ro->epoch(), key.value);
+    // Only canary pins are stored (store.hpp): one store call either way.
+    if (hash == Arm::canary) {
+      (void)co_await r_.thread.store->pin_canary(std::move(pkey),
+                                                 std::chrono::duration_cast<std::chrono::seconds>(cfg_.split.pin_ttl));
+    } else {
+      std::optional<bool> has = co_await r_.thread.store->has_canary_pin(std::move(pkey));
+      if (has.value_or(false)) pin = Arm::canary;
+    }
+  }
+  apply(decision_, split::decide_by_hash(hash, pin));
+}
+
+// A share of what control serves is mirrored to the canary, in the
+// background, on this I/O thread; the client never waits for it.
+void ActiveRequest::start_shadow() {
+  shadow::Shadow* sh = r_.services.shadow;
+  if (route_ != RouteKind::split || decision_.arm != Arm::control || !sh) return;
+  pair_ = sh->admit(r_.rt->config, r_.services.rollout ? r_.services.rollout->canary_off() : false);
+  if (!pair_) return;
+  shadow::ShadowPair& pair = *pair_;
+  const config::UpstreamConfig& canary = cfg_.canary();
+  const config::UpstreamConfig& control = cfg_.control();
+  pair.request_id = r_.request_id;
+  pair.path = r_.path;
+  pair.stream = in_.stream;
+  pair.control_model = in_.model;
+  if (auto m = control.models.find(in_.model); m != control.models.end()) pair.control_model = m->second;
+  pair.shadow_model = in_.model;
+  if (auto m = canary.models.find(in_.model); m != canary.models.end()) pair.shadow_model = m->second;
+  std::string shadow_body = in_.model_span && pair.shadow_model != in_.model
+                                ? renamed_body(body_, *in_.model_span, pair.shadow_model)
+                                : body_;
+  if (pair.log_bodies) pair.request_body = body_;
+  std::string head = upstream::upstream_head(r_.req, upstream::upstream_target(canary, r_.path, r_.query),
+                                             shadow_body.size(), {&canary, r_.request_id, r_.peer_ip});
+  sh->start(r_.client.get_executor(), pair_, r_.thread.pool(*r_.rt, canary, r_.services.threads), std::move(head),
+            std::move(shadow_body));
+}
+
+}  // namespace canaryd::proxy
