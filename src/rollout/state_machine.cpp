@@ -63,6 +63,7 @@ std::int64_t unix_ms(Clock::Wall::time_point t) {
 std::string_view failure_cause(const Verdict& v) {
   if (v.error_rate_failed && v.latency_failed) return "error_rate_and_latency";
   if (v.latency_failed) return "latency";
+  if (v.quality_failed && !v.error_rate_failed) return "quality";
   return "error_rate";
 }
 
@@ -146,16 +147,7 @@ std::optional<Status> decode(std::string_view text) {
     const json& v = j.at("verdict");
     if (!v.is_null()) {
       Verdict verdict;
-      if (!parse_verdict_kind(v.at("kind").get<std::string>(), verdict.kind)) return std::nullopt;
-      verdict.reason = v.at("reason").get<std::string>();
-      verdict.canary_error_rate = v.at("canary_error_rate").get<double>();
-      verdict.control_error_rate = v.at("control_error_rate").get<double>();
-      verdict.z = v.at("z").get<double>();
-      verdict.canary_p99_seconds = v.at("canary_p99_seconds").get<double>();
-      verdict.canary_requests = v.at("canary_requests").get<std::uint64_t>();
-      verdict.control_requests = v.value("control_requests", std::uint64_t{0});
-      verdict.error_rate_failed = v.value("error_rate_failed", false);
-      verdict.latency_failed = v.value("latency_failed", false);
+      if (!verdict_from_json(v, verdict)) return std::nullopt;
       s.verdict = std::move(verdict);
     }
     s.version = j.at("version").get<std::uint64_t>();
@@ -242,6 +234,13 @@ std::optional<Transition> Rollout::tick(const Verdict& verdict) {
                     failure_cause(verdict));
     }
     return std::nullopt;
+  }
+  // The judge asks to hold (a sample-ratio mismatch, or inconclusive for
+  // inconclusive_limit looks): pause with its reason, whatever on_failure
+  // says; the canary keeps its weight and the safety net above stays on.
+  if (!verdict.hold.empty() && state_ == State::progressing) {
+    return change(State::paused, step_, weight_, "paused by analysis: " + verdict.hold_reason,
+                  verdict.hold == "srm" ? "srm" : "inconclusive");
   }
   if (state_ != State::progressing || verdict.kind != Verdict::Kind::pass || !config_.auto_promote ||
       config_.steps.empty()) {

@@ -40,8 +40,9 @@ struct Transition {
   double weight;
   std::string reason;
   // Bounded, for metric labels (rollbacks_total{reason}): "analysis" (a step
-  // advanced), "error_rate" | "latency" | "error_rate_and_latency" (a failing
-  // verdict), "manual" (operator abort), "operator" (other verbs).
+  // advanced), "error_rate" | "latency" | "error_rate_and_latency" | "quality"
+  // (a failing verdict), "srm" | "inconclusive" (paused by the judge),
+  // "manual" (operator abort), "operator" (other verbs).
   std::string_view cause;
 };
 
@@ -81,9 +82,11 @@ class Rollout {
   //  - fail while progressing (or paused with traffic on the canary, under
   //    on_failure: rollback): on_failure (rollback = weight 0, aborted, epoch+1;
   //    pause = paused);
+  //  - a hold (verdict.hold: sample-ratio mismatch, or inconclusive too long)
+  //    while progressing: paused, weight kept, reason "paused by analysis: ...";
   //  - pass while progressing, auto_promote on, the step's pause elapsed: next
   //    step (from the last step: promoted);
-  //  - insufficient: nothing, ever.
+  //  - inconclusive: nothing, ever.
   std::optional<Transition> tick(const Verdict& verdict);
 
   std::optional<Transition> pause(std::string reason = "paused by operator");

@@ -637,7 +637,7 @@ void u_and_variance(std::span<const double> xs, std::span<const double> ys, doub
 }  // namespace
 
 StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
-                                                       double confidence) {
+                                                       double confidence, std::size_t display_samples) {
   StratifiedLatencyComparison r;
   r.z = r.p = r.ratio = r.ratio_lower = r.ratio_upper = kNaN;
   if (!(max_increase > -1) || !(confidence > 0 && confidence < 1)) return r;
@@ -675,6 +675,18 @@ StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencySt
   if (r.strata == 0) return r;
   r.z = numerator / std::sqrt(variance);
   r.p = normal_sf(r.z);
+  auto thin = [&](std::vector<double>& v) {
+    if (display_samples == 0 || v.size() <= display_samples) return;
+    std::sort(v.begin(), v.end());
+    std::vector<double> out(display_samples);
+    const double n = static_cast<double>(v.size());
+    for (std::size_t i = 0; i < display_samples; ++i) {
+      out[i] = v[static_cast<std::size_t>((static_cast<double>(i) + 0.5) * n / static_cast<double>(display_samples))];
+    }
+    v.swap(out);
+  };
+  thin(pooled_x);
+  thin(pooled_y);
   const LatencyComparison pooled = compare_latency(pooled_x, pooled_y, max_increase, confidence);
   r.ratio = pooled.ratio;
   r.ratio_lower = pooled.ratio_lower;

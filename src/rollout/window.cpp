@@ -1,6 +1,7 @@
 #include "rollout/window.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <thread>
 
@@ -105,16 +106,59 @@ nanoseconds slice_for(nanoseconds window) {
 
 // ---- ArmWindow ------------------------------------------------------------
 
+namespace {
+
+// splitmix64's finaliser (Steele, Lea & Flood 2014).
+std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// An empty reservoir slot: a NaN no latency produces.
+constexpr std::uint64_t kEmptySample = 0x7FF8DEADBEEF0001ULL;
+
+}  // namespace
+
 struct ArmWindow::Slice {
   std::atomic<std::uint64_t> state{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> errors{0};
   std::array<std::atomic<std::uint64_t>, LatencyBuckets::kBuckets> buckets{};
+  std::array<std::atomic<std::uint64_t>, kQualitySignals> eligible{};
+  std::array<std::atomic<std::uint64_t>, kQualitySignals> flagged{};
+  struct Reservoir {
+    std::atomic<std::uint64_t> seen{0};
+    std::array<std::atomic<std::uint64_t>, kReservoir> bits{};
+  };
+  std::array<Reservoir, 2> reservoirs;  // by LatencyMetric
 
+  Slice() { clear(); }
   void clear() {
     requests.store(0, std::memory_order_relaxed);
     errors.store(0, std::memory_order_relaxed);
     for (auto& b : buckets) b.store(0, std::memory_order_relaxed);
+    for (auto& q : eligible) q.store(0, std::memory_order_relaxed);
+    for (auto& q : flagged) q.store(0, std::memory_order_relaxed);
+    for (auto& r : reservoirs) {
+      r.seen.store(0, std::memory_order_relaxed);
+      for (auto& b : r.bits) b.store(kEmptySample, std::memory_order_relaxed);
+    }
+  }
+
+  // Algorithm R with the index drawn from a hash of the sample's position,
+  // value and slice: deterministic for a given input (canaryd simulate is
+  // reproducible), uniform whatever the values are.
+  void offer(LatencyMetric metric, std::uint64_t epoch, double seconds) {
+    auto& r = reservoirs[static_cast<std::size_t>(metric)];
+    const std::uint64_t i = r.seen.fetch_add(1, std::memory_order_relaxed);
+    const auto bits = std::bit_cast<std::uint64_t>(seconds);
+    if (i < kReservoir) {
+      r.bits[i].store(bits, std::memory_order_relaxed);
+      return;
+    }
+    const std::uint64_t j = mix64(i ^ (bits * 0x9E3779B97F4A7C15ULL) ^ (epoch << 20)) % (i + 1);
+    if (j < kReservoir) r.bits[j].store(bits, std::memory_order_relaxed);
   }
 };
 
@@ -135,6 +179,108 @@ void ArmWindow::record(TimePoint now, bool error, nanoseconds latency) {
   slot->buckets[LatencyBuckets::index(latency)].fetch_add(1, std::memory_order_relaxed);
 }
 
+void ArmWindow::record(TimePoint now, const Observation& o) {
+  totals_.requests.fetch_add(1, std::memory_order_relaxed);
+  if (o.error) totals_.errors.fetch_add(1, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kQualitySignals; ++i) {
+    const auto s = static_cast<QualitySignal>(i);
+    if (!o.quality.is_eligible(s)) continue;
+    totals_.eligible[i].fetch_add(1, std::memory_order_relaxed);
+    if (o.quality.is_flagged(s)) totals_.flagged[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  const std::uint64_t epoch = epoch_of(now, slice_);
+  Slice* slot = acquire(slices_[epoch % count_], epoch);
+  if (slot == nullptr) return;
+  slot->requests.fetch_add(1, std::memory_order_relaxed);
+  if (o.error) slot->errors.fetch_add(1, std::memory_order_relaxed);
+  slot->buckets[LatencyBuckets::index(o.duration)].fetch_add(1, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kQualitySignals; ++i) {
+    const auto s = static_cast<QualitySignal>(i);
+    if (!o.quality.is_eligible(s)) continue;
+    slot->eligible[i].fetch_add(1, std::memory_order_relaxed);
+    if (o.quality.is_flagged(s)) slot->flagged[i].fetch_add(1, std::memory_order_relaxed);
+  }
+  if (o.error) return;  // a failure's latency says how it failed, not how fast the arm is
+  slot->offer(LatencyMetric::duration, epoch, std::chrono::duration<double>(o.duration).count());
+  if (o.ttfb) slot->offer(LatencyMetric::ttfb, epoch, std::chrono::duration<double>(*o.ttfb).count());
+}
+
+ArmTotals ArmWindow::totals() const {
+  ArmTotals t;
+  // Errors before requests: a reader racing a recorder may see a request
+  // without its error, never an error without its request.
+  t.errors = totals_.errors.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kQualitySignals; ++i) t.flagged[i] = totals_.flagged[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kQualitySignals; ++i) t.eligible[i] = totals_.eligible[i].load(std::memory_order_relaxed);
+  t.requests = totals_.requests.load(std::memory_order_relaxed);
+  t.errors = std::min(t.errors, t.requests);
+  for (std::size_t i = 0; i < kQualitySignals; ++i) t.flagged[i] = std::min(t.flagged[i], t.eligible[i]);
+  return t;
+}
+
+std::vector<LatencySlice> ArmWindow::latency(TimePoint now, LatencyMetric metric) const {
+  const std::uint64_t current = epoch_of(now, slice_);
+  std::vector<LatencySlice> out;
+  for (std::size_t k = 0; k < count_; ++k) {
+    const Slice& slot = slices_[k];
+    const std::uint64_t before = slot.state.load(std::memory_order_acquire);
+    if (!in_window(before, current, count_)) continue;
+    const auto& r = slot.reservoirs[static_cast<std::size_t>(metric)];
+    LatencySlice ls;
+    ls.epoch = (before >> 1) - 1;
+    ls.seen = r.seen.load(std::memory_order_relaxed);
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(ls.seen, kReservoir));
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t bits = r.bits[i].load(std::memory_order_relaxed);
+      if (bits == kEmptySample) continue;  // claimed, not written yet
+      ls.values.push_back(std::bit_cast<double>(bits));
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (slot.state.load(std::memory_order_relaxed) != before) continue;  // reclaimed while we read
+    if (!ls.values.empty()) out.push_back(std::move(ls));
+  }
+  std::sort(out.begin(), out.end(), [](const LatencySlice& a, const LatencySlice& b) { return a.epoch < b.epoch; });
+  return out;
+}
+
+// ---- DistinctUsers --------------------------------------------------------
+
+void DistinctUsers::add(Arm arm, std::uint64_t user_hash) {
+  const std::uint64_t h = mix64(user_hash);
+  if (h > threshold_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(mu_);
+  if (h > threshold_.load(std::memory_order_relaxed)) return;
+  if (seen_[0].count(h) || seen_[1].count(h)) return;
+  const auto a = static_cast<std::size_t>(arm);
+  seen_[a].insert(h);
+  ++count_[a];
+  while (seen_[0].size() + seen_[1].size() > kMaxUsers) {
+    const std::uint64_t t = threshold_.load(std::memory_order_relaxed) / 2;
+    threshold_.store(t, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < 2; ++i) {
+      std::erase_if(seen_[i], [t](std::uint64_t v) { return v > t; });
+      count_[i] = seen_[i].size();
+    }
+  }
+}
+
+DistinctUsers::Counts DistinctUsers::counts() const {
+  std::lock_guard lock(mu_);
+  Counts c;
+  c.control = count_[0];
+  c.canary = count_[1];
+  c.sampled = static_cast<double>(threshold_.load(std::memory_order_relaxed)) / 18446744073709551615.0;
+  return c;
+}
+
+void DistinctUsers::restart() {
+  std::lock_guard lock(mu_);
+  seen_[0].clear();
+  seen_[1].clear();
+  count_[0] = count_[1] = 0;
+  threshold_.store(~std::uint64_t{0}, std::memory_order_relaxed);
+}
+
 Snapshot ArmWindow::snapshot(TimePoint now) const {
   const std::uint64_t current = epoch_of(now, slice_);
   std::array<std::uint64_t, LatencyBuckets::kBuckets> merged{};
@@ -148,12 +294,21 @@ Snapshot ArmWindow::snapshot(TimePoint now) const {
     const std::uint64_t errors = slot.errors.load(std::memory_order_relaxed);
     std::array<std::uint64_t, LatencyBuckets::kBuckets> local;
     for (std::size_t i = 0; i < local.size(); ++i) local[i] = slot.buckets[i].load(std::memory_order_relaxed);
+    std::array<std::uint64_t, kQualitySignals> eligible, flagged;
+    for (std::size_t i = 0; i < kQualitySignals; ++i) {
+      eligible[i] = slot.eligible[i].load(std::memory_order_relaxed);
+      flagged[i] = slot.flagged[i].load(std::memory_order_relaxed);
+    }
     std::atomic_thread_fence(std::memory_order_acquire);
     if (slot.state.load(std::memory_order_relaxed) != before) continue;  // reclaimed while we read
     if (requests == 0) continue;
     out.requests += requests;
     out.errors += errors;
     for (std::size_t i = 0; i < local.size(); ++i) merged[i] += local[i];
+    for (std::size_t i = 0; i < kQualitySignals; ++i) {
+      out.eligible[i] += eligible[i];
+      out.flagged[i] += std::min(flagged[i], eligible[i]);
+    }
     oldest = std::min(oldest, (before >> 1) - 1);
   }
   if (out.requests == 0) return out;
@@ -220,6 +375,11 @@ std::uint64_t CounterWindow::count(TimePoint now) const {
 
 // ---- Windows --------------------------------------------------------------
 
-Windows::Windows(nanoseconds window) : control_(window), canary_(window), fallbacks_(window) {}
+namespace {
+std::atomic<std::uint64_t> next_windows_id{1};
+}
+
+Windows::Windows(nanoseconds window)
+    : control_(window), canary_(window), fallbacks_(window), id_(next_windows_id.fetch_add(1)) {}
 
 }  // namespace canaryd::rollout

@@ -1,5 +1,8 @@
-// Per-arm sliding windows of requests, errors and latency (SPEC §5 analysis),
-// plus a counter window for fallbacks (the fallback budget).
+// Per-arm sliding windows of requests, errors, latency and the LLM quality
+// signals (SPEC §5 analysis, issue 14), plus a counter window for fallbacks
+// (the fallback budget), per-arm running totals for the judge's sequential
+// tests, bounded latency reservoirs per time slice for its rank tests, and the
+// distinct users per arm for its sample-ratio check.
 //
 // record() is called by every I/O thread for every request, so it takes no
 // lock: the window is a ring of fixed time slices of atomics; the slice for
@@ -14,11 +17,16 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_set>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "canaryd/arm.hpp"
 #include "canaryd/clock.hpp"
+#include "canaryd/quality.hpp"
 
 namespace canaryd::rollout {
 
@@ -39,6 +47,32 @@ struct LatencyBuckets {
   static double lower_bound_seconds(std::size_t i);
 };
 
+// What one upstream attempt on a split route tells the judge.
+struct Observation {
+  bool error = false;
+  std::chrono::nanoseconds duration{0};             // the whole call (a stream: to its last byte)
+  std::optional<std::chrono::nanoseconds> ttfb;     // none when no byte came
+  QualityFlags quality;                             // what the response scan found (none for errors)
+};
+
+// Counts of one arm since its window was made; they never slide, so the
+// judge's sequential tests take the difference between two looks.
+struct ArmTotals {
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::array<std::uint64_t, kQualitySignals> eligible{};
+  std::array<std::uint64_t, kQualitySignals> flagged{};
+};
+
+enum class LatencyMetric : std::uint8_t { duration, ttfb };
+
+// One time slice's latency reservoir (seconds, successful attempts only).
+struct LatencySlice {
+  std::uint64_t epoch = 0;     // the slice's index in time (now / slice length)
+  std::uint64_t seen = 0;      // samples offered to the slice
+  std::vector<double> values;  // at most ArmWindow::kReservoir of them, uniformly chosen
+};
+
 struct Snapshot {
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
@@ -46,6 +80,8 @@ struct Snapshot {
   std::chrono::nanoseconds p50{0};  // 0 without requests
   std::chrono::nanoseconds p99{0};
   std::chrono::nanoseconds covered{0};  // span of time the data comes from (<= window)
+  std::array<std::uint64_t, kQualitySignals> eligible{};  // quality signals in the window
+  std::array<std::uint64_t, kQualitySignals> flagged{};
 
   double p50_seconds() const { return std::chrono::duration<double>(p50).count(); }
   double p99_seconds() const { return std::chrono::duration<double>(p99).count(); }
@@ -60,6 +96,11 @@ std::chrono::nanoseconds slice_for(std::chrono::nanoseconds window);
 
 class ArmWindow {
  public:
+  // Latency samples kept per slice and metric (reservoir sampling, Vitter
+  // 1985 "Random sampling with a reservoir", ACM TOMS 11(1):37-57, Algorithm
+  // R): 32 x 60 slices = up to 1920 per arm and metric over a window.
+  static constexpr std::size_t kReservoir = 32;
+
   // slice 0 = slice_for(window). The ring has ceil(window / slice) slices, so a
   // sample stays visible for at least window - slice and at most window.
   explicit ArmWindow(std::chrono::nanoseconds window, std::chrono::nanoseconds slice = {});
@@ -70,7 +111,13 @@ class ArmWindow {
   // Thread-safe and lock-free (bar a spin of a few hundred stores while another
   // thread reclaims the slice, once per slice length).
   void record(TimePoint now, bool error, std::chrono::nanoseconds latency);
+  // The judge's form: also the totals, the reservoirs (duration and TTFB of a
+  // successful attempt) and the quality signals.
+  void record(TimePoint now, const Observation& observation);
   Snapshot snapshot(TimePoint now) const;
+  ArmTotals totals() const;
+  // The window's slices with latency samples of `metric`, oldest first.
+  std::vector<LatencySlice> latency(TimePoint now, LatencyMetric metric) const;
 
   std::chrono::nanoseconds window() const { return window_; }
   std::chrono::nanoseconds slice() const { return slice_; }
@@ -82,6 +129,41 @@ class ArmWindow {
   std::chrono::nanoseconds slice_;
   std::size_t count_;
   std::unique_ptr<Slice[]> slices_;
+  struct Totals {
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> errors{0};
+    std::array<std::atomic<std::uint64_t>, kQualitySignals> eligible{};
+    std::array<std::atomic<std::uint64_t>, kQualitySignals> flagged{};
+  } totals_;
+};
+
+// Distinct users per arm since restart(), for the sample-ratio check. Exact
+// over a sample of users chosen by their hash alone (never by their arm): a
+// user counts when mix(hash) <= a threshold that halves, dropping the users
+// above it, whenever more than kMaxUsers are kept (adaptive distinct sampling,
+// Gibbons 2001, "Distinct sampling for highly-accurate answers to distinct
+// values queries and event reports", VLDB). The kept users are a uniform
+// random subset of all users, so their split is the split's. A user counts in
+// the arm it was first seen on.
+class DistinctUsers {
+ public:
+  static constexpr std::size_t kMaxUsers = 16384;
+
+  // Thread-safe: a relaxed load for a user outside the sample, a mutex for one in it.
+  void add(Arm arm, std::uint64_t user_hash);
+  struct Counts {
+    std::uint64_t canary = 0;
+    std::uint64_t control = 0;
+    double sampled = 1;  // share of users the counts cover (1, 1/2, 1/4, ...)
+  };
+  Counts counts() const;
+  void restart();
+
+ private:
+  mutable std::mutex mu_;
+  std::atomic<std::uint64_t> threshold_{~std::uint64_t{0}};
+  std::unordered_set<std::uint64_t> seen_[2];  // mixed hashes, by arm
+  std::uint64_t count_[2] = {0, 0};
 };
 
 // A sliding count (fallbacks), same slicing as ArmWindow.
@@ -112,6 +194,14 @@ class Windows {
   void record(Arm arm, TimePoint now, bool error, std::chrono::nanoseconds latency) {
     arm_window(arm).record(now, error, latency);
   }
+  void record(Arm arm, TimePoint now, const Observation& observation) { arm_window(arm).record(now, observation); }
+  // A request the split assigned (not forced by the override header, not a
+  // fallback's second attempt): `user_hash` is the user's (split::key_hash).
+  void record_user(Arm arm, std::uint64_t user_hash) { users_.add(arm, user_hash); }
+  DistinctUsers& users() { return users_; }
+  const DistinctUsers& users() const { return users_; }
+  // Unique per Windows made in this process: the judge restarts on a new one.
+  std::uint64_t id() const { return id_; }
   Snapshot snapshot(Arm arm, TimePoint now) const { return arm_window(arm).snapshot(now); }
   void record_fallback(TimePoint now) { fallbacks_.add(now); }
   std::uint64_t fallbacks(TimePoint now) const { return fallbacks_.count(now); }
@@ -124,6 +214,8 @@ class Windows {
   ArmWindow control_;
   ArmWindow canary_;
   CounterWindow fallbacks_;
+  DistinctUsers users_;
+  std::uint64_t id_;
 };
 
 }  // namespace canaryd::rollout

@@ -47,7 +47,7 @@ TEST(TwoProportionZ, DegenerateCases) {
 
 TEST(Analyse, InsufficientBelowMinRequests) {
   auto v = analyse(cfg(), snap(1000, 0), snap(99, 50, 5s));
-  EXPECT_EQ(v.kind, Verdict::Kind::insufficient);
+  EXPECT_EQ(v.kind, Verdict::Kind::inconclusive);
   EXPECT_EQ(v.reason, "insufficient data: 99 of 100 canary requests");
   EXPECT_EQ(v.canary_requests, 99u);
 }

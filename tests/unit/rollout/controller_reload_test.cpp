@@ -59,7 +59,7 @@ TEST(ControllerReload, ChangedWindowIsAppliedAndRestartsEmpty) {
   ctl.tick();
   st = ctl.status();
   EXPECT_EQ(requests(st, "canary"), 1u);
-  EXPECT_EQ(st["verdict"]["kind"], "insufficient") << st.dump();
+  EXPECT_EQ(st["verdict"]["kind"], "inconclusive") << st.dump();
   EXPECT_EQ(st["verdict"]["canary_requests"], 1);
   // The new window really is 10 minutes: a sample 5 minutes old is still in it.
   clock.advance(5min);
@@ -165,7 +165,7 @@ TEST(ControllerRetry, RetryRestartsTheWindowsRollbackKeepsThem) {
   ctl.tick();
   st = ctl.status();
   EXPECT_EQ(st["state"], "progressing") << st.dump();
-  EXPECT_EQ(st["verdict"]["kind"], "insufficient");
+  EXPECT_EQ(st["verdict"]["kind"], "inconclusive");
   // A manual abort (a new epoch into aborted) keeps the windows too.
   ctl.record(Arm::canary, false, 10ms);
   st = ctl.admin("POST", "/admin/rollout/abort", "").body;

@@ -23,7 +23,7 @@ Verdict verdict(Verdict::Kind kind, std::string reason = "") {
   return v;
 }
 const Verdict kPass = verdict(Verdict::Kind::pass, "ok");
-const Verdict kInsufficient = verdict(Verdict::Kind::insufficient, "insufficient data: 3 of 100 canary requests");
+const Verdict kInsufficient = verdict(Verdict::Kind::inconclusive, "insufficient data: 3 of 100 canary requests");
 const Verdict kFail = verdict(Verdict::Kind::fail, "canary error rate 3.00% above 1.00%");
 
 TEST(Rollout, InitialState) {
@@ -72,7 +72,7 @@ TEST(Rollout, NoAdvanceOnInsufficient) {
   clock.advance(2h);
   for (int i = 0; i < 10; ++i) EXPECT_FALSE(r.tick(kInsufficient));
   EXPECT_EQ(r.step(), 0u);
-  EXPECT_EQ(r.status().verdict->kind, Verdict::Kind::insufficient);
+  EXPECT_EQ(r.status().verdict->kind, Verdict::Kind::inconclusive);
   EXPECT_TRUE(r.tick(kPass));  // the pause is long over; the first pass advances
   EXPECT_EQ(r.weight(), 25);
 }
@@ -327,7 +327,7 @@ TEST(Status, JsonShape) {
   EXPECT_EQ(j["epoch"], 0);
   r.tick(kInsufficient);
   j = to_json(r.status());
-  EXPECT_EQ(j["verdict"]["kind"], "insufficient");
+  EXPECT_EQ(j["verdict"]["kind"], "inconclusive");
   r.set_weight(12.5);
   EXPECT_EQ(to_json(r.status())["weight"].dump(), "12.5");
 }

@@ -172,5 +172,131 @@ TEST(Windows, PerArmAndFallbacks) {
   EXPECT_EQ(w.snapshot(Arm::control, clock.now()).requests, 0u);
 }
 
+// ---- the judge v2's inputs (issue 14) -------------------------------------
+
+Observation obs(bool error, std::chrono::nanoseconds duration, std::optional<std::chrono::nanoseconds> ttfb = {},
+                QualityFlags q = {}) {
+  Observation o;
+  o.error = error;
+  o.duration = duration;
+  o.ttfb = ttfb;
+  o.quality = q;
+  return o;
+}
+
+TEST(ArmWindow, TotalsNeverSlideAndCountQuality) {
+  ManualClock clock;
+  ArmWindow w(60s);
+  QualityFlags q;
+  q.mark(QualitySignal::truncated, true);
+  q.mark(QualitySignal::empty, false);
+  w.record(clock.now(), obs(false, 10ms, 2ms, q));
+  w.record(clock.now(), obs(true, 10ms));
+  w.record(clock.now(), false, 10ms);  // the old form: window only
+  auto t = w.totals();
+  EXPECT_EQ(t.requests, 2u);
+  EXPECT_EQ(t.errors, 1u);
+  EXPECT_EQ(t.eligible[0], 1u);
+  EXPECT_EQ(t.flagged[0], 1u);
+  EXPECT_EQ(t.eligible[2], 1u);
+  EXPECT_EQ(t.flagged[2], 0u);
+  auto s = w.snapshot(clock.now());
+  EXPECT_EQ(s.requests, 3u);
+  EXPECT_EQ(s.eligible[0], 1u);
+  EXPECT_EQ(s.flagged[0], 1u);
+  clock.advance(2min);
+  EXPECT_EQ(w.snapshot(clock.now()).requests, 0u);
+  EXPECT_EQ(w.snapshot(clock.now()).eligible[0], 0u);
+  EXPECT_EQ(w.totals().requests, 2u);  // totals stay
+}
+
+TEST(ArmWindow, LatencyReservoirsPerSliceAndMetric) {
+  ManualClock clock;
+  ArmWindow w(60s);  // 1 s slices
+  const auto t0 = clock.now();
+  // Slice 0: 10 successes (TTFB on half of them) and an error (never sampled).
+  for (int i = 0; i < 10; ++i) {
+    w.record(t0, obs(false, std::chrono::milliseconds(100 + i),
+                     i % 2 ? std::optional<std::chrono::nanoseconds>(5ms) : std::nullopt));
+  }
+  w.record(t0, obs(true, 30s, 1ms));
+  // Slice 3: 1000 samples: the reservoir keeps kReservoir, uniformly.
+  for (int i = 0; i < 1000; ++i) w.record(t0 + 3s, obs(false, std::chrono::milliseconds(i + 1)));
+  const auto d = w.latency(t0 + 3s, LatencyMetric::duration);
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_LT(d[0].epoch, d[1].epoch);
+  EXPECT_EQ(d[0].values.size(), 10u);
+  EXPECT_EQ(d[0].seen, 10u);
+  EXPECT_DOUBLE_EQ(*std::max_element(d[0].values.begin(), d[0].values.end()), 0.109);
+  EXPECT_EQ(d[1].seen, 1000u);
+  ASSERT_EQ(d[1].values.size(), ArmWindow::kReservoir);
+  double mean = 0;
+  for (double v : d[1].values) mean += v / ArmWindow::kReservoir;
+  EXPECT_NEAR(mean, 0.5, 0.15);  // a uniform pick of 1..1000 ms
+  EXPECT_GT(*std::min_element(d[1].values.begin(), d[1].values.end()), 0.0);
+  const auto f = w.latency(t0 + 3s, LatencyMetric::ttfb);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].values.size(), 5u);
+  // Slices leave the window as the counts do.
+  EXPECT_EQ(w.latency(t0 + 62s, LatencyMetric::duration).size(), 1u);
+  EXPECT_TRUE(w.latency(t0 + 70s, LatencyMetric::duration).empty());
+}
+
+TEST(DistinctUsers, CountsEachUserOnceInTheArmFirstSeen) {
+  DistinctUsers u;
+  u.add(Arm::canary, 1);
+  u.add(Arm::canary, 1);
+  u.add(Arm::control, 1);  // already counted on the canary
+  u.add(Arm::control, 2);
+  u.add(Arm::control, 3);
+  auto c = u.counts();
+  EXPECT_EQ(c.canary, 1u);
+  EXPECT_EQ(c.control, 2u);
+  EXPECT_EQ(c.sampled, 1);
+  u.restart();
+  EXPECT_EQ(u.counts().canary + u.counts().control, 0u);
+}
+
+TEST(DistinctUsers, SamplesByHashWhenFullAndKeepsTheSplit) {
+  DistinctUsers u;
+  std::uint64_t state = 42;
+  auto next = [&] {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  };
+  constexpr int kUsers = 100000;
+  for (int i = 0; i < kUsers; ++i) {
+    const std::uint64_t h = next();
+    u.add((h >> 7) % 10 == 0 ? Arm::canary : Arm::control, h);  // 10% on the canary
+  }
+  const auto c = u.counts();
+  EXPECT_LE(c.canary + c.control, DistinctUsers::kMaxUsers);
+  EXPECT_LT(c.sampled, 1);
+  EXPECT_NEAR((c.canary + c.control) / c.sampled, kUsers, kUsers * 0.05);
+  const double share = static_cast<double>(c.canary) / static_cast<double>(c.canary + c.control);
+  EXPECT_NEAR(share, 0.1, 0.01);
+}
+
+TEST(DistinctUsers, ConcurrentAdds) {
+  DistinctUsers u;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&u, t] {
+      for (std::uint64_t i = 0; i < 3000; ++i) u.add(t % 2 ? Arm::canary : Arm::control, i * 4 + t);
+    });
+  }
+  for (auto& th : threads) th.join();
+  const auto c = u.counts();
+  EXPECT_EQ(c.canary, 6000u);
+  EXPECT_EQ(c.control, 6000u);
+}
+
+TEST(Windows, IdsAreUnique) {
+  Windows a(60s), b(60s);
+  EXPECT_NE(a.id(), b.id());
+}
+
 }  // namespace
 }  // namespace canaryd::rollout
