@@ -16,6 +16,7 @@
 
 #include "canaryd/config.hpp"
 #include "ctl/ctl.hpp"
+#include "simulate/simulate.hpp"
 #include "metrics/metrics.hpp"
 #include "server/app.hpp"
 #include "admin/history.hpp"
@@ -40,6 +41,7 @@ using namespace canaryd;
 
 constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--log-level LEVEL] [--version]
        canaryd ctl [--url URL] [--token TOKEN] status|pause|resume|promote|abort|retry|weight N|report
+       canaryd simulate --config FILE --scenario FILE [--runs N] [--seed S] [--threads N] [--json]
 
   -c, --config FILE   config file (default: $CANARYD_CONFIG, else config/canaryd.yaml)
   --check-config      validate FILE, print the resolved config (secrets redacted), exit 0 or 1
@@ -290,6 +292,7 @@ int run(const Flags& flags) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0) return canaryd::ctl::main(argc - 1, argv + 1);
+  if (argc >= 2 && std::strcmp(argv[1], "simulate") == 0) return canaryd::simulate::main(argc - 1, argv + 1);
   Flags flags;
   if (const char* env = std::getenv("CANARYD_CONFIG"); env && *env) flags.config = env;
   for (int i = 1; i < argc; ++i) {
