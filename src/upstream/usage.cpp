@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "common/json_scan.hpp"
+#include "upstream/quality.hpp"
 
 namespace canaryd::upstream {
 namespace {
@@ -121,6 +122,7 @@ void SseScanner::dispatch() {
     return;
   }
   if (on_data) on_data(data_);
+  if (quality) quality->event(data_);
   if (data_.find("\"usage\"") != std::string::npos) {
     if (auto u = parse_usage(data_)) usage_ = u;
   }

@@ -11,6 +11,8 @@
 
 namespace canaryd::upstream {
 
+class QualityScanner;
+
 struct Usage {
   std::uint64_t prompt = 0;
   std::uint64_t completion = 0;
@@ -36,6 +38,9 @@ class SseScanner {
   // Called with each complete event's data (not "[DONE]"), when set. Only
   // shadowed requests set it (to summarize the answer for the comparison).
   std::function<void(std::string_view)> on_data;
+  // Fed each complete event's data, when set (the LLM quality signals of a
+  // judged stream, quality.hpp). Not owned.
+  QualityScanner* quality = nullptr;
 
  private:
   void line(std::string_view text);
