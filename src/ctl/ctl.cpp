@@ -152,6 +152,73 @@ std::string num(const nlohmann::json& v, const char* fmt = "%.2f") {
   return b;
 }
 
+// A number the judge reports in logs (an e-value's log) as the e-value itself.
+std::string evalue(const nlohmann::json& log_e) {
+  if (!log_e.is_number()) return "-";
+  char b[48];
+  std::snprintf(b, sizeof b, "%.3g", std::exp(log_e.get<double>()));
+  return b;
+}
+
+// The verdict's checks (issue 14): one line each, with the value per arm, the
+// estimate against control, what is allowed, the evidence against its level
+// at this look, and the failing looks against the limit.
+void render_checks(std::ostringstream& o, const nlohmann::json& v) {
+  const auto& checks = member(v, "checks");
+  const auto& srm = member(v, "srm");
+  if ((!checks.is_array() || checks.empty()) && !srm.is_object()) return;
+  char line[256];
+  std::snprintf(line, sizeof line, "\n  %-26s %-13s %-9s %-9s %-9s %-9s %-22s %s\n", "CHECK", "OUTCOME", "CANARY",
+                "CONTROL", "ESTIMATE", "ALLOWED", "EVIDENCE", "LOOKS");
+  o << line;
+  if (checks.is_array()) {
+    for (const auto& c : checks) {
+      const std::string name = text(c, "name", "?");
+      const bool latency = name == "duration" || name == "ttfb" || name == "p99_latency";
+      const bool rate_bound = name == "error_rate" || name == "critical_error_rate";
+      auto value = [&](const nlohmann::json& x) { return latency ? secs(x) : pct(x); };
+      std::string label = name;
+      const auto& dry = member(c, "dry_run");
+      if (dry.is_boolean() && dry.get<bool>()) label += " (dry run)";
+      const auto& crit = member(c, "critical");
+      if (crit.is_boolean() && crit.get<bool>() && name != "critical_error_rate") label += " (critical)";
+      const std::string estimate = member(c, "estimate").is_number() ? num(member(c, "estimate")) + "x" : "-";
+      std::string bound;
+      if (name == "p99_latency") bound = secs(member(c, "bound"));
+      else if (rate_bound) bound = pct(member(c, "bound"));
+      else bound = member(c, "bound").is_number() ? num(member(c, "bound")) + "x" : "-";
+      std::string evidence;
+      if (name == "duration" || name == "ttfb") {
+        evidence = "z=" + num(member(c, "statistic")) + " of " + num(member(c, "threshold"));
+      } else if (name == "p99_latency") {
+        evidence = "-";
+      } else {
+        evidence = "e=" + evalue(member(c, "statistic")) + " of " + evalue(member(c, "threshold"));
+      }
+      const std::string looks = count(member(c, "failing_looks")) + "/" + count(member(c, "failure_limit"));
+      std::snprintf(line, sizeof line, "  %-26s %-13s %-9s %-9s %-9s %-9s %-22s %s\n", label.c_str(),
+                    text(c, "outcome", "?").c_str(), value(member(c, "canary")).c_str(),
+                    value(member(c, "control")).c_str(), estimate.c_str(), bound.c_str(), evidence.c_str(),
+                    looks.c_str());
+      o << line;
+    }
+  }
+  if (srm.is_object()) {
+    auto users_of = [&](const char* key) {
+      const auto& x = member(srm, key);
+      return x.is_number_unsigned() ? x.get<std::uint64_t>() : std::uint64_t{0};
+    };
+    const std::string users = std::to_string(users_of("canary_users")) + "/" +
+                              std::to_string(users_of("canary_users") + users_of("control_users")) + " users";
+    std::snprintf(line, sizeof line, "  %-26s %-13s %-9s %-9s %-9s %-9s %-22s %s\n", "srm (users on the canary)",
+                  text(srm, "outcome", "?").c_str(), pct(member(srm, "user_share")).c_str(), "-", "-",
+                  pct(member(srm, "expected_share")).c_str(),
+                  ("e=" + evalue(member(srm, "log_e")) + " of " + evalue(member(srm, "threshold"))).c_str(),
+                  users.c_str());
+    o << line;
+  }
+}
+
 }  // namespace
 
 std::string render_status(const nlohmann::json& s) {
@@ -174,10 +241,15 @@ std::string render_status(const nlohmann::json& s) {
   o << "Weight:   " << num(member(s, "weight"), "%g") << "% of users on the canary\n";
   o << "Since:    " << text(s, "since", "") << "\n";
   if (std::string reason = text(s, "reason", ""); !reason.empty()) o << "Reason:   " << reason << "\n";
+  const nlohmann::json* verdict = nullptr;
   if (const auto& v = member(s, "verdict"); v.is_object()) {
+    verdict = &v;
     o << "Verdict:  " << text(v, "result", text(v, "kind", "?").c_str());
     if (std::string reason = text(v, "reason", ""); !reason.empty()) o << " (" << reason << ")";
     o << "\n";
+    if (const auto& hold = member(v, "hold"); hold.is_string()) {
+      o << "Hold:     " << hold.get<std::string>() << ": " << text(v, "hold_reason", "") << "\n";
+    }
   }
   if (const auto& arms = member(s, "arms"); arms.is_object()) {
     o << "\n  ARM       REQUESTS   ERROR RATE   P50      P99\n";
@@ -191,6 +263,7 @@ std::string render_status(const nlohmann::json& s) {
       o << line;
     }
   }
+  if (verdict) render_checks(o, *verdict);
   return o.str();
 }
 

@@ -101,6 +101,43 @@ TEST(RenderStatus, ToleratesNullsAndOddShapes) {
   EXPECT_THAT(render_status(nlohmann::json::object()), HasSubstr("State:    ?"));
 }
 
+// Issue 14: every check of the verdict, with the dry-run marks and the SRM line.
+TEST(RenderStatus, ShowsEveryCheck) {
+  nlohmann::json s = sample_status();
+  s["verdict"]["kind"] = "inconclusive";
+  s["verdict"]["hold"] = "srm";
+  s["verdict"]["hold_reason"] = "sample ratio mismatch: canary 15.00% of 900 users at weight 10%";
+  s["verdict"]["checks"] = nlohmann::json::parse(R"([
+    {"name": "error_rate", "outcome": "pass", "acting": true, "dry_run": false, "critical": false,
+     "failing_looks": 0, "failure_limit": 2, "canary": 0.004, "control": 0.0035, "estimate": 1.14,
+     "bound": 0.01, "statistic": -0.22, "threshold": 6.8, "detail": "x"},
+    {"name": "duration", "outcome": "pass", "acting": true, "dry_run": false, "critical": false,
+     "failing_looks": 0, "failure_limit": 2, "canary": 0.812, "control": 0.79, "estimate": 1.03,
+     "bound": 1.25, "statistic": -8.1, "threshold": 4.2, "detail": "y"},
+    {"name": "truncated", "outcome": "fail", "acting": false, "dry_run": true, "critical": false,
+     "failing_looks": 3, "failure_limit": 2, "canary": 0.06, "control": 0.01, "estimate": 6.3,
+     "bound": 1.5, "statistic": 9.9, "threshold": 6.8, "detail": "z"},
+    {"name": "tool_call_json", "outcome": "skipped", "acting": true, "dry_run": false, "critical": true,
+     "failing_looks": 0, "failure_limit": 1, "canary": null, "control": null, "estimate": null,
+     "bound": 1.5, "statistic": 0, "threshold": 6.8, "detail": "no such answers"}])");
+  s["verdict"]["srm"] = nlohmann::json::parse(R"({"outcome": "fail", "canary_users": 135, "control_users": 765,
+     "sampled": 1, "expected_share": 0.1, "user_share": 0.15, "request_share": 0.149, "log_e": 8.1,
+     "threshold": 6.9, "detail": "d"})");
+  const std::string out = render_status(s);
+  EXPECT_THAT(out, HasSubstr("Verdict:  inconclusive"));
+  EXPECT_THAT(out, HasSubstr("Hold:     srm: sample ratio mismatch: canary 15.00% of 900 users"));
+  EXPECT_THAT(out, HasSubstr("CHECK"));
+  EXPECT_THAT(out, HasSubstr("error_rate                 pass          0.40%     0.35%     1.14x     1.00%"));
+  EXPECT_THAT(out, HasSubstr("duration                   pass          812ms     790ms     1.03x     1.25x     z=-8.10 of 4.20"));
+  EXPECT_THAT(out, HasSubstr("truncated (dry run)        fail          6.00%     1.00%     6.30x     1.50x     e=1.99e+04 of 898"));
+  EXPECT_THAT(out, HasSubstr("3/2"));
+  EXPECT_THAT(out, HasSubstr("tool_call_json (critical)  skipped"));
+  EXPECT_THAT(out, HasSubstr("srm (users on the canary)  fail          15.00%    -         -         10.00%    e=3.29e+03 of 992"));
+  EXPECT_THAT(out, HasSubstr("135/900 users"));
+  // A verdict from before issue 14 has no checks: no table.
+  EXPECT_THAT(render_status(sample_status()), Not(HasSubstr("CHECK")));
+}
+
 nlohmann::json sample_report() {
   return nlohmann::json::parse(R"({
     "window_seconds": 300,
