@@ -158,6 +158,26 @@ Metrics::Metrics(Setup setup)
                       .Register(*registry_)
                       .Add({});
   overhead_ = &overhead_family_.add({});
+
+  // ---- Redis topology (issue 16): what canaryd followed, per process ----
+  redis_failovers_ = &prometheus::BuildCounter()
+                          .Name(prefix_ + "_redis_failovers_total")
+                          .Help("Times canaryd followed Redis to a new primary (a Sentinel failover or switch-over).")
+                          .Register(*registry_)
+                          .Add({});
+  auto& redirects = prometheus::BuildCounter()
+                        .Name(prefix_ + "_redis_redirects_total")
+                        .Help("Redis Cluster redirections followed, by kind: moved (the slot has moved), ask (it is "
+                              "moving).")
+                        .Register(*registry_);
+  redis_redirects_[0] = &redirects.Add({{"kind", "moved"}});
+  redis_redirects_[1] = &redirects.Add({{"kind", "ask"}});
+  redis_discovery_errors_ = &prometheus::BuildCounter()
+                                 .Name(prefix_ + "_redis_discovery_errors_total")
+                                 .Help("Failed queries of (and connections to) the sentinels or cluster nodes asked "
+                                       "where the primaries are.")
+                                 .Register(*registry_)
+                                 .Add({});
 }
 
 std::string Metrics::reload_conflict(const config::Config& next) const {
@@ -259,6 +279,13 @@ void Metrics::add_redis_error(std::string_view op) noexcept {
 }
 
 void Metrics::add_random_key() noexcept { random_keys_->Increment(); }
+
+// ---- Redis topology (issue 16) ----
+void Metrics::add_redis_failover() noexcept { redis_failovers_->Increment(); }
+void Metrics::add_redis_redirect(std::string_view kind) noexcept {
+  redis_redirects_[kind == "ask" ? 1 : 0]->Increment();
+}
+void Metrics::add_redis_discovery_error() noexcept { redis_discovery_errors_->Increment(); }
 
 void Metrics::inflight_add(int delta) noexcept { inflight_->Increment(static_cast<double>(delta)); }
 

@@ -104,6 +104,11 @@ class Metrics {
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
 
+  // ---- Redis topology (issue 16: Sentinel and Cluster) ----
+  void add_redis_failover() noexcept;                      // ai_proxy_redis_failovers_total
+  void add_redis_redirect(std::string_view kind) noexcept;  // ai_proxy_redis_redirects_total{kind}: moved|ask
+  void add_redis_discovery_error() noexcept;               // ai_proxy_redis_discovery_errors_total
+
   // Text format 0.0.4: every family of registry() plus the histograms, process_*
   // metrics and <prefix>_log_dropped_total (log lines spdlog's async queue
   // dropped because it was full: read from spdlog's global thread pool, the one
@@ -154,6 +159,10 @@ class Metrics {
   prometheus::Gauge* canary_weight_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Counter* random_keys_ = nullptr;
+  // Redis topology (issue 16).
+  prometheus::Counter* redis_failovers_ = nullptr;
+  prometheus::Counter* redis_redirects_[2] = {nullptr, nullptr};  // moved, ask
+  prometheus::Counter* redis_discovery_errors_ = nullptr;
   ShardedHistogram* overhead_ = nullptr;
   std::mutex rollout_state_mutex_;  // keeps "exactly one state is 1" under concurrent setters
 };

@@ -4,36 +4,37 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <array>
-#include <deque>
+#include <cctype>
+#include <charconv>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
+
+#include "store/redis_link.hpp"
+#include "store/redis_topology.hpp"
 
 namespace canaryd::store {
 namespace {
 
 namespace net = boost::asio;
 namespace ssl = boost::asio::ssl;
-using tcp = net::ip::tcp;
 using boost::system::error_code;
 using Steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);
-// A connection that lived at least this long was healthy: after it drops,
-// reconnect at once instead of backing off (a restart should cost one RTT).
-constexpr auto kStableAfter = 1s;
-constexpr std::size_t kReadBuffer = 16 * 1024;
 constexpr std::size_t kInlineArgs = 16;
+constexpr int kAnySlot = -1;
 
-// RESP-encodes one command with hiredis. Empty on allocation failure.
+// RESP-encodes one command with hiredis. Empty on allocation failure. The
+// request path's encoder: no allocation for the argument arrays.
 template <class It>
 std::string encode(It first, std::size_t argc) {
   std::array<const char*, kInlineArgs> ptr_inline;
@@ -61,106 +62,151 @@ std::string encode(It first, std::size_t argc) {
   return cmd;
 }
 
-Reply convert(const redisReply* r) {
-  Reply out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      out.type = Reply::Type::string;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Reply::Type::status;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Reply::Type::error;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::integer;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::array;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-      break;
-    default:
-      out.type = Reply::Type::nil;
-      break;
+// CRC16-CCITT (XMODEM), the Redis Cluster key hash.
+constexpr std::array<std::uint16_t, 256> make_crc16_table() {
+  std::array<std::uint16_t, 256> table{};
+  for (unsigned i = 0; i < 256; ++i) {
+    unsigned crc = i << 8;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) : (crc << 1);
+    table[i] = static_cast<std::uint16_t>(crc & 0xffff);
   }
-  return out;
+  return table;
+}
+constexpr auto kCrc16 = make_crc16_table();
+
+std::uint16_t crc16(std::string_view data) {
+  std::uint16_t crc = 0;
+  for (unsigned char c : data) crc = static_cast<std::uint16_t>((crc << 8) ^ kCrc16[((crc >> 8) ^ c) & 0xff]);
+  return crc;
 }
 
-struct ReaderFree {
-  void operator()(redisReader* r) const { redisReaderFree(r); }
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+         });
+}
+
+// The hash slot a command goes to: its first key's. Commands without a key
+// (PING, SCRIPT, CLUSTER, ...) may go to any primary.
+template <class It>
+int route_slot(It first, std::size_t argc) {
+  if (argc < 2) return kAnySlot;
+  auto arg = [&](std::size_t i) {
+    auto it = first;
+    std::advance(it, static_cast<std::ptrdiff_t>(i));
+    return std::string_view(*it);
+  };
+  const std::string_view name = arg(0);
+  if (iequals(name, "EVAL") || iequals(name, "EVALSHA") || iequals(name, "EVAL_RO") || iequals(name, "EVALSHA_RO") ||
+      iequals(name, "FCALL") || iequals(name, "FCALL_RO")) {
+    if (argc < 4 || arg(2) == "0") return kAnySlot;
+    return RedisClient::key_slot(arg(3));
+  }
+  if (iequals(name, "XREAD") || iequals(name, "XREADGROUP")) {
+    for (std::size_t i = 1; i + 1 < argc; ++i) {
+      if (iequals(arg(i), "STREAMS")) return RedisClient::key_slot(arg(i + 1));
+    }
+    return kAnySlot;
+  }
+  static constexpr std::string_view kKeyless[] = {
+      "PING",   "ECHO",    "INFO",     "TIME",  "DBSIZE", "CLIENT",  "CLUSTER", "SCRIPT", "FLUSHALL", "FLUSHDB",
+      "CONFIG", "COMMAND", "KEYS",     "SCAN",  "AUTH",   "SELECT",  "HELLO",   "ROLE",   "WAIT",     "ACL",
+      "MEMORY", "SLOWLOG", "LATENCY",  "DEBUG", "LASTSAVE", "RANDOMKEY", "PUBLISH", "SUBSCRIBE", "READONLY"};
+  for (auto k : kKeyless) {
+    if (iequals(name, k)) return kAnySlot;
+  }
+  return RedisClient::key_slot(arg(1));
+}
+
+// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381".
+struct Redirect {
+  bool moved = false;
+  std::uint16_t slot = 0;
+  Endpoint to;
 };
+
+std::optional<Redirect> parse_redirect(std::string_view error) {
+  Redirect r;
+  if (error.starts_with("MOVED ")) {
+    r.moved = true;
+    error.remove_prefix(6);
+  } else if (error.starts_with("ASK ")) {
+    error.remove_prefix(4);
+  } else {
+    return std::nullopt;
+  }
+  const auto space = error.find(' ');
+  if (space == std::string_view::npos) return std::nullopt;
+  unsigned slot = 0;
+  auto sres = std::from_chars(error.data(), error.data() + space, slot);
+  if (sres.ec != std::errc{} || slot >= RedisTopology::kSlots) return std::nullopt;
+  std::string_view addr = error.substr(space + 1);
+  const auto colon = addr.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  unsigned port = 0;
+  auto pres = std::from_chars(addr.data() + colon + 1, addr.data() + addr.size(), port);
+  if (pres.ec != std::errc{} || port == 0 || port > 65535) return std::nullopt;
+  std::string_view host = addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  r.slot = static_cast<std::uint16_t>(slot);
+  r.to = {std::string(host), static_cast<std::uint16_t>(port)};
+  return r;
+}
 
 }  // namespace
 
-// A command awaiting its reply. The caller sleeps on `timer` until the reader
-// (or a failure) completes it, or redis.timeout passes; `done` says which came
-// first, since a cancel can race with an expiry already queued.
-struct RedisClient::Waiter {
-  explicit Waiter(const Executor& ex) : timer(ex) {}
-  net::steady_timer timer;
-  Steady::time_point sent;
-  Reply reply;
-  bool done = false;
-};
+std::string Endpoint::text() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
 
-// One TCP (or TLS) connection and its pipeline. A new connection is a new
-// object, so callbacks of a dead one can never touch its successor.
-struct RedisClient::Connection {
-  Connection(const Executor& ex, ssl::context* tls_context) : closed(ex), reader(redisReaderCreate()) {
-    if (tls_context) {
-      tls.emplace(ex, *tls_context);
-    } else {
-      plain.emplace(ex);
+std::uint16_t RedisClient::key_slot(std::string_view key) {
+  // A {hash tag}: only what is between the first '{' and the next '}' is
+  // hashed, when it is not empty, so keys sharing a tag share a slot.
+  if (const auto open = key.find('{'); open != std::string_view::npos) {
+    if (const auto close = key.find('}', open + 1); close != std::string_view::npos && close > open + 1) {
+      key = key.substr(open + 1, close - open - 1);
     }
   }
+  return static_cast<std::uint16_t>(crc16(key) & (RedisTopology::kSlots - 1));
+}
 
-  tcp::socket& lowest() { return tls ? tls->next_layer() : *plain; }
+// Cluster mode: one link per primary and the slot -> link table, both kept
+// on the client's thread; the mutex is for healthy() from other threads.
+class RedisClient::Cluster {
+ public:
+  static constexpr std::uint16_t kNone = 0xffff;
+  struct Node {
+    Endpoint endpoint;
+    std::shared_ptr<RedisLink> link;
+  };
 
-  template <class F>
-  auto with_stream(F&& f) {
-    return tls ? f(*tls) : f(*plain);
-  }
+  std::vector<Node> nodes;      // the map's primaries first, then redirection targets
+  std::size_t map_nodes = 0;    // how many of `nodes` are the map's primaries
+  std::vector<std::uint16_t> slots = std::vector<std::uint16_t>(RedisTopology::kSlots, kNone);
+  bool known = false;           // a slot map has been applied
+  mutable std::mutex mu;        // nodes, map_nodes, known: written here, read by healthy()
 
-  std::optional<tcp::socket> plain;
-  std::optional<ssl::stream<tcp::socket>> tls;
-  net::steady_timer closed;  // cancelled when the connection dies; the run loop waits on it
-  std::unique_ptr<redisReader, ReaderFree> reader;
-  // Sent (or queued) and not yet answered, oldest first. Timed-out waiters
-  // stay here (done = true) so their late replies are matched and dropped.
-  std::deque<std::shared_ptr<Waiter>> in_flight;
-  std::string pending;  // encoded commands waiting for the next write
-  std::string writing;  // the buffer of the write in progress
-  bool write_active = false;
-  bool dead = false;
-};
-
-// A connection attempt in progress, so stop() and its deadline can abort it.
-struct RedisClient::Attempt {
-  explicit Attempt(const Executor& ex) : resolver(ex), deadline(ex) {}
-  tcp::resolver resolver;
-  net::steady_timer deadline;
-  std::shared_ptr<Connection> conn;
-  bool aborted = false;
-
-  void abort(RedisClient& client, std::string_view why) {
-    aborted = true;
-    resolver.cancel();
-    deadline.cancel();
-    if (conn) client.fail(conn, why);
+  std::uint16_t find(const Endpoint& ep) const {
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i].endpoint == ep) return static_cast<std::uint16_t>(i);
+    }
+    return kNone;
   }
 };
 
 std::shared_ptr<RedisClient> RedisClient::create(Executor executor, config::RedisConfig config, ErrorSink on_error,
                                                  std::shared_ptr<ssl::context> tls) {
-  if (config.tls && !tls) tls = make_tls_context(config);
-  auto client = std::make_shared<RedisClient>(Private{}, std::move(executor), std::move(config),
-                                              std::move(on_error), std::move(tls));
+  Options options;
+  options.on_error = std::move(on_error);
+  options.tls = std::move(tls);
+  return create(std::move(executor), std::move(config), std::move(options));
+}
+
+std::shared_ptr<RedisClient> RedisClient::create(Executor executor, config::RedisConfig config, Options options) {
+  if (config.tls && !options.tls) options.tls = make_tls_context(config);
+  auto client =
+      std::make_shared<RedisClient>(Private{}, std::move(executor), std::move(config), std::move(options));
   client->start();
   return client;
 }
@@ -179,295 +225,274 @@ std::shared_ptr<ssl::context> RedisClient::make_tls_context(const config::RedisC
   return ctx;
 }
 
-RedisClient::RedisClient(Private, Executor executor, config::RedisConfig config, ErrorSink on_error,
-                         std::shared_ptr<ssl::context> tls)
+RedisClient::RedisClient(Private, Executor executor, config::RedisConfig config, Options options)
     : executor_(std::move(executor)),
       config_(std::move(config)),
-      on_error_(std::move(on_error)),
-      tls_(std::move(tls)),
+      options_(std::move(options)),
       timeout_(std::max(config_.timeout, std::chrono::milliseconds(1))),
-      connect_timeout_(std::max(kMinConnectTimeout, 10 * timeout_)),
-      // Late replies are normal (a slow Redis answers after our timeout), but
-      // a connection whose oldest command is this old has stopped answering.
-      stall_limit_(std::max(std::chrono::milliseconds(1000), 50 * timeout_)),
-      retry_timer_(executor_),
-      jitter_state_(static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(this) >> 4) | 1u) {}
+      topology_(options_.topology) {}
 
 RedisClient::~RedisClient() = default;
 
+namespace {
+
+RedisLink::Options link_options(const config::RedisConfig& config, const RedisClient::Options& options,
+                                std::chrono::milliseconds timeout, std::function<Endpoint()> endpoint,
+                                std::string role) {
+  RedisLink::Options o;
+  o.endpoint = std::move(endpoint);
+  o.username = config.username;
+  o.password = config.password_value;
+  o.db = config.mode == config::RedisMode::cluster ? 0 : config.db;
+  if (config.tls) o.tls = options.tls;
+  o.tls_verify = config.tls_verify;
+  // A connection attempt (resolve, TCP, TLS, AUTH, SELECT) gets far longer
+  // than one round trip: redis.timeout is sized for a warm connection.
+  o.connect_timeout = std::max(RedisClient::kMinConnectTimeout, 10 * timeout);
+  // Late replies are normal (a slow Redis answers after our timeout), but a
+  // connection whose oldest command is this old has stopped answering.
+  o.stall_limit = std::max(std::chrono::milliseconds(1000), 50 * timeout);
+  o.on_error = options.on_error;
+  o.role = std::move(role);
+  return o;
+}
+
+}  // namespace
+
 void RedisClient::start() {
   std::weak_ptr<RedisClient> weak = shared_from_this();
-  net::co_spawn(executor_, run(shared_from_this()), [weak](std::exception_ptr e) {
-    // Only allocation failure can throw in the loop; without it there would be
-    // no reconnects ever again, so start over.
-    if (!e) return;
-    if (auto self = weak.lock(); self && !self->stopped_) self->start();
+  if (config_.mode == config::RedisMode::standalone) {
+    const Endpoint ep = config_.nodes.empty() ? Endpoint{config_.host, config_.port}
+                                              : Endpoint{config_.nodes[0].host, config_.nodes[0].port};
+    link_ = RedisLink::create(executor_, link_options(config_, options_, timeout_, [ep] { return ep; }, "redis"));
+    return;
+  }
+  if (!topology_) {
+    topology_ = RedisTopology::create(executor_, config_, {options_.on_event, options_.tls});
+    owns_topology_ = true;
+  }
+  auto topology = topology_;
+  if (config_.mode == config::RedisMode::sentinel) {
+    auto o = link_options(config_, options_, timeout_, [topology] { return topology->primary(); }, "redis primary");
+    // A lost primary may mean a failover the subscription has not told us about.
+    o.on_failed = [topology](std::string_view) { topology->refresh(); };
+    link_ = RedisLink::create(executor_, std::move(o));
+  } else {
+    cluster_ = std::make_unique<Cluster>();
+  }
+  topology_->watch(executor_, weak, [weak] {
+    if (auto self = weak.lock()) self->topology_changed();
+  });
+  // The shared topology may know the answer already (no change would tell us).
+  net::post(executor_, [weak] {
+    if (auto self = weak.lock()) self->topology_changed();
   });
 }
 
-std::size_t RedisClient::in_flight() const { return conn_ ? conn_->in_flight.size() : 0; }
+void RedisClient::topology_changed() {
+  if (stopped_) return;
+  if (link_) {
+    const Endpoint primary = topology_->primary();
+    if (primary.empty() || (link_->connected() && link_->endpoint() == primary)) return;
+    link_->reconnect();  // to the new primary, at once
+    return;
+  }
+  auto map = topology_->slot_map();
+  if (!map) return;
+  Cluster& c = *cluster_;
+  std::vector<Cluster::Node> next;
+  next.reserve(map->primaries.size());
+  std::weak_ptr<RedisTopology> weak_topology = topology_;
+  for (const auto& ep : map->primaries) {
+    const auto have = c.find(ep);
+    if (have != Cluster::kNone) {
+      next.push_back(c.nodes[have]);
+      continue;
+    }
+    auto o = link_options(config_, options_, timeout_, [ep] { return ep; }, "cluster node");
+    o.on_failed = [weak_topology](std::string_view) {
+      if (auto t = weak_topology.lock()) t->refresh();
+    };
+    next.push_back({ep, RedisLink::create(executor_, std::move(o))});
+  }
+  // Links to nodes that serve no slot any more are stopped once their
+  // commands had time to be answered (or to time out).
+  const auto linger = std::max(std::chrono::milliseconds(1000), 50 * timeout_);
+  for (const auto& node : c.nodes) {
+    if (std::any_of(next.begin(), next.end(), [&](const Cluster::Node& n) { return n.endpoint == node.endpoint; }))
+      continue;
+    auto timer = std::make_shared<net::steady_timer>(executor_, linger);
+    timer->async_wait([timer, link = node.link](const error_code&) { link->stop(); });
+  }
+  for (std::size_t s = 0; s < RedisTopology::kSlots; ++s) c.slots[s] = map->owner[s];
+  std::lock_guard lock(c.mu);
+  c.nodes = std::move(next);
+  c.map_nodes = c.nodes.size();
+  c.known = true;
+}
+
+std::uint64_t RedisClient::connects() const {
+  if (link_) return link_->connects();
+  std::uint64_t n = 0;
+  if (cluster_) {
+    for (const auto& node : cluster_->nodes) n += node.link->connects();
+  }
+  return n;
+}
+
+std::size_t RedisClient::in_flight() const {
+  if (link_) return link_->in_flight();
+  std::size_t n = 0;
+  if (cluster_) {
+    for (const auto& node : cluster_->nodes) n += node.link->in_flight();
+  }
+  return n;
+}
+
+const std::string& RedisClient::last_error() const {
+  // The topology's error first: without a primary to connect to, why the
+  // sentinels (or the cluster) did not name one is the cause.
+  if (topology_) {
+    last_error_ = topology_->last_error();
+    if (!last_error_.empty()) return last_error_;
+  }
+  if (link_ && !link_->last_error().empty()) return link_->last_error();
+  if (cluster_) {
+    for (const auto& node : cluster_->nodes) {
+      if (!node.link->last_error().empty()) return node.link->last_error();
+    }
+  }
+  last_error_ = topology_ ? topology_->last_error() : std::string();
+  return last_error_;
+}
+
+bool RedisClient::healthy() const {
+  if (link_) return link_->healthy();
+  if (!cluster_) return false;
+  std::lock_guard lock(cluster_->mu);
+  if (!cluster_->known || cluster_->map_nodes == 0) return false;
+  for (std::size_t i = 0; i < cluster_->map_nodes; ++i) {
+    if (!cluster_->nodes[i].link->healthy()) return false;
+  }
+  return true;
+}
+
+bool RedisClient::connected() const {
+  if (link_) return link_->connected();
+  if (!cluster_ || !cluster_->known) return false;
+  return std::any_of(cluster_->nodes.begin(), cluster_->nodes.begin() + static_cast<std::ptrdiff_t>(cluster_->map_nodes),
+                     [](const Cluster::Node& n) { return n.link->connected(); });
+}
 
 void RedisClient::report_error(std::string_view op) const {
-  if (on_error_) on_error_(op);
+  if (options_.on_error) options_.on_error(op);
 }
 
 net::awaitable<Reply> RedisClient::command(const std::vector<std::string>& argv, std::string_view op) {
-  return run_command(shared_from_this(), encode(argv.begin(), argv.size()), op);
+  return submit(encode(argv.begin(), argv.size()),
+                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
 net::awaitable<Reply> RedisClient::command(std::span<const std::string_view> argv, std::string_view op) {
-  return run_command(shared_from_this(), encode(argv.begin(), argv.size()), op);
+  return submit(encode(argv.begin(), argv.size()),
+                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
 net::awaitable<Reply> RedisClient::command(std::initializer_list<std::string_view> argv, std::string_view op) {
-  return run_command(shared_from_this(), encode(argv.begin(), argv.size()), op);
+  return submit(encode(argv.begin(), argv.size()),
+                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
-net::awaitable<Reply> RedisClient::run_command(std::shared_ptr<RedisClient> self, std::string cmd,
+net::awaitable<Reply> RedisClient::submit(std::string cmd, int slot, std::string_view op) {
+  return run_command(shared_from_this(), std::move(cmd), slot, op);
+}
+
+net::awaitable<Reply> RedisClient::run_command(std::shared_ptr<RedisClient> self, std::string cmd, int slot,
                                                std::string_view op) {
+  // One deadline for the whole command, redirections included.
+  const auto deadline = Steady::now() + self->timeout_;
   Reply reply;
   if (cmd.empty()) {
     reply = Reply::failure("encode failed");
-  } else if (!self->conn_) {
-    // Fail fast: waiting on a dead socket would only add redis.timeout to a
-    // request that is going to be decided by hash anyway.
-    reply = Reply::failure(self->stopped_ ? "stopped" : "not connected");
+  } else if (self->stopped_) {
+    reply = Reply::failure("stopped");
+  } else if (self->link_) {
+    reply = co_await self->link_->exec(std::move(cmd), deadline);
+    // A primary demoted to a replica answers writes with READONLY: the
+    // sentinels have (or are about to have) another primary for us.
+    if (self->topology_ && reply.type == Reply::Type::error && reply.str.starts_with("READONLY"))
+      self->topology_->refresh();
   } else {
-    auto conn = self->conn_;
-    if (!conn->in_flight.empty() && Steady::now() - conn->in_flight.front()->sent > self->stall_limit_) {
-      self->fail(conn, "stalled");
-      reply = Reply::failure("stalled");
-    } else if (conn->in_flight.size() >= kMaxInFlight) {
-      reply = Reply::failure("overloaded");
+    Cluster& c = *self->cluster_;
+    std::uint16_t index = Cluster::kNone;
+    if (!c.known) {
+      reply = Reply::failure("cluster slot map not known yet");
+    } else if (slot == kAnySlot) {
+      for (std::size_t i = 0; i < c.map_nodes && index == Cluster::kNone; ++i) {
+        if (c.nodes[i].link->connected()) index = static_cast<std::uint16_t>(i);
+      }
+      if (index == Cluster::kNone) reply = Reply::failure("no cluster node connected");
     } else {
-      reply = co_await exec(self, conn, std::move(cmd), self->timeout_);
+      index = c.slots[static_cast<std::size_t>(slot)];
+      if (index == Cluster::kNone) {
+        reply = Reply::failure("slot " + std::to_string(slot) + " has no primary");
+        self->topology_->refresh();
+      }
+    }
+    if (index != Cluster::kNone) {
+      // Everything that lives across a co_await is declared outside the loop
+      // (g++ 12 mis-destroys such locals of a suspending loop body).
+      std::shared_ptr<RedisLink> link = c.nodes[index].link;
+      std::optional<Redirect> redirect;
+      bool asking = false;
+      for (int hops = 0;; ++hops) {
+        reply = co_await link->exec(cmd, deadline, asking);
+        if (reply.failed || reply.type != Reply::Type::error) break;
+        if (reply.str.starts_with("CLUSTERDOWN")) self->topology_->refresh();
+        redirect = parse_redirect(reply.str);
+        if (!redirect || hops >= kMaxRedirects) break;
+        index = c.find(redirect->to);
+        if (index == Cluster::kNone) {
+          // A node the map does not have yet (a new primary): connect now and
+          // let the command wait for it within its deadline.
+          auto o = link_options(self->config_, self->options_, self->timeout_,
+                                [ep = redirect->to] { return ep; }, "cluster node");
+          std::weak_ptr<RedisTopology> weak_topology = self->topology_;
+          o.on_failed = [weak_topology](std::string_view) {
+            if (auto t = weak_topology.lock()) t->refresh();
+          };
+          auto created = RedisLink::create(self->executor_, std::move(o));
+          std::lock_guard lock(c.mu);
+          c.nodes.push_back({redirect->to, created});
+          index = static_cast<std::uint16_t>(c.nodes.size() - 1);
+        }
+        if (redirect->moved) {
+          // The slot lives there now; the whole map is asked for again.
+          c.slots[redirect->slot] = index;
+          self->topology_->refresh();
+        }
+        if (self->options_.on_event) self->options_.on_event(redirect->moved ? RedisEvent::moved : RedisEvent::ask);
+        asking = !redirect->moved;
+        link = c.nodes[index].link;
+        if (!co_await link->ready(deadline)) {
+          reply = Reply::failure("redirected to " + redirect->to.text() + ", not connected");
+          break;
+        }
+      }
     }
   }
   if (!reply.ok()) self->report_error(op);
   co_return reply;
 }
 
-net::awaitable<Reply> RedisClient::exec(std::shared_ptr<RedisClient> self, std::shared_ptr<Connection> conn,
-                                        std::string cmd, std::chrono::milliseconds timeout) {
-  if (conn->dead) co_return Reply::failure("connection lost");
-  auto waiter = std::make_shared<Waiter>(self->executor_);
-  waiter->sent = Steady::now();
-  conn->in_flight.push_back(waiter);
-  conn->pending.append(cmd);
-  self->flush(conn);
-  waiter->timer.expires_after(timeout);
-  co_await waiter->timer.async_wait(kAwait);
-  if (!waiter->done) {
-    // The slot stays in in_flight so the late reply is matched and dropped;
-    // the connection itself is fine until stall_limit_.
-    waiter->done = true;
-    self->healthy_.store(false, std::memory_order_relaxed);
-    co_return Reply::failure("timeout");
-  }
-  co_return std::move(waiter->reply);
-}
-
-void RedisClient::flush(const std::shared_ptr<Connection>& conn) {
-  if (conn->write_active || conn->pending.empty() || conn->dead) return;
-  conn->write_active = true;
-  conn->writing.swap(conn->pending);  // every command queued so far goes out in one write
-  conn->with_stream([&](auto& stream) {
-    net::async_write(stream, net::buffer(conn->writing),
-                     [self = shared_from_this(), conn](const error_code& ec, std::size_t) {
-                       conn->write_active = false;
-                       conn->writing.clear();
-                       if (ec) {
-                         self->fail(conn, "write failed");
-                         return;
-                       }
-                       self->flush(conn);
-                     });
-  });
-}
-
-net::awaitable<void> RedisClient::read_loop(std::shared_ptr<RedisClient> self, std::shared_ptr<Connection> conn) {
-  std::array<char, kReadBuffer> buf;
-  for (;;) {
-    auto [ec, n] = co_await conn->with_stream(
-        [&](auto& stream) { return stream.async_read_some(net::buffer(buf), kAwait); });
-    if (conn->dead) co_return;
-    if (ec) {
-      self->fail(conn, "connection lost");
-      co_return;
-    }
-    if (redisReaderFeed(conn->reader.get(), buf.data(), n) != REDIS_OK) {
-      self->fail(conn, "protocol error");
-      co_return;
-    }
-    for (;;) {
-      void* raw = nullptr;
-      if (redisReaderGetReply(conn->reader.get(), &raw) != REDIS_OK) {
-        self->fail(conn, "protocol error");
-        co_return;
-      }
-      if (raw == nullptr) break;
-      Reply reply = convert(static_cast<const redisReply*>(raw));
-      freeReplyObject(raw);
-      if (conn->in_flight.empty()) {
-        // A reply nobody asked for: the pipeline is out of step, and every
-        // later answer would go to the wrong caller.
-        self->fail(conn, "unexpected reply");
-        co_return;
-      }
-      auto waiter = std::move(conn->in_flight.front());
-      conn->in_flight.pop_front();
-      if (waiter->done) continue;  // its caller timed out already
-      waiter->done = true;
-      waiter->reply = std::move(reply);
-      waiter->timer.cancel();
-      if (conn == self->conn_) self->healthy_.store(true, std::memory_order_relaxed);
-    }
-  }
-}
-
-void RedisClient::fail(const std::shared_ptr<Connection>& conn, std::string_view why) {
-  if (conn->dead) return;
-  conn->dead = true;
-  error_code ignored;
-  conn->lowest().close(ignored);
-  for (auto& waiter : conn->in_flight) {
-    if (waiter->done) continue;
-    waiter->done = true;
-    waiter->reply = Reply::failure(std::string(why));
-    waiter->timer.cancel();
-  }
-  conn->in_flight.clear();
-  conn->closed.cancel();
-  if (conn_ == conn) {
-    conn_.reset();
-    healthy_.store(false, std::memory_order_relaxed);
-  }
-}
-
-net::awaitable<std::shared_ptr<RedisClient::Connection>> RedisClient::establish() {
-  auto self = shared_from_this();
-  auto at = std::make_shared<Attempt>(executor_);
-  attempt_ = at;
-  at->deadline.expires_after(connect_timeout_);
-  at->deadline.async_wait([self, at](const error_code& ec) {
-    if (!ec && !at->aborted) at->abort(*self, "connect timed out");
-  });
-  auto give_up = [&](std::string why) -> std::shared_ptr<Connection> {
-    if (at->aborted && !stopped_) why = "connect timed out";
-    last_error_ = std::move(why);
-    at->abort(*this, last_error_);
-    if (attempt_ == at) attempt_.reset();
-    return nullptr;
-  };
-
-  auto [rec, endpoints] =
-      co_await at->resolver.async_resolve(config_.host, std::to_string(config_.port), kAwait);
-  if (at->aborted) co_return give_up("stopped");
-  if (rec) co_return give_up("resolve " + config_.host + ": " + rec.message());
-
-  at->conn = std::make_shared<Connection>(executor_, config_.tls ? tls_.get() : nullptr);
-  auto conn = at->conn;
-  auto [cec, endpoint] = co_await net::async_connect(conn->lowest(), endpoints, kAwait);
-  if (at->aborted) co_return give_up("stopped");
-  if (cec) co_return give_up("connect " + config_.host + ":" + std::to_string(config_.port) + ": " + cec.message());
-  error_code ignored;
-  conn->lowest().set_option(tcp::no_delay(true), ignored);
-
-  if (conn->tls) {
-    auto& stream = *conn->tls;
-    error_code not_ip;
-    net::ip::make_address(config_.host, not_ip);
-    // SNI carries host names only (RFC 6066); an IP is checked against the SAN.
-    if (not_ip && !SSL_set_tlsext_host_name(stream.native_handle(), config_.host.c_str())) {
-      co_return give_up("TLS: cannot set SNI");
-    }
-    error_code vec;
-    if (config_.tls_verify) {
-      stream.set_verify_mode(ssl::verify_peer, vec);
-      if (!vec) stream.set_verify_callback(ssl::host_name_verification(config_.host), vec);
-    } else {
-      stream.set_verify_mode(ssl::verify_none, vec);
-    }
-    if (vec) co_return give_up("TLS: " + vec.message());
-    auto [hec] = co_await stream.async_handshake(ssl::stream_base::client, kAwait);
-    if (at->aborted) co_return give_up("stopped");
-    if (hec) co_return give_up("TLS handshake with " + config_.host + ": " + hec.message());
-  }
-
-  std::weak_ptr<RedisClient> weak = self;
-  net::co_spawn(executor_, read_loop(self, conn), [weak, conn](std::exception_ptr e) {
-    if (!e) return;
-    if (auto client = weak.lock()) client->fail(conn, "internal error");
-  });
-
-  // AUTH and SELECT go through the pipeline before the connection is
-  // published, so no caller's command can run against the wrong db.
-  if (!config_.password_value.empty()) {
-    std::string_view args[] = {"AUTH", config_.password_value};
-    Reply r = co_await exec(self, conn, encode(std::begin(args), 2), connect_timeout_);
-    if (at->aborted) co_return give_up("stopped");
-    // The reply text is Redis's (e.g. WRONGPASS); it never contains the password.
-    if (!r.ok()) co_return give_up("AUTH: " + r.str);
-  }
-  if (config_.db != 0) {
-    std::string db = std::to_string(config_.db);
-    std::string_view args[] = {"SELECT", db};
-    Reply r = co_await exec(self, conn, encode(std::begin(args), 2), connect_timeout_);
-    if (at->aborted) co_return give_up("stopped");
-    if (!r.ok()) co_return give_up("SELECT " + db + ": " + r.str);
-  }
-  if (conn->dead) co_return give_up("connection lost during set-up");
-  at->deadline.cancel();
-  if (attempt_ == at) attempt_.reset();
-  co_return conn;
-}
-
-net::awaitable<void> RedisClient::run(std::shared_ptr<RedisClient> self) {
-  auto backoff = kMinBackoff;
-  while (!self->stopped_) {
-    auto conn = co_await self->establish();
-    if (self->stopped_) {
-      if (conn) self->fail(conn, "stopped");
-      break;
-    }
-    if (conn) {
-      auto since = Steady::now();
-      self->conn_ = conn;
-      ++self->connects_;
-      self->last_error_.clear();
-      self->healthy_.store(true, std::memory_order_relaxed);
-      while (!conn->dead) {
-        conn->closed.expires_at(Steady::time_point::max());
-        co_await conn->closed.async_wait(kAwait);
-      }
-      if (self->stopped_) break;
-      if (Steady::now() - since >= kStableAfter) {
-        backoff = kMinBackoff;
-        continue;
-      }
-    } else {
-      self->report_error("connect");
-    }
-    // ±20% jitter so every I/O thread of every replica does not reconnect in step.
-    self->jitter_state_ = self->jitter_state_ * 1664525u + 1013904223u;
-    double factor = 0.8 + 0.4 * static_cast<double>(self->jitter_state_ >> 8) / static_cast<double>(1u << 24);
-    self->retry_timer_.expires_after(
-        std::chrono::duration_cast<Steady::duration>(std::chrono::duration<double, std::milli>(backoff.count() * factor)));
-    co_await self->retry_timer_.async_wait(kAwait);
-    backoff = std::min(backoff * 2, kMaxBackoff);
-  }
-}
-
 void RedisClient::stop() {
   if (stopped_) return;
   stopped_ = true;
-  healthy_.store(false, std::memory_order_relaxed);
-  retry_timer_.cancel();
-  if (attempt_) {
-    auto at = std::move(attempt_);
-    at->abort(*this, "stopped");
+  if (link_) link_->stop();
+  if (cluster_) {
+    for (const auto& node : cluster_->nodes) node.link->stop();
   }
-  if (conn_) fail(conn_, "stopped");
+  if (owns_topology_ && topology_) topology_->stop();
 }
 
 }  // namespace canaryd::store

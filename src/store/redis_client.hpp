@@ -1,13 +1,21 @@
 // canaryd's asynchronous Redis client (SPEC §2 `redis`, §4). hiredis is only
 // the RESP codec (redisFormatCommandArgv to encode, redisReader to decode);
-// Asio owns the socket, plain or TLS (Debian's hiredis 0.14 has no TLS and
+// Asio owns the sockets, plain or TLS (Debian's hiredis 0.14 has no TLS and
 // managed Redis services require rediss://). So a command is an ordinary
 // coroutine on the caller's I/O thread, bounded by redis.timeout, and never
 // blocks that thread.
 //
-// One client = one connection, owned by one I/O thread (no locks): every
-// method except healthy() and the destructor-side post must run there.
-// Concurrent commands are pipelined on that connection and answered FIFO.
+// One client per I/O thread (no locks): every method except healthy() and the
+// destructor-side post must run on its executor. The topology decides how
+// many connections it holds (redis_link.hpp is one connection):
+//   standalone  one connection to redis.url's server;
+//   sentinel    one connection to the primary the sentinels name; a
+//               RedisTopology (shared by every thread's client of a process)
+//               asks the sentinels, follows +switch-master and tells each
+//               client to reconnect; a READONLY reply asks it to look again;
+//   cluster     one connection per primary; each command goes to the primary
+//               of its key's slot (the shared RedisTopology holds the slot
+//               map), MOVED and ASK are followed within the same timeout.
 // Failure is cheap and fast: while disconnected a command fails at once, a
 // background loop reconnects with capped exponential backoff (50ms .. 2s), and
 // every failed command is reported to the error sink with its `op` label.
@@ -57,10 +65,32 @@ struct Reply {
   }
 };
 
+// A Redis node's address.
+struct Endpoint {
+  std::string host;  // IPv6 without brackets
+  std::uint16_t port = 0;
+
+  bool empty() const { return host.empty(); }
+  std::string text() const;  // "host:port", "[v6]:port"
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+class RedisLink;
+class RedisTopology;
+
+// What the clients and the topology report besides errors, for the metrics.
+enum class RedisEvent : std::uint8_t {
+  failover,         // a new primary was followed (Sentinel)
+  moved,            // a MOVED redirection was followed (Cluster)
+  ask,              // an ASK redirection was followed (Cluster)
+  discovery_error,  // a sentinel or cluster node did not answer a topology query
+};
+
 class RedisClient : public std::enable_shared_from_this<RedisClient> {
  public:
   using Executor = boost::asio::any_io_executor;
   using ErrorSink = std::function<void(std::string_view op)>;
+  using EventSink = std::function<void(RedisEvent)>;
 
   // How long one connection attempt (resolve, connect, TLS, AUTH, SELECT) may
   // take: redis.timeout is sized for one round trip on a warm connection, far
@@ -78,6 +108,16 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   static std::shared_ptr<RedisClient> create(Executor executor, config::RedisConfig config,
                                              ErrorSink on_error = {},
                                              std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
+
+  struct Options {
+    ErrorSink on_error;
+    EventSink on_event;
+    std::shared_ptr<boost::asio::ssl::context> tls;  // null: built from the config when it says rediss
+    // Sentinel and Cluster: the process's topology watcher, shared by every
+    // thread's client (RedisTopology::create). Null: the client makes its own.
+    std::shared_ptr<RedisTopology> topology;
+  };
+  static std::shared_ptr<RedisClient> create(Executor executor, config::RedisConfig config, Options options);
 
   // The TLS client context for rediss://: system CAs plus redis.ca_file.
   // Throws std::runtime_error naming the file (start-up only).
@@ -97,10 +137,12 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   // initializer"); there, put the arguments in a std::array and use the span.
   boost::asio::awaitable<Reply> command(std::initializer_list<std::string_view> argv, std::string_view op);
 
-  // Connected and the last answer came in time. Safe from any thread.
-  bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
-  // I/O thread only: a connection is established (AUTH/SELECT done).
-  bool connected() const { return conn_ != nullptr; }
+  // Connected and the last answer came in time (Cluster: on every primary's
+  // connection). Safe from any thread.
+  bool healthy() const;
+  // I/O thread only: a connection is established (AUTH/SELECT done; Cluster:
+  // the slot map is known and some primary is connected).
+  bool connected() const;
   // Cancels everything: pending commands fail, no more reconnects. I/O thread
   // only; from elsewhere post it to executor().
   void stop();
@@ -110,49 +152,40 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   const Executor& executor() const { return executor_; }
   // For tests and diagnostics (I/O thread): connections established so far,
   // commands awaiting a reply on the current connection, the last connect error.
-  std::uint64_t connects() const { return connects_; }
+  std::uint64_t connects() const;
   std::size_t in_flight() const;
-  const std::string& last_error() const { return last_error_; }
+  const std::string& last_error() const;
+  const std::shared_ptr<RedisTopology>& topology() const { return topology_; }
+
+  // Cluster: the hash slot of a key (CRC16 of the key, or of its {hash tag}).
+  static std::uint16_t key_slot(std::string_view key);
+  // Cluster: at most this many MOVED/ASK redirections per command.
+  static constexpr int kMaxRedirects = 5;
 
  private:
-  struct Connection;
-  struct Waiter;
-  struct Attempt;
+  class Cluster;
   struct Private {};
 
  public:
-  RedisClient(Private, Executor executor, config::RedisConfig config, ErrorSink on_error,
-              std::shared_ptr<boost::asio::ssl::context> tls);
+  RedisClient(Private, Executor executor, config::RedisConfig config, Options options);
 
  private:
-  static boost::asio::awaitable<Reply> run_command(std::shared_ptr<RedisClient> self, std::string cmd,
+  boost::asio::awaitable<Reply> submit(std::string cmd, int slot, std::string_view op);
+  static boost::asio::awaitable<Reply> run_command(std::shared_ptr<RedisClient> self, std::string cmd, int slot,
                                                    std::string_view op);
-  static boost::asio::awaitable<Reply> exec(std::shared_ptr<RedisClient> self, std::shared_ptr<Connection> conn,
-                                            std::string cmd, std::chrono::milliseconds timeout);
-  static boost::asio::awaitable<void> run(std::shared_ptr<RedisClient> self);
-  static boost::asio::awaitable<void> read_loop(std::shared_ptr<RedisClient> self,
-                                                std::shared_ptr<Connection> conn);
-  boost::asio::awaitable<std::shared_ptr<Connection>> establish();
   void start();
-  void flush(const std::shared_ptr<Connection>& conn);
-  void fail(const std::shared_ptr<Connection>& conn, std::string_view why);
+  void topology_changed();
 
   Executor executor_;
   config::RedisConfig config_;
-  ErrorSink on_error_;
-  std::shared_ptr<boost::asio::ssl::context> tls_;
+  Options options_;
   std::chrono::milliseconds timeout_;
-  std::chrono::milliseconds connect_timeout_;
-  std::chrono::milliseconds stall_limit_;
-
-  std::shared_ptr<Connection> conn_;    // established, AUTH/SELECT done
-  std::shared_ptr<Attempt> attempt_;    // the connection attempt in progress
-  boost::asio::steady_timer retry_timer_;
+  std::shared_ptr<RedisTopology> topology_;
+  bool owns_topology_ = false;
+  std::shared_ptr<RedisLink> link_;  // standalone, sentinel
+  std::unique_ptr<Cluster> cluster_;       // cluster
   bool stopped_ = false;
-  std::uint64_t connects_ = 0;
-  std::uint32_t jitter_state_;
-  std::string last_error_;
-  std::atomic<bool> healthy_{false};
+  mutable std::string last_error_;  // for last_error() when no link has one
 };
 
 }  // namespace canaryd::store

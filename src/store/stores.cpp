@@ -6,6 +6,7 @@
 
 #include "metrics/metrics.hpp"
 #include "store/redis_store.hpp"
+#include "store/redis_topology.hpp"
 
 namespace canaryd::store {
 
@@ -18,7 +19,17 @@ AssignmentStore* Stores::for_thread(std::size_t index, boost::asio::io_context& 
   if (!redis_) return memory_.get();
   if (index >= redis_stores_.size()) redis_stores_.resize(index + 1);
   auto& slot = redis_stores_[index];
-  if (!slot) slot = std::make_unique<RedisStore>(RedisClient::create(ioc.get_executor(), *redis_, on_error_, tls_));
+  if (!slot) {
+    if (redis_->mode != config::RedisMode::standalone && !topology_) {
+      topology_ = RedisTopology::create(ioc.get_executor(), *redis_, {on_event_, tls_});
+    }
+    RedisClient::Options options;
+    options.on_error = on_error_;
+    options.on_event = on_event_;
+    options.tls = tls_;
+    options.topology = topology_;
+    slot = std::make_unique<RedisStore>(RedisClient::create(ioc.get_executor(), *redis_, std::move(options)));
+  }
   return slot.get();
 }
 
@@ -36,6 +47,7 @@ void Stores::stop() {
     if (!store) continue;
     boost::asio::post(store->client_ptr()->executor(), [client = store->client_ptr()] { client->stop(); });
   }
+  if (topology_) topology_->stop();
 }
 
 Stores make_stores(const config::Config& cfg, std::size_t threads, metrics::Metrics* metrics, const Clock& clock) {
@@ -47,6 +59,14 @@ Stores make_stores(const config::Config& cfg, std::size_t threads, metrics::Metr
   stores.redis_ = *cfg.redis;
   if (metrics) {
     stores.on_error_ = [metrics](std::string_view op) { metrics->add_redis_error(op); };
+    stores.on_event_ = [metrics](RedisEvent event) {
+      switch (event) {
+        case RedisEvent::failover: metrics->add_redis_failover(); break;
+        case RedisEvent::moved: metrics->add_redis_redirect("moved"); break;
+        case RedisEvent::ask: metrics->add_redis_redirect("ask"); break;
+        case RedisEvent::discovery_error: metrics->add_redis_discovery_error(); break;
+      }
+    };
   }
   if (cfg.redis->tls) stores.tls_ = RedisClient::make_tls_context(*cfg.redis);
   stores.redis_stores_.resize(threads);

@@ -1,7 +1,9 @@
 // The store factory main.cpp calls: builds the in-process store (one, shared
 // by every I/O thread) or, with a `redis:` section, one RedisStore per I/O
 // thread on that thread's io_context, its errors counted in
-// ai_proxy_redis_errors_total{op}.
+// ai_proxy_redis_errors_total{op}. With Sentinel or Cluster, one
+// RedisTopology (on the first thread's io_context) watches the primaries for
+// every thread's client: one set of sentinel connections per process.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +48,10 @@ class Stores {
   // Stops the Redis clients: posts stop() to each one's io_context, so it is
   // safe from any thread. Pins still in flight then fail fast.
   void stop();
+  // Sentinel/Cluster: the process's topology watcher (made by the first
+  // for_thread() call), for other Redis users of the process to share; null
+  // before that, and for a single node.
+  const std::shared_ptr<RedisTopology>& topology() const { return topology_; }
 
  private:
   friend Stores make_stores(const config::Config& cfg, std::size_t threads, metrics::Metrics* metrics,
@@ -54,7 +60,9 @@ class Stores {
   std::unique_ptr<MemoryStore> memory_;
   std::optional<config::RedisConfig> redis_;
   RedisClient::ErrorSink on_error_;
+  RedisClient::EventSink on_event_;
   std::shared_ptr<boost::asio::ssl::context> tls_;  // shared by every thread's client
+  std::shared_ptr<RedisTopology> topology_;         // shared by every thread's client
   std::vector<std::unique_ptr<RedisStore>> redis_stores_;
 };
 
