@@ -14,6 +14,7 @@
 
 #include "common/log.hpp"
 #include "rollout/controller.hpp"
+#include "store/redis_topology.hpp"
 
 namespace canaryd::store {
 namespace {
@@ -29,11 +30,26 @@ constexpr std::string_view kOp = "rollout";  // ai_proxy_redis_errors_total{op}
 constexpr std::chrono::milliseconds kMinCommandTimeout{250};
 constexpr int kMaxRounds = 8;  // compare-and-set retries per sync round
 
-// KEYS: state, lease, events. ARGV: expected version ('' = the key must be
-// absent), new value, new version, lease owner ('' = no lease needed).
+// The stored state's version, or nil: shared by the scripts below.
+#define CANARYD_LUA_VERSION_OF \
+  "local function version_of(v)\n" \
+  "  if not v then return nil end\n" \
+  "  local ok, doc = pcall(cjson.decode, v)\n" \
+  "  if ok and type(doc) == 'table' then return tonumber(doc['version']) end\n" \
+  "  return nil\n" \
+  "end\n"
+
+// KEYS: state, lease, events [, the same three in the layout before issue 16,
+// kept in step on a single node and Sentinel]. ARGV: expected version ('' =
+// no state may exist), new value, new version, lease owner ('' = no lease
+// needed). The stored state is the newer of the two layouts.
 // -> {1} written; {0, stored or ''} version conflict; {2, stored or ''} lease not held.
-constexpr const char* kCasScript = R"lua(
+constexpr const char* kCasScript = CANARYD_LUA_VERSION_OF R"lua(
 local cur = redis.call('GET', KEYS[1])
+if #KEYS == 6 then
+  local old = redis.call('GET', KEYS[4])
+  if old and (not cur or (version_of(old) or -1) > (version_of(cur) or -1)) then cur = old end
+end
 if ARGV[1] == '' then
   if cur then return {0, cur} end
 else
@@ -41,25 +57,41 @@ else
   local ok, doc = pcall(cjson.decode, cur)
   if not ok or type(doc) ~= 'table' or tostring(doc['version']) ~= ARGV[1] then return {0, cur} end
 end
-if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return {2, cur or ''} end
+if ARGV[4] ~= '' then
+  if redis.call('GET', KEYS[2]) ~= ARGV[4] then return {2, cur or ''} end
+  if #KEYS == 6 and redis.call('GET', KEYS[5]) ~= ARGV[4] then return {2, cur or ''} end
+end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100', '*', 'version', ARGV[3])
+if #KEYS == 6 then
+  redis.call('SET', KEYS[4], ARGV[2])
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', '100', '*', 'version', ARGV[3])
+end
 return {1}
 )lua";
 
-// KEYS: lease. ARGV: owner, ttl ms. -> 1 held by owner (renewed or acquired), 0 held by another.
+// KEYS: the lease [, the old layout's]. ARGV: owner, ttl ms. -> 1 held by
+// owner (renewed or acquired, in every layout), 0 held by another.
 constexpr const char* kLeaseScript = R"lua(
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+for i = 1, #KEYS do
+  local cur = redis.call('GET', KEYS[i])
+  if cur and cur ~= ARGV[1] then return 0 end
 end
-if not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2]) end
+return 1
 )lua";
+
+// KEYS: state, the old layout's state -> the newer of the two, or nil.
+constexpr const char* kReadScript = CANARYD_LUA_VERSION_OF R"lua(
+local cur = redis.call('GET', KEYS[1])
+local old = redis.call('GET', KEYS[2])
+if not old then return cur end
+if not cur then return old end
+if (version_of(old) or -1) > (version_of(cur) or -1) then return old end
+return cur
+)lua";
+
+#undef CANARYD_LUA_VERSION_OF
 
 // Built outside the coroutines: g++ 12 rejects braced lists inside them.
 template <class... A>
@@ -89,29 +121,51 @@ std::optional<std::string> stored_value(const Reply& r) {
 
 std::shared_ptr<RolloutSync> RolloutSync::create(net::any_io_executor executor, const config::Config& config,
                                                  rollout::RolloutController& controller,
-                                                 store::RedisClient::ErrorSink on_error) {
-  return std::make_shared<RolloutSync>(Private{}, std::move(executor), config, controller, std::move(on_error));
+                                                 store::RedisClient::ErrorSink on_error,
+                                                 std::shared_ptr<RedisTopology> topology) {
+  return std::make_shared<RolloutSync>(Private{}, std::move(executor), config, controller, std::move(on_error),
+                                       std::move(topology));
+}
+
+RolloutSync::Keys RolloutSync::keys(const std::string& ns) {
+  const std::string tag = "{" + ns + "}";
+  return {tag + ":rollout", tag + ":rollout:lease", tag + ":rollout:events"};
+}
+
+RolloutSync::Keys RolloutSync::legacy_keys(const std::string& ns) {
+  return {ns + ":rollout", ns + ":rollout:lease", ns + ":rollout:events"};
 }
 
 RolloutSync::RolloutSync(Private, net::any_io_executor executor, const config::Config& config,
-                         rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error)
+                         rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error,
+                         std::shared_ptr<RedisTopology> topology)
     : executor_(std::move(executor)),
       controller_(controller),
       replica_id_(make_replica_id()),
       wake_timer_(executor_),
       events_timer_(executor_) {
   const config::RedisConfig& redis = *config.redis;
-  key_ = redis.ns + ":rollout";
-  lease_key_ = redis.ns + ":rollout:lease";
-  events_key_ = redis.ns + ":rollout:events";
+  keys_ = keys(redis.ns);
+  legacy_ = legacy_keys(redis.ns);
+  both_layouts_ = redis.mode != config::RedisMode::cluster;
   auto tls = redis.tls ? store::RedisClient::make_tls_context(redis) : nullptr;
+  // Both connections follow one watcher: the process's, or one of our own
+  // (its failovers are not counted: the process's watcher counts them).
+  if (!topology) {
+    own_topology_ = RedisTopology::create(executor_, redis, {{}, tls});
+    topology = own_topology_;
+  }
+  store::RedisClient::Options options;
+  options.on_error = on_error;
+  options.tls = tls;
+  options.topology = topology;
   config::RedisConfig state_cfg = redis;
   state_cfg.timeout = std::max<config::Duration>(redis.timeout, kMinCommandTimeout);
-  client_ = store::RedisClient::create(executor_, state_cfg, on_error, tls);
+  client_ = store::RedisClient::create(executor_, state_cfg, options);
   // Long enough for the blocking read itself plus a slow round trip.
   config::RedisConfig events_cfg = redis;
   events_cfg.timeout = kEventsBlock + std::max<config::Duration>(redis.timeout, 1s);
-  events_ = store::RedisClient::create(executor_, events_cfg, on_error, tls);
+  events_ = store::RedisClient::create(executor_, events_cfg, options);
 }
 
 void RolloutSync::start() {
@@ -147,6 +201,7 @@ void RolloutSync::stop() {
   events_timer_.cancel();
   client_->stop();
   events_->stop();
+  if (own_topology_) own_topology_->stop();
 }
 
 bool RolloutSync::loaded() const { return controller_.shared_loaded(); }
@@ -164,17 +219,32 @@ std::chrono::milliseconds RolloutSync::lease_ttl() const {
 // The argument lists are built in plain functions: g++ 12 miscompiles
 // temporaries (a conditional, a std::to_string) inside a co_await expression.
 std::vector<std::string> RolloutSync::lease_args() const {
-  return args("EVAL", kLeaseScript, "1", lease_key_, replica_id_, std::to_string(lease_ttl().count()));
+  const std::string ttl = std::to_string(lease_ttl().count());
+  if (both_layouts_) return args("EVAL", kLeaseScript, "2", keys_.lease, legacy_.lease, replica_id_, ttl);
+  return args("EVAL", kLeaseScript, "1", keys_.lease, replica_id_, ttl);
 }
 
 std::vector<std::string> RolloutSync::cas_args(const rollout::RolloutController::SharedWrite& write) const {
-  return args("EVAL", kCasScript, "3", key_, lease_key_, events_key_,
-              write.expected ? std::to_string(*write.expected) : std::string(), write.value,
-              std::to_string(write.version), write.needs_lease ? replica_id_ : std::string());
+  std::string expected = write.expected ? std::to_string(*write.expected) : std::string();
+  std::string owner = write.needs_lease ? replica_id_ : std::string();
+  if (both_layouts_) {
+    return args("EVAL", kCasScript, "6", keys_.state, keys_.lease, keys_.events, legacy_.state, legacy_.lease,
+                legacy_.events, std::move(expected), write.value, std::to_string(write.version), std::move(owner));
+  }
+  return args("EVAL", kCasScript, "3", keys_.state, keys_.lease, keys_.events, std::move(expected), write.value,
+              std::to_string(write.version), std::move(owner));
 }
 
+std::vector<std::string> RolloutSync::read_args() const {
+  if (both_layouts_) return args("EVAL", kReadScript, "2", keys_.state, legacy_.state);
+  return args("GET", keys_.state);
+}
+
+// Every writer writes the old layout's stream while both are kept (replicas
+// from before issue 16 write only that one): the one to watch.
 std::vector<std::string> RolloutSync::xread_args(const std::string& last) const {
-  return args("XREAD", "COUNT", "16", "BLOCK", std::to_string(kEventsBlock.count()), "STREAMS", events_key_, last);
+  return args("XREAD", "COUNT", "16", "BLOCK", std::to_string(kEventsBlock.count()), "STREAMS",
+              both_layouts_ ? legacy_.events : keys_.events, last);
 }
 
 net::awaitable<void> RolloutSync::run(std::shared_ptr<RolloutSync> self) {
@@ -191,6 +261,23 @@ net::awaitable<void> RolloutSync::run(std::shared_ptr<RolloutSync> self) {
   }
 }
 
+net::awaitable<bool> RolloutSync::copy_legacy_state() {
+  std::vector<std::string> argv = args("GET", keys_.state);
+  Reply r = co_await client_->command(argv, kOp);
+  if (!r.ok()) co_return false;
+  if (r.type == Reply::Type::string) co_return true;  // the new layout has a state already
+  argv = args("GET", legacy_.state);
+  r = co_await client_->command(argv, kOp);
+  if (!r.ok()) co_return false;
+  if (r.type != Reply::Type::string) co_return true;  // nothing to copy
+  argv = args("SET", keys_.state, r.str, "NX");
+  r = co_await client_->command(argv, kOp);
+  if (!r.ok()) co_return false;
+  log::info("rollout state found under the key layout before issue 16; copied",
+            {{"from", legacy_.state}, {"to", keys_.state}});
+  co_return true;
+}
+
 net::awaitable<bool> RolloutSync::renew_lease() {
   const auto argv = lease_args();
   Reply r = co_await client_->command(argv, kOp);
@@ -204,6 +291,15 @@ net::awaitable<void> RolloutSync::sync_once() {
     controller_.set_lease(false);
     co_return;
   }
+  if (!both_layouts_ && !legacy_checked_) {
+    // Cluster: a state written under the old key (copied over from another
+    // Redis, say) becomes the state of the new layout, once.
+    if (!co_await copy_legacy_state()) {
+      controller_.set_shared_healthy(false);
+      co_return;
+    }
+    legacy_checked_ = true;
+  }
   const bool held = co_await renew_lease();
   controller_.set_lease(held);
   if (stopped_) co_return;
@@ -211,7 +307,7 @@ net::awaitable<void> RolloutSync::sync_once() {
   auto malformed = [&] {
     client_->report_error(kOp);
     controller_.set_shared_healthy(false);
-    log::warn("the shared rollout state in Redis is malformed; keeping the local state", {{"key", key_}});
+    log::warn("the shared rollout state in Redis is malformed; keeping the local state", {{"key", keys_.state}});
   };
 
   // g++ 12 mis-destroys non-trivial locals declared inside a loop body that
@@ -226,7 +322,7 @@ net::awaitable<void> RolloutSync::sync_once() {
     write = controller_.shared_pending();
     if (!write) {
       if (fetched) break;
-      argv = args("GET", key_);
+      argv = read_args();
       r = co_await client_->command(argv, kOp);
       if (!r.ok() || (r.type != Reply::Type::string && r.type != Reply::Type::nil)) {
         if (r.ok()) client_->report_error(kOp);

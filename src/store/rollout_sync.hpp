@@ -2,9 +2,18 @@
 // requirement 6). Runs on the control thread's io_context with its own Redis
 // connections, never on an I/O thread, so the request path never waits on it.
 //
-//   <ns>:rollout         rollout::encode(Status), the shared state with its version
-//   <ns>:rollout:lease   the advance lease: the replica id, SET NX PX, renewed every poll
-//   <ns>:rollout:events  a stream (XADD MAXLEN ~100) with one entry per written change
+//   {<ns>}:rollout         rollout::encode(Status), the shared state with its version
+//   {<ns>}:rollout:lease   the advance lease: the replica id, SET PX, renewed every poll
+//   {<ns>}:rollout:events  a stream (XADD MAXLEN ~100) with one entry per written change
+//
+// The three keys share the hash tag {<ns>}, so on Redis Cluster they live in
+// one slot and the compare-and-set, the lease check and the event stay one
+// script (issue 16). canaryd before issue 16 used <ns>:rollout... (no tag):
+// on a single node or Sentinel both layouts are kept in step (every script
+// reads the newer state of the two, writes both, takes the lease in both), so
+// old and new replicas share one state through a rolling upgrade; on a
+// cluster, where the old layout never worked, a state found only under the
+// old key is copied to the new one (SET NX) when first read.
 //
 // Every write is a compare-and-set in one Lua script: stored version ==
 // expected (or no key), and for an analysis advance the caller still holds
@@ -12,7 +21,7 @@
 // re-applies its queued operations on it. Changes reach the other replicas
 // through a blocking XREAD on the events stream (a dedicated connection:
 // RedisClient is request/response and cannot take SUBSCRIBE's push messages,
-// while XREAD BLOCK is an ordinary reply), with a GET every 500 ms as the
+// while XREAD BLOCK is an ordinary reply), with a read every 500 ms as the
 // safety net. While Redis is down each replica keeps its last known state,
 // still rolls back locally, advances nothing (no lease), and writes its
 // changes once Redis is back.
@@ -46,10 +55,13 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
 
   // Puts `controller` in shared mode. Nothing runs until start() and the
   // executor's io_context runs. `on_error` counts Redis failures (op "rollout").
-  // Throws at start-up only (an unreadable redis.ca_file).
+  // `topology`: Sentinel/Cluster, the process's watcher (Stores::topology());
+  // null = one of its own for its two connections. Throws at start-up only
+  // (an unreadable redis.ca_file).
   static std::shared_ptr<RolloutSync> create(boost::asio::any_io_executor executor, const config::Config& config,
                                              rollout::RolloutController& controller,
-                                             store::RedisClient::ErrorSink on_error = {});
+                                             store::RedisClient::ErrorSink on_error = {},
+                                             std::shared_ptr<RedisTopology> topology = nullptr);
 
   void start();
   // Control thread: stops the loops and the Redis connections.
@@ -65,7 +77,15 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
 
   struct Private {};
   RolloutSync(Private, boost::asio::any_io_executor executor, const config::Config& config,
-              rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error);
+              rollout::RolloutController& controller, store::RedisClient::ErrorSink on_error,
+              std::shared_ptr<RedisTopology> topology);
+
+  // The keys, for tests and docs: the hash-tagged layout and the one before it.
+  struct Keys {
+    std::string state, lease, events;
+  };
+  static Keys keys(const std::string& ns);
+  static Keys legacy_keys(const std::string& ns);
 
  private:
   using Loop = boost::asio::awaitable<void> (*)(std::shared_ptr<RolloutSync>);
@@ -74,19 +94,24 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   static boost::asio::awaitable<void> watch(std::shared_ptr<RolloutSync> self);
   boost::asio::awaitable<void> sync_once();
   boost::asio::awaitable<bool> renew_lease();
+  boost::asio::awaitable<bool> copy_legacy_state();
   void wake();
   std::vector<std::string> lease_args() const;
   std::vector<std::string> cas_args(const rollout::RolloutController::SharedWrite& write) const;
+  std::vector<std::string> read_args() const;
   std::vector<std::string> xread_args(const std::string& last) const;
 
   boost::asio::any_io_executor executor_;
   rollout::RolloutController& controller_;
-  std::string key_;
-  std::string lease_key_;
-  std::string events_key_;
+  Keys keys_;
+  Keys legacy_;
+  // Single node and Sentinel: the layout before issue 16 is kept in step too.
+  bool both_layouts_ = true;
+  bool legacy_checked_ = false;  // cluster: the old layout's state was looked for
   std::string replica_id_;
   std::shared_ptr<store::RedisClient> client_;  // state, lease
   std::shared_ptr<store::RedisClient> events_;  // XREAD BLOCK only
+  std::shared_ptr<RedisTopology> own_topology_;  // when no process watcher was given
   boost::asio::steady_timer wake_timer_;
   boost::asio::steady_timer events_timer_;
   bool wake_pending_ = false;

@@ -111,7 +111,7 @@ class PinsAcrossReplicas(unittest.TestCase):
         """Replica A, then (once A has written the shared rollout state) replica B
         with its own, different configured weight: the shared state decides."""
         a = stack.enter_context(harness.Canaryd(self.config(redis, weight_a), env=env))
-        harness.wait_until(lambda: redis.command("EXISTS", f"{NS}:rollout") == 1, 5, 0.02, "A wrote the state")
+        harness.wait_until(lambda: redis.command("EXISTS", "{" + NS + "}:rollout") == 1, 5, 0.02, "A wrote the state")
         b = stack.enter_context(harness.Canaryd(self.config(redis, weight_b), env=env))
         harness.wait_until(lambda: admin(b)["weight"] == weight_a, 5, 0.05, f"B serves weight {weight_a}")
         return a, b

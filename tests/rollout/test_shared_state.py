@@ -2,7 +2,9 @@
 redis-server (issue requirements 6 and 7): an abort on one stops canary
 traffic on the other within 2 s, a step advances exactly once, a restarted
 replica comes back in the stored state, and a Redis outage leaves each replica
-its last known state with local rollback."""
+its last known state with local rollback. The key layout of issue 16
+({ns}:rollout...): a state in the layout before it is found, and writes of
+older replicas still reach this one."""
 
 from __future__ import annotations
 
@@ -56,8 +58,12 @@ class SharedStateTest(unittest.TestCase):
         self.replicas.append(c)
         return c.start()
 
-    def stored(self) -> dict:
-        text = self.redis.command("GET", f"{self.ns}:rollout")
+    def key(self, suffix: str = "", legacy: bool = False) -> str:
+        """The rollout keys: {ns}:rollout... (hash-tagged, issue 16), or the layout before it."""
+        return (self.ns if legacy else "{" + self.ns + "}") + ":rollout" + suffix
+
+    def stored(self, legacy: bool = False) -> dict:
+        text = self.redis.command("GET", self.key(legacy=legacy))
         self.assertIsNotNone(text, "no shared rollout state in Redis")
         return json.loads(text)
 
@@ -110,7 +116,7 @@ class SharedStateTest(unittest.TestCase):
         self.assertTrue((sa if holder == "A" else sb)["sync"]["lease"])
         self.assertFalse((sb if holder == "A" else sa)["sync"]["lease"])
         # One event per written version: 0 (the first replica's initial write), 1, 2.
-        events = self.redis.command("XRANGE", f"{self.ns}:rollout:events", "-", "+")
+        events = self.redis.command("XRANGE", self.key(":events"), "-", "+")
         versions = [int(fields[fields.index("version") + 1]) for _, fields in events]
         self.assertEqual(versions, [0, 1, 2])
         report(f"two replicas: steps 0->1->2 advanced once each, all by replica {holder} (lease holder), "
@@ -154,11 +160,52 @@ class SharedStateTest(unittest.TestCase):
         st.update({"state": "aborted", "weight": 0, "epoch": st["epoch"] + 1, "version": st["version"] + 1,
                    "reason": "aborted by hand in Redis"})
         t0 = time.monotonic()
-        self.redis.command("SET", f"{self.ns}:rollout", json.dumps(st))
+        self.redis.command("SET", self.key(), json.dumps(st))
         wait_until(lambda: admin(a)["state"] == "aborted" and admin(b)["state"] == "aborted", 1.5, 0.01,
                    "both replicas to poll the new state")
         report(f"a change without an event reached both replicas by polling in {time.monotonic() - t0:.3f}s")
         self.assertTrue(all(r.arm == "control" for r in send(a.url, 50) + send(b.url, 50)))
+
+    def test_a_state_in_the_key_layout_before_issue_16_is_found_and_kept_in_step(self):
+        # A canaryd from before issue 16 kept the state under <ns>:rollout (no
+        # hash tag). A replica of this version finds it there, and writes both
+        # layouts, so old replicas still running during the upgrade see its changes.
+        cfg = self.config([{"weight": 10, "pause": "10m"}])
+        a = self.replica(cfg)
+        st = self.stored()
+        a.stop()
+        self.replicas.remove(a)
+        a.cleanup()
+        st.update({"state": "paused", "weight": 25, "version": 7})
+        for suffix in ("", ":lease", ":events"):
+            self.redis.command("DEL", self.key(suffix), self.key(suffix, legacy=True))
+        self.redis.command("SET", self.key(legacy=True), json.dumps(st))
+        b = self.replica(cfg)
+        sb = admin(b)
+        self.assertEqual((sb["state"], sb["weight"], sb["version"]), ("paused", 25, 7), sb)
+        admin(b, "abort")
+        wait_until(lambda: self.stored()["state"] == "aborted", 2.0, 0.01, "abort stored in the new layout")
+        self.assertEqual(self.stored(), self.stored(legacy=True), "the two layouts differ")
+        self.assertEqual(self.stored()["version"], 8)
+        legacy_events = self.redis.command("XRANGE", self.key(":events", legacy=True), "-", "+")
+        self.assertEqual([int(f[f.index("version") + 1]) for _, f in legacy_events], [8])
+        # The lease is held in both layouts by the same replica: an old replica cannot take it.
+        self.assertEqual(self.redis.command("GET", self.key(":lease")), self.redis.command("GET", self.key(":lease", legacy=True)))
+
+    def test_a_write_by_a_replica_from_before_issue_16_reaches_this_one(self):
+        # What the old CAS script does: SET <ns>:rollout and XADD <ns>:rollout:events.
+        cfg = self.config([{"weight": 50, "pause": "10m"}])
+        a = self.replica(cfg)
+        st = self.stored()
+        st.update({"state": "aborted", "weight": 0, "epoch": st["epoch"] + 1, "version": st["version"] + 1,
+                   "reason": "aborted by an old replica"})
+        t0 = time.monotonic()
+        self.redis.command("SET", self.key(legacy=True), json.dumps(st))
+        self.redis.command("XADD", self.key(":events", legacy=True), "MAXLEN", "~", "100", "*", "version",
+                           str(st["version"]))
+        wait_until(state_is(a, "aborted"), 1.0, 0.01, "the new replica to adopt the old one's abort")
+        report(f"an old-layout write (rolling upgrade) reached a new replica in {time.monotonic() - t0:.3f}s")
+        self.assertTrue(all(r.arm == "control" for r in send(a.url, 50)))
 
     def test_start_with_redis_down_sends_nothing_to_the_canary_until_it_answers(self):
         self.redis.stop()
