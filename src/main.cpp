@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "canaryd/config.hpp"
+#include "config/reload.hpp"
 #include "ctl/ctl.hpp"
 #include "simulate/simulate.hpp"
 #include "metrics/metrics.hpp"
@@ -48,42 +49,6 @@ constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--l
   --log-level LEVEL   trace|debug|info|warn|error|off (overrides log.level)
   --version           print the version
 )";
-
-// The listener and the I/O threads are made once at start-up: a reload that
-// changes their keys keeps running with the start-up values, so it says which,
-// instead of letting "config reloaded" suggest otherwise.
-std::vector<std::string> restart_only_changes(const config::Config& started, const config::Config& next) {
-  std::vector<std::string> keys;
-  if (started.server.listen != next.server.listen) keys.emplace_back("server.listen");
-  if (started.server.threads != next.server.threads) keys.emplace_back("server.threads");
-  return keys;
-}
-
-// The Redis connections, the rollout sync and the pin keys all hang on the
-// `redis` section: applying half of a change (new pin namespace, old
-// connections) would strand every pin, so a reload that changes it is refused.
-std::string redis_conflict(const config::Config& started, const config::Config& next) {
-  const char* kRestart = ": restart canaryd to change it (a reload cannot move the Redis connections)";
-  if (started.redis.has_value() != next.redis.has_value()) return std::string("redis") + kRestart;
-  if (!started.redis) return "";
-  const auto& a = *started.redis;
-  const auto& b = *next.redis;
-  const char* key = nullptr;
-  if (a.url != b.url) {
-    key = "redis.url";
-  } else if (a.password_env != b.password_env || a.password_value != b.password_value) {
-    key = "redis.password_env";
-  } else if (a.timeout != b.timeout) {
-    key = "redis.timeout";
-  } else if (a.ns != b.ns) {
-    key = "redis.namespace";
-  } else if (a.tls_verify != b.tls_verify) {
-    key = "redis.tls_verify";
-  } else if (a.ca_file != b.ca_file) {
-    key = "redis.ca_file";
-  }
-  return key ? std::string(key) + kRestart : "";
-}
 
 struct Flags {
   std::string config;
@@ -238,11 +203,11 @@ int run(const Flags& flags) {
           if (std::string conflict = metrics.reload_conflict(*next); !conflict.empty()) {
             throw std::runtime_error(conflict);
           }
-          if (std::string conflict = redis_conflict(*cfg, *next); !conflict.empty()) {
+          if (std::string conflict = config::reload_refusal(*cfg, *next); !conflict.empty()) {
             throw std::runtime_error(conflict);
           }
           auto next_rt = std::make_shared<const server::Runtime>(next);
-          if (auto keys = restart_only_changes(*cfg, *next); !keys.empty()) {
+          if (auto keys = config::restart_only_changes(*cfg, *next); !keys.empty()) {
             std::string list;
             for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
             log::warn("config reload: these keys apply only after a restart; running with their old values",

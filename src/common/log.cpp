@@ -100,4 +100,13 @@ void flush() {
   if (g_access) g_access->flush();
 }
 
+void at(LogLevel level, std::string_view msg, const nlohmann::json& fields) {
+  switch (level) {
+    case LogLevel::debug: debug(msg, fields); break;
+    case LogLevel::info: info(msg, fields); break;
+    case LogLevel::warn: warn(msg, fields); break;
+    case LogLevel::error: error(msg, fields); break;
+  }
+}
+
 }  // namespace canaryd::log

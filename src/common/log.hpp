@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "canaryd/error.hpp"
+
 namespace spdlog {
 class logger;
 }
@@ -28,6 +30,8 @@ void debug(std::string_view msg, const nlohmann::json& fields = nlohmann::json::
 void info(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
 void warn(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
 void error(std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
+// At the level the error table gives (canaryd/error.hpp ErrorInfo::log_level).
+void at(LogLevel level, std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
 void flush();
 
 }  // namespace canaryd::log

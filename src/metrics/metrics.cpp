@@ -7,6 +7,7 @@
 #include <spdlog/async.h>
 
 #include <prometheus/check_names.h>
+#include <prometheus/histogram.h>
 #include <prometheus/text_serializer.h>
 
 #include "metrics/process_metrics.hpp"
@@ -159,6 +160,38 @@ Metrics::Metrics(Setup setup)
                       .Add({});
   overhead_ = &overhead_family_.add({});
 
+  // ---- Shadow mode: comparisons of mirrored pairs ----
+  auto& shadow_results = prometheus::BuildCounter()
+                             .Name(prefix_ + "_shadow_requests_total")
+                             .Help("Shadow comparisons by result (both_succeeded, status_differs, shadow_failed, "
+                                   "both_failed).")
+                             .Register(*registry_);
+  for (std::size_t i = 0; i < kShadowResults.size(); ++i) {
+    shadow_results_[i] = &shadow_results.Add({{"result", std::string(kShadowResults[i])}});
+  }
+  auto& shadow_drops = prometheus::BuildCounter()
+                           .Name(prefix_ + "_shadow_dropped_total")
+                           .Help("Shadows not sent (rate, in_flight, rolled_back) or not compared (control_incomplete).")
+                           .Register(*registry_);
+  for (std::size_t i = 0; i < kShadowDrops.size(); ++i) {
+    shadow_drops_[i] = &shadow_drops.Add({{"reason", std::string(kShadowDrops[i])}});
+  }
+  auto& shadow_cost = prometheus::BuildCounter()
+                          .Name(prefix_ + "_shadow_cost_delta_usd_total")
+                          .Help("USD by which the canary's answer cost more (canary_more) or less (canary_less) than "
+                                "control's, summed over shadow pairs; the net delta is canary_more - canary_less.")
+                          .Register(*registry_);
+  shadow_cost_more_ = &shadow_cost.Add({{"direction", "canary_more"}});
+  shadow_cost_less_ = &shadow_cost.Add({{"direction", "canary_less"}});
+  shadow_latency_delta_ = &prometheus::BuildHistogram()
+                               .Name(prefix_ + "_shadow_latency_delta_seconds")
+                               .Help("Shadow (canary) latency minus control latency per pair, in seconds (negative: "
+                                     "the canary was faster).")
+                               .Register(*registry_)
+                               .Add({}, prometheus::Histogram::BucketBoundaries{
+                                            -10, -5, -2.5, -1, -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0, 0.01,
+                                            0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+
   // ---- Redis topology (issue 16): what canaryd followed, per process ----
   redis_failovers_ = &prometheus::BuildCounter()
                           .Name(prefix_ + "_redis_failovers_total")
@@ -279,6 +312,18 @@ void Metrics::add_redis_error(std::string_view op) noexcept {
 }
 
 void Metrics::add_random_key() noexcept { random_keys_->Increment(); }
+
+void Metrics::add_shadow_result(std::size_t result) noexcept {
+  if (result < shadow_results_.size()) shadow_results_[result]->Increment();
+}
+void Metrics::add_shadow_drop(std::size_t reason) noexcept {
+  if (reason < shadow_drops_.size()) shadow_drops_[reason]->Increment();
+}
+void Metrics::add_shadow_cost_delta(double canary_minus_control_usd) noexcept {
+  if (canary_minus_control_usd > 0) shadow_cost_more_->Increment(canary_minus_control_usd);
+  if (canary_minus_control_usd < 0) shadow_cost_less_->Increment(-canary_minus_control_usd);
+}
+void Metrics::observe_shadow_latency_delta(double seconds) noexcept { shadow_latency_delta_->Observe(seconds); }
 
 // ---- Redis topology (issue 16) ----
 void Metrics::add_redis_failover() noexcept { redis_failovers_->Increment(); }

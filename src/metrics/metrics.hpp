@@ -12,6 +12,7 @@
 // and set_pricing() applies new prices to the fixed set of priced models.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -24,6 +25,7 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include "canaryd/config.hpp"
@@ -104,6 +106,16 @@ class Metrics {
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
 
+  // ---- Shadow mode (shadow/): comparisons of mirrored pairs ----
+  static constexpr std::array<std::string_view, 4> kShadowResults{"both_succeeded", "status_differs",
+                                                                  "shadow_failed", "both_failed"};
+  static constexpr std::array<std::string_view, 4> kShadowDrops{"rate", "in_flight", "rolled_back",
+                                                                "control_incomplete"};
+  void add_shadow_result(std::size_t result) noexcept;      // _shadow_requests_total{result}: index into kShadowResults
+  void add_shadow_drop(std::size_t reason) noexcept;        // _shadow_dropped_total{reason}: index into kShadowDrops
+  void add_shadow_cost_delta(double canary_minus_control_usd) noexcept;  // _shadow_cost_delta_usd_total{direction}
+  void observe_shadow_latency_delta(double seconds) noexcept;            // _shadow_latency_delta_seconds
+
   // ---- Redis topology (issue 16: Sentinel and Cluster) ----
   void add_redis_failover() noexcept;                      // ai_proxy_redis_failovers_total
   void add_redis_redirect(std::string_view kind) noexcept;  // ai_proxy_redis_redirects_total{kind}: moved|ask
@@ -114,9 +126,6 @@ class Metrics {
   // dropped because it was full: read from spdlog's global thread pool, the one
   // every canaryd logger writes through; 0 before logging starts).
   std::string expose() const;
-  // For other components' families (shadow, redis); expose() includes them.
-  prometheus::Registry& registry() { return *registry_; }
-  const std::string& prefix() const { return prefix_; }
 
  private:
   std::size_t pm(int provider, int model) const noexcept {
@@ -159,6 +168,11 @@ class Metrics {
   prometheus::Gauge* canary_weight_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Counter* random_keys_ = nullptr;
+  std::array<prometheus::Counter*, 4> shadow_results_{};
+  std::array<prometheus::Counter*, 4> shadow_drops_{};
+  prometheus::Counter* shadow_cost_more_ = nullptr;
+  prometheus::Counter* shadow_cost_less_ = nullptr;
+  prometheus::Histogram* shadow_latency_delta_ = nullptr;
   // Redis topology (issue 16).
   prometheus::Counter* redis_failovers_ = nullptr;
   prometheus::Counter* redis_redirects_[2] = {nullptr, nullptr};  // moved, ask

@@ -5,6 +5,7 @@
 // an answer reached the client.
 #include "admin/report.hpp"
 #include "common/access_log.hpp"
+#include "common/log.hpp"
 #include "metrics/metrics.hpp"
 #include "proxy/active.hpp"
 #include "rollout/controller.hpp"
@@ -31,6 +32,12 @@ Clock::duration ActiveRequest::overhead_before() const { return (ex_->sent - r_.
 // `o` is null for an attempt that produced no answer to relay (it failed, or fell back).
 void ActiveRequest::account_attempt(const Error& error, int status, bool client_gone, const Outcome* o) {
   const upstream::Exchange& ex = *ex_;
+  if (error && !client_gone) {
+    // The access log says which kind; this line says why (the TLS error, the address refused).
+    log::at(error_info(error.kind).log_level, "upstream attempt failed",
+            {{"request_id", r_.request_id}, {"arm", arm_name(arm_)}, {"provider", up_->name},
+             {"error", error_name(error.kind)}, {"detail", error.message}});
+  }
   const auto end = o ? o->done : Clock::now();
   const std::optional<upstream::Usage> usage = o ? o->usage : std::nullopt;
   if (auto* m = r_.services.metrics) {

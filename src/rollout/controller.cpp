@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 
 #include "metrics/metrics.hpp"
 #include "rollout/analysis.hpp"
@@ -10,7 +9,6 @@
 #include "rollout/state_machine.hpp"
 #include "rollout/window.hpp"
 #include "common/log.hpp"
-#include "common/json_scan.hpp"
 #include "split/split.hpp"
 
 namespace canaryd::rollout {
@@ -54,40 +52,6 @@ class RolloutState {
 };
 
 namespace {
-
-struct WeightBody {
-  double weight = 0;
-  std::string error;
-};
-
-// {"weight": N}, read with the same strict scanner as request bodies: a
-// duplicate "weight" is refused (parsers disagree on which copy wins), and so
-// is a number that does not round-trip as a normal double ("1e-400" would
-// otherwise be read as 0, a rollback nobody typed).
-WeightBody parse_weight_body(std::string_view body) {
-  WeightBody out;
-  json::Lookup<1> lk{{"weight"}};
-  if (std::string why = json::scan_object(body, lk); !why.empty()) {
-    out.error = "the body must be JSON like {\"weight\": 25}: " + why;
-    return out;
-  }
-  if (!lk.values[0]) {
-    out.error = "the body must be JSON like {\"weight\": 25}: no \"weight\"";
-    return out;
-  }
-  std::string_view lit = lk.values[0]->of(body);
-  if (lit.empty() || !(lit.front() == '-' || (lit.front() >= '0' && lit.front() <= '9'))) {
-    out.error = "weight must be a number from 0 to 100";
-    return out;
-  }
-  auto [end, ec] = std::from_chars(lit.data(), lit.data() + lit.size(), out.weight);
-  const bool nonzero_digits = lit.find_first_of("123456789") < lit.find_first_of("eE");
-  if (ec != std::errc() || end != lit.data() + lit.size() || !std::isfinite(out.weight) ||
-      (out.weight != 0 && !std::isnormal(out.weight)) || (out.weight == 0 && nonzero_digits)) {
-    out.error = "weight must be a number from 0 to 100 (got " + std::string(lit.substr(0, 40)) + ")";
-  }
-  return out;
-}
 
 // rollout's causes -> the bounded ai_proxy_rollbacks_total{reason} values.
 std::string_view rollback_reason(const rollout::Transition& t) {
@@ -251,56 +215,18 @@ nlohmann::json RolloutController::status() const {
   return j;
 }
 
-AdminResult RolloutController::admin(std::string_view method, std::string_view path, std::string_view body) {
-  AdminResult r;
-  constexpr std::string_view kBase = "/admin/rollout";
-  if (path == kBase) {
-    if (method != "GET") {
-      r.method_not_allowed = true;
-      return r;
-    }
-    r.body = status();
-    return r;
-  }
-  if (path.substr(0, kBase.size() + 1) != "/admin/rollout/") {
-    r.not_found = true;
-    return r;
-  }
-  std::string_view verb = path.substr(kBase.size() + 1);
-  static constexpr std::string_view kVerbs[] = {"pause", "resume", "promote", "abort", "retry", "weight"};
-  bool known = false;
-  for (auto v : kVerbs) known |= (v == verb);
-  if (!known) {
-    r.not_found = true;
-    return r;
-  }
-  if (method != "POST") {
-    r.method_not_allowed = true;
-    return r;
-  }
+bool RolloutController::operate(Verb verb, double weight) {
   Op op;
-  if (verb == "pause") {
-    op.kind = Op::Kind::pause;
-  } else if (verb == "resume") {
-    op.kind = Op::Kind::resume;
-  } else if (verb == "promote") {
-    op.kind = Op::Kind::promote;
-  } else if (verb == "abort") {
-    op.kind = Op::Kind::abort;
-  } else if (verb == "retry") {
-    op.kind = Op::Kind::retry;
-  } else {
-    auto parsed = parse_weight_body(body);
-    if (!parsed.error.empty()) {
-      r.error = std::move(parsed.error);
-      return r;
-    }
-    op.kind = Op::Kind::weight;
-    op.weight = parsed.weight;
-    if (auto why = rollout::validate_weight(op.weight); !why.empty()) {
-      r.error = why;
-      return r;
-    }
+  switch (verb) {
+    case Verb::pause: op.kind = Op::Kind::pause; break;
+    case Verb::resume: op.kind = Op::Kind::resume; break;
+    case Verb::promote: op.kind = Op::Kind::promote; break;
+    case Verb::abort: op.kind = Op::Kind::abort; break;
+    case Verb::retry: op.kind = Op::Kind::retry; break;
+    case Verb::weight:
+      op.kind = Op::Kind::weight;
+      op.weight = weight;
+      break;
   }
   bool changed = false;
   {
@@ -310,8 +236,7 @@ AdminResult RolloutController::admin(std::string_view method, std::string_view p
     publish();
   }
   if (changed) notify();
-  r.body = status();
-  return r;
+  return changed;
 }
 
 void RolloutController::reconfigure(const config::Config& config) {

@@ -40,13 +40,6 @@ struct Transition;
 
 namespace canaryd::rollout {
 
-struct AdminResult {
-  nlohmann::json body;
-  std::string error;   // 400 with this message
-  bool not_found = false;
-  bool method_not_allowed = false;
-};
-
 class RolloutState;  // pimpl over rollout::Rollout + windows
 
 class RolloutController {
@@ -78,7 +71,12 @@ class RolloutController {
   // Control plane.
   void tick();
   nlohmann::json status() const;
-  AdminResult admin(std::string_view method, std::string_view path, std::string_view body);
+  // An operator's verb (admin/api.cpp parses them from /admin/rollout/*), the
+  // verbs of `kubectl argo rollouts`. `weight` is validated by the caller
+  // (validate_weight). Returns whether the state changed (a verb with nothing
+  // to do changes nothing and logs nothing).
+  enum class Verb { pause, resume, promote, abort, retry, weight };
+  bool operate(Verb verb, double weight = 0);
   // A reload: new steps/thresholds; the current state, step and weight stay.
   // A changed analysis.window swaps in new, empty windows (recorders on other
   // threads move over at their next record(); the old ones are kept alive).

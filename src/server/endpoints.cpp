@@ -9,10 +9,8 @@
 
 #include "metrics/metrics.hpp"
 #include "http/headers.hpp"
-#include "admin/history.hpp"
-#include "admin/report.hpp"
+#include "admin/api.hpp"
 #include "rollout/controller.hpp"
-#include "shadow/shadow.hpp"
 #include "admin/ui.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
@@ -81,19 +79,24 @@ nlohmann::json health(App& app, Request& ctx) {
   return j;
 }
 
-// The money report plus the shadow comparison (GET /admin/report, ctl report).
-nlohmann::json full_report(App& app, Request& ctx) {
-  nlohmann::json arms = app.rollout ? app.rollout->status().value("arms", nlohmann::json()) : nlohmann::json();
-  nlohmann::json j = app.report->build(arms);
-  if (app.shadow) j["shadow"] = app.shadow->report(ctx.rt->config->shadow);
-  return j;
-}
-
 nlohmann::json ready_json(bool ready, bool draining) { return {{"ready", ready}, {"draining", draining}}; }
 
-// Outside the coroutines: g++ 12 miscompiles array temporaries in coroutine frames.
-bool admin_token_ok(std::string_view auth, const std::string& token) {
-  return wire::client_key_ok(auth, std::array<std::string_view, 1>{token});
+// The status page's CSP lets nothing run but its own inline script and style.
+net::awaitable<bool> status_page(Request& ctx) {
+  http::response<http::string_body> page{http::status::ok, ctx.req.version()};
+  page.set(http::field::content_type, "text/html; charset=utf-8");
+  page.set("X-Request-ID", ctx.request_id);
+  page.set(http::field::cache_control, "no-store");
+  page.set("Content-Security-Policy", admin::status_page_csp());
+  page.set("X-Frame-Options", "DENY");
+  page.set("X-Content-Type-Options", "nosniff");
+  page.set("Referrer-Policy", "no-referrer");
+  page.body() = std::string(admin::status_page_html());
+  page.keep_alive(ctx.keep_alive);
+  page.prepare_payload();
+  ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
+  auto [ec, n] = co_await http::async_write(ctx.client, page, kTuple);
+  co_return !ec && ctx.keep_alive;
 }
 
 }  // namespace
@@ -124,51 +127,13 @@ net::awaitable<bool> handle_own(Worker& worker, Request& ctx) {
     co_return co_await respond(ctx, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
   }
   if (path.rfind("/admin/", 0) == 0 || path == "/admin") {
-    const auto& sc = ctx.rt->config->server;
-    if (sc.admin_token_value.empty()) {
-      co_return co_await proxy::write_error(ctx, ErrorKind::forbidden,
-                                     "the admin API is off: set server.admin_token_env and that variable");
-    }
-    // The status page holds no data, only the token prompt: it loads without the token, and each of its
-    // fetches sends it. Its CSP lets nothing run but its own inline script and style.
-    if (path == "/admin/ui") {
-      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-      http::response<http::string_body> page{http::status::ok, ctx.req.version()};
-      page.set(http::field::content_type, "text/html; charset=utf-8");
-      page.set("X-Request-ID", ctx.request_id);
-      page.set(http::field::cache_control, "no-store");
-      page.set("Content-Security-Policy", admin::status_page_csp());
-      page.set("X-Frame-Options", "DENY");
-      page.set("X-Content-Type-Options", "nosniff");
-      page.set("Referrer-Policy", "no-referrer");
-      page.body() = std::string(admin::status_page_html());
-      page.keep_alive(ctx.keep_alive);
-      page.prepare_payload();
-      ctx.client.expires_after(ctx.rt->config->server.idle_timeout);
-      auto [ec, n] = co_await http::async_write(ctx.client, page, kTuple);
-      co_return !ec && ctx.keep_alive;
-    }
-    if (!admin_token_ok(ctx.req[http::field::authorization], sc.admin_token_value)) {
-      co_return co_await proxy::write_error(ctx, ErrorKind::unauthorized, "a valid admin token is required");
-    }
-    if (path == "/admin/history") {
-      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-      if (!app.history) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no history");
-      co_return co_await respond_json(ctx, http::status::ok, app.history->to_json());
-    }
-    if (path == "/admin/report") {
-      if (!get) co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "use GET on " + path);
-      if (!app.report) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no report");
-      co_return co_await respond_json(ctx, http::status::ok, full_report(app, ctx));
-    }
-    if (!app.rollout) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "no rollout");
-    auto result = app.rollout->admin(ctx.req.method_string(), path, ctx.req.body());
-    if (result.not_found) co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "unknown admin route " + path);
-    if (result.method_not_allowed) {
-      co_return co_await proxy::write_error(ctx, ErrorKind::method_not_allowed, "wrong method for " + path);
-    }
-    if (!result.error.empty()) co_return co_await proxy::write_error(ctx, ErrorKind::bad_request, result.error);
-    co_return co_await respond_json(ctx, http::status::ok, result.body);
+    const admin::Services services{app.rollout, app.report, app.history, app.shadow};
+    admin::Answer answer = admin::handle(services, *ctx.rt->config,
+                                         {ctx.req.method_string(), path, ctx.req.body(),
+                                          ctx.req[http::field::authorization]});
+    if (answer.error) co_return co_await proxy::write_error(ctx, answer.error.kind, answer.error.message);
+    if (answer.status_page) co_return co_await status_page(ctx);
+    co_return co_await respond_json(ctx, http::status::ok, answer.body);
   }
   co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "Unknown request URL: " + std::string(ctx.req.method_string()) +
                                                                 " " + path + ". canaryd serves /v1/*, /health, /ready, /metrics and /admin/*.");

@@ -1,5 +1,7 @@
 #include "shadow/compare.hpp"
 
+#include "metrics/metrics.hpp"
+
 #include <nlohmann/json.hpp>
 
 namespace canaryd::shadow {
@@ -171,7 +173,7 @@ Comparison compare(const AnswerSummary& control, const AnswerSummary& shadow, do
 
 void comparison_json(const Comparison& c, const AnswerSummary& control, const AnswerSummary& shadow, json& out) {
   auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
-  out["result"] = kShadowResultNames[static_cast<int>(c.result)];
+  out["result"] = metrics::Metrics::kShadowResults[static_cast<std::size_t>(c.result)];
   out["control_status"] = control.status;
   out["shadow_status"] = shadow.status;
   if (!shadow.error.empty()) out["shadow_error"] = shadow.error;

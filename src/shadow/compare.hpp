@@ -68,9 +68,8 @@ class StreamSummarizer {
 // answer, a 5xx or a 429 (an outage). status_differs: any other difference,
 // e.g. the canary rejects with a 400 what control accepts (a compatibility
 // problem). both_failed: neither succeeded, with the same status or no answer.
+// Named, in this order, by metrics::Metrics::kShadowResults (the metric's label values).
 enum class ShadowResult { both_succeeded, status_differs, shadow_failed, both_failed };
-inline constexpr std::string_view kShadowResultNames[] = {"both_succeeded", "status_differs", "shadow_failed",
-                                                          "both_failed"};
 
 struct Comparison {
   ShadowResult result = ShadowResult::both_succeeded;

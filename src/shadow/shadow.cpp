@@ -11,8 +11,6 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <nlohmann/json.hpp>
-#include <prometheus/counter.h>
-#include <prometheus/histogram.h>
 #include <spdlog/spdlog.h>
 
 #include "metrics/metrics.hpp"
@@ -30,7 +28,7 @@ namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t kReadBuffer = 16 * 1024;
-constexpr std::string_view kDropNames[] = {"rate", "in_flight", "rolled_back", "control_incomplete"};
+constexpr const auto& kDropNames = metrics::Metrics::kShadowDrops;  // in Shadow::Drop order
 
 double seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -171,36 +169,7 @@ void ShadowPair::finish() {
 // ---------------------------------------------------------------------------- Shadow
 
 Shadow::Shadow(const Clock& clock, metrics::Metrics* metrics, log::AccessLog* access_log)
-    : clock_(clock), metrics_(metrics), access_log_(access_log) {
-  if (!metrics_) return;
-  auto& registry = metrics_->registry();
-  const std::string& prefix = metrics_->prefix();
-  auto& results = prometheus::BuildCounter()
-                      .Name(prefix + "_shadow_requests_total")
-                      .Help("Shadow comparisons by result (both_succeeded, status_differs, shadow_failed, both_failed).")
-                      .Register(registry);
-  for (int i = 0; i < 4; ++i) result_counters_[i] = &results.Add({{"result", std::string(kShadowResultNames[i])}});
-  auto& drops = prometheus::BuildCounter()
-                    .Name(prefix + "_shadow_dropped_total")
-                    .Help("Shadows not sent (rate, in_flight, rolled_back) or not compared (control_incomplete).")
-                    .Register(registry);
-  for (int i = 0; i < 4; ++i) drop_counters_[i] = &drops.Add({{"reason", std::string(kDropNames[i])}});
-  auto& cost = prometheus::BuildCounter()
-                   .Name(prefix + "_shadow_cost_delta_usd_total")
-                   .Help("USD by which the canary's answer cost more (canary_more) or less (canary_less) than "
-                         "control's, summed over shadow pairs; the net delta is canary_more - canary_less.")
-                   .Register(registry);
-  cost_more_ = &cost.Add({{"direction", "canary_more"}});
-  cost_less_ = &cost.Add({{"direction", "canary_less"}});
-  auto& latency = prometheus::BuildHistogram()
-                      .Name(prefix + "_shadow_latency_delta_seconds")
-                      .Help("Shadow (canary) latency minus control latency per pair, in seconds (negative: the "
-                            "canary was faster).")
-                      .Register(registry);
-  latency_delta_ = &latency.Add({}, prometheus::Histogram::BucketBoundaries{
-                                        -10, -5, -2.5, -1, -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0, 0.01,
-                                        0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
-}
+    : clock_(clock), metrics_(metrics), access_log_(access_log) {}
 
 Shadow::~Shadow() = default;
 
@@ -271,18 +240,18 @@ void Shadow::start(const net::any_io_executor& ex, std::shared_ptr<ShadowPair> p
 
 void Shadow::dropped(Drop why) {
   const auto i = static_cast<std::size_t>(why);
-  if (drop_counters_[i]) drop_counters_[i]->Increment();
+  if (metrics_) metrics_->add_shadow_drop(i);
   std::lock_guard lock(mu_);
   ++totals_.dropped[i];
 }
 
 void Shadow::record(const ShadowPair& pair, const Comparison& c) {
   const auto r = static_cast<std::size_t>(c.result);
-  if (result_counters_[r]) result_counters_[r]->Increment();
-  if (latency_delta_) latency_delta_->Observe(c.latency_delta_seconds);
-  const double delta = c.shadow_cost_usd - c.control_cost_usd;
-  if (delta > 0 && cost_more_) cost_more_->Increment(delta);
-  if (delta < 0 && cost_less_) cost_less_->Increment(-delta);
+  if (metrics_) {
+    metrics_->add_shadow_result(r);
+    metrics_->observe_shadow_latency_delta(c.latency_delta_seconds);
+    metrics_->add_shadow_cost_delta(c.shadow_cost_usd - c.control_cost_usd);
+  }
 
   nlohmann::json line;
   line["type"] = "shadow";
@@ -365,7 +334,7 @@ nlohmann::json Shadow::report(const config::ShadowConfig& cfg) const {
   j["pairs"] = t.pairs;
   for (int i = 0; i < 3; ++i) j["skipped"][std::string(kDropNames[i])] = t.dropped[i];
   j["control_incomplete"] = t.dropped[3];
-  for (int i = 0; i < 4; ++i) j["results"][std::string(kShadowResultNames[i])] = t.results[i];
+  for (std::size_t i = 0; i < 4; ++i) j["results"][std::string(metrics::Metrics::kShadowResults[i])] = t.results[i];
   j["match_rates"] = {{"status", rate(t.status_equal, t.pairs)},
                       {"finish_reason", rate(t.finish_reason_equal, t.both_succeeded_compared)},
                       {"tool_names", rate(t.tool_names_equal, t.both_succeeded_compared)},

@@ -33,10 +33,6 @@
 #include "canaryd/config.hpp"
 #include "shadow/compare.hpp"
 
-namespace prometheus {
-class Counter;
-class Histogram;
-}  // namespace prometheus
 namespace spdlog {
 class logger;
 }
@@ -108,6 +104,7 @@ class Shadow {
   Shadow(const Shadow&) = delete;
   Shadow& operator=(const Shadow&) = delete;
 
+  // Named, in this order, by metrics::Metrics::kShadowDrops.
   enum class Drop { rate, in_flight, rolled_back, control_incomplete };
 
   // At start-up and on each reload (control thread): opens shadow.bodies_file
@@ -171,11 +168,6 @@ class Shadow {
   std::deque<double> latency_deltas_;
   std::deque<double> ttfb_deltas_;
 
-  prometheus::Counter* result_counters_[4] = {};
-  prometheus::Counter* drop_counters_[4] = {};
-  prometheus::Counter* cost_more_ = nullptr;  // the canary cost more than control on a pair
-  prometheus::Counter* cost_less_ = nullptr;
-  prometheus::Histogram* latency_delta_ = nullptr;
 };
 
 }  // namespace canaryd::shadow

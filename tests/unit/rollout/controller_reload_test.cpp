@@ -74,8 +74,8 @@ TEST(ControllerReload, AttemptsOfAnOlderEpochAreDropped) {
   ManualClock clock;
   RolloutController ctl(cfg, nullptr, clock);
   const std::uint64_t before = ctl.epoch();
-  ASSERT_TRUE(ctl.admin("POST", "/admin/rollout/abort", "").error.empty());
-  ASSERT_TRUE(ctl.admin("POST", "/admin/rollout/retry", "").error.empty());
+  ASSERT_TRUE(ctl.operate(RolloutController::Verb::abort));
+  ASSERT_TRUE(ctl.operate(RolloutController::Verb::retry));
   ASSERT_GT(ctl.epoch(), before);
   for (int i = 0; i < 20; ++i) ctl.record(Arm::canary, true, 10ms, before);  // the stale ones
   EXPECT_EQ(requests(ctl.status(), "canary"), 0u);
@@ -157,7 +157,8 @@ TEST(ControllerRetry, RetryRestartsTheWindowsRollbackKeepsThem) {
   EXPECT_EQ(requests(st, "canary"), 20u);  // kept: the status shows why
   EXPECT_EQ(st["arms"]["canary"]["errors"], 10);
 
-  st = ctl.admin("POST", "/admin/rollout/retry", "").body;
+  ctl.operate(RolloutController::Verb::retry);
+  st = ctl.status();
   EXPECT_EQ(st["state"], "progressing");
   EXPECT_EQ(st["epoch"], 2);
   EXPECT_EQ(requests(st, "canary"), 0u);
@@ -168,7 +169,8 @@ TEST(ControllerRetry, RetryRestartsTheWindowsRollbackKeepsThem) {
   EXPECT_EQ(st["verdict"]["kind"], "inconclusive");
   // A manual abort (a new epoch into aborted) keeps the windows too.
   ctl.record(Arm::canary, false, 10ms);
-  st = ctl.admin("POST", "/admin/rollout/abort", "").body;
+  ctl.operate(RolloutController::Verb::abort);
+  st = ctl.status();
   EXPECT_EQ(st["state"], "aborted");
   EXPECT_EQ(requests(st, "canary"), 1u);
 }

@@ -43,9 +43,9 @@ class SharedControllerTest : public ::testing::Test {
       ctl_.record(Arm::canary, i < canary_errors, 10ms);
     }
   }
-  std::string post(std::string_view verb, std::string_view body = "") {
-    auto r = ctl_.admin("POST", std::string("/admin/rollout/") + std::string(verb), body);
-    return r.body.value("state", "");
+  std::string post(RolloutController::Verb verb) {
+    ctl_.operate(verb);
+    return ctl_.status().value("state", "");
   }
   // A stored status as another replica would have written it.
   std::string stored(rollout::State state, std::size_t step, double weight, std::uint64_t version,
@@ -121,7 +121,7 @@ TEST_F(SharedControllerTest, AbsentKeyWritesTheInitialStateOnlyIfStillAbsent) {
 TEST_F(SharedControllerTest, ConflictReappliesAnAbortOnTheStoredState) {
   load_absent_and_write();
   changes_ = 0;
-  EXPECT_EQ(post("abort"), "aborted");
+  EXPECT_EQ(post(RolloutController::Verb::abort), "aborted");
   EXPECT_EQ(changes_, 1);
   EXPECT_EQ(ctl_.threshold(), 0u) << "the hot path sees the abort before Redis does";
   auto w = ctl_.shared_pending();
@@ -147,7 +147,7 @@ TEST_F(SharedControllerTest, ConflictReappliesAnAbortOnTheStoredState) {
 
 TEST_F(SharedControllerTest, AnAbortAlreadyStoredIsNotAppliedTwice) {
   load_absent_and_write();
-  post("abort");
+  post(RolloutController::Verb::abort);
   // Another replica aborted first (epoch 1, version 1): ours has nothing left to do.
   ASSERT_TRUE(ctl_.shared_observed(stored(rollout::State::aborted, 0, 0, 1, 1)));
   EXPECT_FALSE(ctl_.shared_pending());
@@ -232,10 +232,10 @@ TEST_F(SharedControllerTest, RollbackWhileRedisIsDownIsWrittenWhenItComesBackEmp
 
 TEST_F(SharedControllerTest, OperationsAfterASnapshotStayQueued) {
   load_absent_and_write();
-  post("pause");
+  post(RolloutController::Verb::pause);
   auto w = ctl_.shared_pending();
   ASSERT_TRUE(w);
-  post("resume");  // lands while the CAS of `w` is in flight
+  post(RolloutController::Verb::resume);  // lands while the CAS of `w` is in flight
   ctl_.shared_written(*w);
   auto next = ctl_.shared_pending();
   ASSERT_TRUE(next);
