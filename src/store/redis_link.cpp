@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <map>
+#include <mutex>
 #include <optional>
 
 #include "common/log.hpp"
@@ -332,11 +334,33 @@ void RedisLink::fail(const std::shared_ptr<Connection>& conn, std::string_view w
   }
 }
 
+namespace {
+
+// Every I/O thread's connection (and the rollout sync's) meets the same
+// wrong password at the same moment: the same text is logged once per
+// process per minute, not once per connection.
+bool first_in_process(const std::string& text) {
+  static std::mutex mu;
+  static std::map<std::string, Steady::time_point> logged;
+  constexpr auto kQuiet = std::chrono::minutes(1);
+  const auto now = Steady::now();
+  std::lock_guard lock(mu);
+  if (logged.size() > 64) logged.clear();
+  auto [it, fresh] = logged.try_emplace(text, now);
+  if (!fresh && now - it->second < kQuiet) return false;
+  it->second = now;
+  return true;
+}
+
+}  // namespace
+
 void RedisLink::note_failure(const std::string& why) {
   // One line per streak of one error, not one per retry: a wrong password
   // is said once, clearly, and the retries are counted in the metrics.
   if (why == logged_error_) return;
   logged_error_ = why;
+  if (!first_in_process(why)) return;
+  warned_ = true;
   log::warn("redis: cannot connect", {{"role", options_.role}, {"error", why}});
 }
 
@@ -451,10 +475,11 @@ net::awaitable<void> RedisLink::run(std::shared_ptr<RedisLink> self) {
       self->conn_ = conn;
       ++self->connects_;
       self->last_error_.clear();
-      if (!self->logged_error_.empty()) {
+      if (self->warned_) {
         log::info("redis: connected", {{"role", self->options_.role}, {"node", self->connected_to_.text()}});
-        self->logged_error_.clear();
+        self->warned_ = false;
       }
+      self->logged_error_.clear();
       self->healthy_.store(true, std::memory_order_relaxed);
       self->wake_ready_waiters();
       if (self->options_.on_connected) self->options_.on_connected();

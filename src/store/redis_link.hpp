@@ -129,7 +129,8 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
   std::uint64_t connects_ = 0;
   std::uint32_t jitter_state_;
   std::string last_error_;
-  std::string logged_error_;  // the failure last logged, so a streak of one error is logged once
+  std::string logged_error_;  // the failure of the current streak, so a streak of one error is logged once
+  bool warned_ = false;       // this link logged that failure (so it says when it is connected again)
   std::atomic<bool> healthy_{false};
 };
 

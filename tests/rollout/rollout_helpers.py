@@ -11,6 +11,7 @@ import http.client as httpclient
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,10 +36,11 @@ class RedisServer:
     """redis-server on a free loopback port, no persistence. restart() brings it
     back on the same port (empty, like a Redis that lost its data)."""
 
-    def __init__(self, port: Optional[int] = None):
+    def __init__(self, port: Optional[int] = None, extra: Optional[list[str]] = None):
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed")
         self.port = port or harness.free_port()
+        self.extra = list(extra or [])  # more redis-server options (replication, cluster, ACL ...)
         self.tmp = tempfile.TemporaryDirectory(prefix="canaryd-redis-")
         self.proc: Optional[subprocess.Popen] = None
 
@@ -48,7 +50,7 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         argv = ["redis-server", "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", "--dir", self.tmp.name]
+                "--protected-mode", "no", "--dir", self.tmp.name] + self.extra
         log = open(os.path.join(self.tmp.name, "redis.log"), "wb")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -59,6 +61,12 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             harness.stop_process(self.proc, timeout=5)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown, no last write to the replicas."""
+        if self.proc is not None:
+            harness.stop_process(self.proc, timeout=5, sig=signal.SIGKILL)
             self.proc = None
 
     def restart(self) -> None:
