@@ -2,7 +2,9 @@
 # ctest packaging_compose: docker/compose.yaml is valid for Debian's
 # docker-compose (`config -q`), every service stays on the host network, both
 # canaryd replicas are behind nginx and scraped by Prometheus, and the configs
-# the demo mounts are accepted by canaryd (--check-config) and promtool.
+# the demo mounts are accepted by canaryd (--check-config) and promtool. The
+# same for its Sentinel variant (compose.sentinel.yaml), whose sentinel.conf a
+# real redis-sentinel reads.
 # Needs no Docker daemon. docker-compose and promtool come from
 # scripts/install-deps.sh: either missing is a failure, not a skip.
 set -uo pipefail
@@ -48,6 +50,49 @@ for f in docker/demo/canaryd-1.yaml docker/demo/canaryd-2.yaml; do
     echo "skip - canaryd --check-config $f: CANARYD_BIN is not set (ctest sets it)"
   fi
 done
+# The Sentinel variant (issue 16): an override of compose.yaml.
+sentinel=docker/compose.sentinel.yaml
+check "docker-compose config -q accepts $compose + $sentinel" docker-compose -f "$compose" -f "$sentinel" config -q
+resolved=$(docker-compose -f "$compose" -f "$sentinel" config 2>/dev/null)
+check "Sentinel variant: host network, a replica of :6380, three sentinels, both replicas on redis+sentinel" \
+  python3 - "$resolved" <<'PY'
+import sys, yaml
+services = yaml.safe_load(sys.argv[1])["services"]
+bad = [n for n, s in services.items() if s.get("network_mode") != "host"]
+assert not bad, f"not network_mode host: {bad}"
+assert "6380" in services["redis-replica"]["command"], "the replica does not follow the primary :6380"
+ports = sorted(s["entrypoint"][-1].split("--port ")[1] for n, s in services.items() if n.startswith("sentinel-"))
+assert ports == ["26380", "26381", "26382"], ports
+for n in ("canaryd-1", "canaryd-2"):
+    conf = services[n]["command"][-1]
+    assert conf.endswith(f"canaryd-sentinel-{n[-1]}.yaml"), conf
+    assert any(v.endswith(conf + ":ro") for v in services[n]["volumes"]), f"{conf} is not mounted"
+    text = open("docker/demo/" + conf.rsplit("/", 1)[1]).read()
+    assert "redis+sentinel://127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382/canaryd-demo/0" in text
+PY
+for f in docker/demo/canaryd-sentinel-1.yaml docker/demo/canaryd-sentinel-2.yaml; do
+  if [[ -n "${CANARYD_BIN:-}" ]]; then
+    check "canaryd --check-config accepts $f" bash -c "'$CANARYD_BIN' --check-config -c $f >/dev/null"
+  fi
+done
+# demo/sentinel.conf as a real sentinel reads it (a copy: sentinels rewrite their file).
+sentinel_check() {
+  local dir port rc=1
+  dir=$(mktemp -d /tmp/canaryd-sentinel.XXXXXX)
+  cp docker/demo/sentinel.conf "$dir/sentinel.conf"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server "$dir/sentinel.conf" --sentinel --port "$port" --dir "$dir" >"$dir/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do
+    if redis-cli -p "$port" SENTINEL MASTER canaryd-demo 2>/dev/null | grep -qx 6380; then rc=0; break; fi
+    sleep 0.05
+  done
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  rm -rf "$dir"
+  return $rc
+}
+check "redis-sentinel reads docker/demo/sentinel.conf (monitors canaryd-demo at :6380)" sentinel_check
+
 if ! command -v promtool >/dev/null 2>&1; then
   check "promtool is installed (scripts/install-deps.sh installs it: apt-get install prometheus)" false
 else
