@@ -19,7 +19,7 @@ endif
 BUILD_TARGETS ?=
 CTEST_ARGS ?=
 
-.PHONY: all deps build test run bench fuzz docker-test e2e-deps clean help
+.PHONY: all deps build test run bench fuzz docker-test e2e-deps clean help format format-check lint
 
 all: build
 
@@ -74,6 +74,23 @@ fuzz:
 	set -e; for h in $(FUZZ_HARNESSES); do mkdir -p build-fuzz/corpus/$$h; \
 	  build-fuzz/tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    build-fuzz/corpus/$$h tests/fuzz/corpus/$$h; done
+
+# Formatting and lint (docs/architecture.md "Habits"). The sources under src/,
+# tests/ and tools/ (C++ only; the fuzz corpora and generated files are not).
+FORMAT_FILES = $(shell git ls-files 'src/*.cpp' 'src/*.hpp' 'tests/*.cpp' 'tests/*.hpp' 'tools/*.cpp' 'tools/*.hpp' 'include/*.hpp')
+CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format)
+format:
+	@test -n "$(CLANG_FORMAT)" || { echo "make format: clang-format not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	@test -n "$(CLANG_FORMAT)" || { echo "make format-check: clang-format not found (scripts/install-deps.sh installs it)" >&2; exit 1; }
+	@$(CLANG_FORMAT) --dry-run -Werror $(FORMAT_FILES) || { echo "formatting differs from .clang-format: run make format" >&2; exit 1; }
+
+CLANG_TIDY ?= $(shell command -v clang-tidy-14 || command -v clang-tidy)
+lint: $(BUILD_DIR)/build.ninja
+	@test -n "$(CLANG_TIDY)" || { echo "make lint: clang-tidy not found (apt-get install clang-tidy)" >&2; exit 1; }
+	$(CLANG_TIDY) -p $(BUILD_DIR) --quiet $(shell git ls-files 'src/*.cpp')
 
 clean:
 	rm -rf build build-*

@@ -16,7 +16,8 @@ build_pkgs=(
 )
 # chromium: the status page's browser test (tests/browser, driven by playwright-core).
 # redis-sentinel: the Sentinel failover tests (tests/unit/redis, tests/rollout).
-test_pkgs=(redis-server redis-sentinel prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap chromium)
+# clang-format: make format-check (CI fails on a formatting diff).
+test_pkgs=(clang-format redis-server redis-sentinel prometheus stunnel4 openssl curl python3 procps docker.io docker-compose debootstrap chromium)
 bench_pkgs=(nginx-light wrk util-linux linux-perf valgrind strace)
 runtime_pkgs=(
   ca-certificates libssl3 libhiredis0.14 libprometheus-cpp-core1.0

@@ -56,6 +56,11 @@ struct Flags {
   std::optional<std::string> log_level;
 };
 
+// The daemon's wiring, top to bottom in the order its objects must be built
+// and torn down (the stores outlive the server, the shadow outlives the I/O
+// threads, the control loop runs the timers and signals last). Longer than a
+// screen on purpose: split into functions, that order would be scattered
+// across their parameters.
 int run(const Flags& flags) {
   std::shared_ptr<const config::Config> cfg;
   try {

@@ -80,6 +80,122 @@ void drop_trailers(http::fields& f, std::size_t header_fields) {
   while (it != f.end()) it = f.erase(it);
 }
 
+// Bytes the parser may hold unconsumed: a head, or a chunked body's trailer
+// section (Beast does not bound trailers by header_limit); past it a read
+// fails with buffer_overflow (431).
+constexpr std::size_t kReadChunk = 4096;
+
+bool quiet_close(const beast::error_code& ec) {
+  // closed, slow client cut off, or drain: nothing to answer
+  return ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
+         ec == net::error::operation_aborted || ec == net::error::connection_reset;
+}
+
+// Reads the head until the strict check (http/strict.hpp, on the raw bytes,
+// before Beast parses it) says complete. False: the connection ends (closed,
+// or refused here).
+net::awaitable<bool> read_checked_head(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                       const config::ServerConfig& sc) {
+  stream.expires_after(sc.header_timeout);  // the whole head within header_timeout
+  auto bytes = [&] { return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()); };
+  auto head = wire::strict::check_request_head(bytes());
+  while (head.status == wire::strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
+    auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
+    if (rec) co_return false;  // closed, slow client cut off, or drain
+    buffer.commit(n);
+    head = wire::strict::check_request_head(bytes());
+  }
+  if (head.status == wire::strict::HeadStatus::bad) {
+    co_await refuse(stream, ErrorKind::bad_request, std::string("malformed HTTP request: ") + std::string(head.reason),
+                    sc.idle_timeout);
+    co_return false;
+  }
+  if (head.status == wire::strict::HeadStatus::incomplete) {
+    co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
+    co_return false;
+  }
+  co_return true;
+}
+
+// One whole request: the checked head, Beast's parse of it, 100-continue,
+// the body within max_body_bytes, trailers dropped. nullopt: the connection
+// ends (closed, or refused here).
+net::awaitable<std::optional<http::request<http::string_body>>> read_request(beast::tcp_stream& stream,
+                                                                             beast::flat_buffer& buffer,
+                                                                             const config::ServerConfig& sc) {
+  std::optional<http::request<http::string_body>> none;
+  if (!co_await read_checked_head(stream, buffer, sc)) co_return none;
+  const std::string over_limit = "request body is over the limit of " + std::to_string(sc.max_body_bytes) + " bytes";
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(sc.max_header_bytes);
+  parser.body_limit(sc.max_body_bytes);
+  auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+  if (hec) {
+    if (hec == http::error::header_limit) {
+      co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
+    } else if (hec == http::error::body_limit) {
+      // Beast checks a declared Content-Length against body_limit while
+      // reading the header: the body is over the limit and still unread.
+      co_await refuse(stream, ErrorKind::payload_too_large, over_limit, sc.idle_timeout);
+    } else if (!quiet_close(hec)) {
+      co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request: " + hec.message(), sc.idle_timeout);
+    }
+    co_return none;
+  }
+  if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+    http::response<http::empty_body> cont{http::status::continue_, 11};
+    stream.expires_after(sc.idle_timeout);
+    auto [cec, cn] = co_await http::async_write(stream, cont, kTuple);
+    if (cec) co_return none;
+  }
+  const std::size_t header_fields = field_count(parser.get());
+  if (!parser.is_done()) {
+    // The body may be large and the link slow: the idle timeout bounds each read.
+    stream.expires_after(sc.idle_timeout);
+    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
+    if (bec) {
+      if (bec == http::error::body_limit) {
+        co_await refuse(stream, ErrorKind::payload_too_large, over_limit, sc.idle_timeout);
+      } else if (bec == http::error::buffer_overflow) {
+        co_await refuse(stream, ErrorKind::header_too_large,
+                        "request trailer fields (or a chunk header) over server.max_header_bytes", sc.idle_timeout);
+      } else if (!quiet_close(bec)) {
+        co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request body: " + bec.message(),
+                        sc.idle_timeout);
+      }
+      co_return none;
+    }
+  }
+  stream.expires_never();
+  std::optional<http::request<http::string_body>> req(parser.release());
+  drop_trailers(*req, header_fields);
+  co_return req;
+}
+
+// Routes one request on its normalised path: a path that leaves /v1/ (or
+// cannot be normalised) is refused and never forwarded, /v1/* is proxied,
+// everything else is canaryd's own. Returns whether the connection goes on.
+net::awaitable<bool> dispatch(Worker& worker, const std::shared_ptr<const Runtime>& rt, beast::tcp_stream& stream,
+                              http::request<http::string_body>& req, const std::string& peer_ip) {
+  App& app = worker.app();
+  wire::target::Target target = wire::target::normalize(req.target());
+  proxy::Request ctx{app, worker.context(), rt, stream, req, peer_ip, wire::request_id_from(req["X-Request-ID"]), {}, {},
+                     std::chrono::steady_clock::now(), req.keep_alive()};
+  if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
+  ctx.path = std::move(target.path);
+  ctx.query = target.query;
+  const bool api = starts_with(req.target(), "/v1/");
+  if (!target.ok || (api && !starts_with(ctx.path, "/v1/"))) {
+    // The upstream would get a path outside base_url's prefix with canaryd's key.
+    if (!target.ok) ctx.path = "-";
+    std::string why = target.ok ? std::string("the request path leaves /v1/ once its dot-segments are removed")
+                                : std::string(target.reason);
+    co_return co_await proxy::write_error(ctx, ErrorKind::bad_request, "invalid request path: " + why);
+  }
+  if (api) co_return co_await handle_api(ctx);
+  co_return co_await handle_own(worker, ctx);
+}
+
 }  // namespace
 
 net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
@@ -95,143 +211,23 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   SessionGuard guard(worker, &stream);
   beast::flat_buffer buffer;
-  bool first = true;
-  // Bytes the parser may hold unconsumed: a head, or a chunked body's trailer
-  // section (Beast does not bound trailers by header_limit); past it a read
-  // fails with buffer_overflow (431).
-  constexpr std::size_t kReadChunk = 4096;
-
-  for (;;) {
+  for (bool first = true;; first = false) {
     auto rt = worker.runtime();
     const auto& sc = rt->config->server;
     guard.handle.idle = true;
     buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
     if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;
-
-    // Between requests the idle timeout applies; once the first byte of a
-    // request is in, the whole header must arrive within header_timeout.
+    // Between requests the idle timeout applies (a pipelined request is already in the buffer).
     if (!first && buffer.size() == 0) {
       stream.expires_after(sc.idle_timeout);
       auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
       if (rec) break;  // idle timeout, the client closed, or a drain cut
       buffer.commit(n);
     }
-    first = false;
     guard.handle.idle = false;
-
-    // The whole head is checked strictly on its raw bytes before Beast
-    // parses it (see http_strict.hpp for what Beast lets through).
-    stream.expires_after(sc.header_timeout);
-    auto head_bytes = [&] {
-      return std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size());
-    };
-    auto head = wire::strict::check_request_head(head_bytes());
-    bool head_cut = false;
-    while (head.status == wire::strict::HeadStatus::incomplete && buffer.size() <= sc.max_header_bytes) {
-      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
-      if (rec) {
-        head_cut = true;  // closed, slow client cut off, or drain
-        break;
-      }
-      buffer.commit(n);
-      head = wire::strict::check_request_head(head_bytes());
-    }
-    if (head_cut) break;
-    if (head.status == wire::strict::HeadStatus::bad) {
-      co_await refuse(stream, ErrorKind::bad_request, std::string("malformed HTTP request: ") + std::string(head.reason),
-                      sc.idle_timeout);
-      break;
-    }
-    if (head.status == wire::strict::HeadStatus::incomplete) {
-      co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
-      break;
-    }
-
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(sc.max_header_bytes);
-    parser.body_limit(sc.max_body_bytes);
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
-    if (hec) {
-      if (hec == http::error::header_limit) {
-        co_await refuse(stream, ErrorKind::header_too_large, "request header fields too large", sc.idle_timeout);
-      } else if (hec == http::error::body_limit) {
-        // Beast checks a declared Content-Length against body_limit while
-        // reading the header: the body is over the limit and still unread.
-        co_await refuse(stream, ErrorKind::payload_too_large,
-                        "request body is over the limit of " + std::to_string(sc.max_body_bytes) + " bytes",
-                        sc.idle_timeout);
-      } else if (hec == http::error::end_of_stream || hec == net::error::eof || hec == beast::error::timeout ||
-                 hec == net::error::operation_aborted || hec == net::error::connection_reset) {
-        // closed, slow client cut off, or drain
-      } else {
-        co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request: " + hec.message(), sc.idle_timeout);
-      }
-      break;
-    }
-    auto& hreq = parser.get();
-    if (auto cl = parser.content_length(); cl && *cl > sc.max_body_bytes) {
-      co_await refuse(stream, ErrorKind::payload_too_large,
-                      "request body of " + std::to_string(*cl) + " bytes is over the limit of " +
-                          std::to_string(sc.max_body_bytes),
-                      sc.idle_timeout);
-      break;
-    }
-    if (beast::iequals(hreq[http::field::expect], "100-continue")) {
-      http::response<http::empty_body> cont{http::status::continue_, 11};
-      stream.expires_after(sc.idle_timeout);
-      auto [cec, cn] = co_await http::async_write(stream, cont, kTuple);
-      if (cec) break;
-    }
-    const std::size_t header_fields = field_count(hreq);
-    if (!parser.is_done()) {
-      // The body may be large and the link slow: the idle timeout bounds each read.
-      stream.expires_after(sc.idle_timeout);
-      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kTuple);
-      if (bec) {
-        if (bec == http::error::body_limit) {
-          co_await refuse(stream, ErrorKind::payload_too_large,
-                          "request body is over the limit of " + std::to_string(sc.max_body_bytes) + " bytes",
-                          sc.idle_timeout);
-        } else if (bec == http::error::buffer_overflow) {
-          co_await refuse(stream, ErrorKind::header_too_large,
-                          "request trailer fields (or a chunk header) over server.max_header_bytes", sc.idle_timeout);
-        } else if (bec != beast::error::timeout && bec != net::error::eof && bec != http::error::end_of_stream &&
-                   bec != net::error::operation_aborted && bec != net::error::connection_reset) {
-          co_await refuse(stream, ErrorKind::bad_request, "malformed HTTP request body: " + bec.message(),
-                          sc.idle_timeout);
-        }
-        break;
-      }
-    }
-    stream.expires_never();
-
-    http::request<http::string_body> req = parser.release();
-    drop_trailers(req, header_fields);
-    wire::target::Target target = wire::target::normalize(req.target());
-    proxy::Request ctx{app, worker.context(), rt, stream, req, peer_ip, wire::request_id_from(req["X-Request-ID"]), {}, {},
-                       std::chrono::steady_clock::now(), req.keep_alive()};
-    if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
-    ctx.path = std::move(target.path);
-    ctx.query = target.query;
-    const bool api = starts_with(req.target(), "/v1/");
-    if (!target.ok || (api && !starts_with(ctx.path, "/v1/"))) {
-      // Never forwarded: the upstream would get a path outside base_url's prefix with canaryd's key.
-      if (!target.ok) ctx.path = "-";
-      std::string why = target.ok ? std::string("the request path leaves /v1/ once its dot-segments are removed")
-                                  : std::string(target.reason);
-      if (!co_await proxy::write_error(ctx, ErrorKind::bad_request, "invalid request path: " + why)) break;
-      continue;
-    }
-
-    bool keep = false;
-    if (api) {
-      keep = co_await handle_api(ctx);
-    } else {
-      keep = co_await handle_own(worker, ctx);
-    }
-    if (!keep) break;
+    std::optional<http::request<http::string_body>> req = co_await read_request(stream, buffer, sc);
+    if (!req || !co_await dispatch(worker, rt, stream, *req, peer_ip)) break;
   }
-
   stream.expires_after(std::chrono::seconds(1));
   stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
   stream.close();
