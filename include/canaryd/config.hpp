@@ -126,6 +126,7 @@ struct AnalysisConfig {
   Duration max_p99_latency = 0ms;    // 0 = no absolute ceiling
   bool relative_to_control = true;
   double max_latency_increase = 0.25;  // duration and TTFB against control's
+  Duration latency_tolerance = 10ms;   // ... plus this: a slower canary by less is never a failure
   std::uint32_t failure_limit = 2;     // consecutive failing looks before acting (critical checks: 1)
   std::uint32_t inconclusive_limit = 60;  // consecutive inconclusive looks before pausing; 0 = never
   std::array<CheckConfig, kCheckCount> checks{};

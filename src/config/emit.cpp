@@ -133,6 +133,7 @@ std::string to_yaml_redacted(const Config& c) {
   o.dur("max_p99_latency", r.analysis.max_p99_latency);
   o.flag("relative_to_control", r.analysis.relative_to_control);
   o.num("max_latency_increase", r.analysis.max_latency_increase);
+  o.dur("latency_tolerance", r.analysis.latency_tolerance);
   o.kv("failure_limit", r.analysis.failure_limit);
   o.kv("inconclusive_limit", r.analysis.inconclusive_limit);
   o.begin("checks");

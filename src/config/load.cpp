@@ -413,7 +413,7 @@ void load_check(const Loader& l, const Field& f, CheckId id, CheckConfig& c) {
 void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
   Section a(l, v,
             {"interval", "window", "min_requests", "alpha", "max_error_rate", "critical_error_rate",
-             "max_p99_latency", "relative_to_control", "max_latency_increase", "failure_limit",
+             "max_p99_latency", "relative_to_control", "max_latency_increase", "latency_tolerance", "failure_limit",
              "inconclusive_limit", "checks", "srm"});
   a.with("interval", [&](const Field& x) { an.interval = l.duration(x, false); });
   a.with("window", [&](const Field& x) { an.window = l.duration(x, false); });
@@ -432,6 +432,7 @@ void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
   a.with("max_p99_latency", [&](const Field& x) { an.max_p99_latency = l.duration(x, true); });
   a.with("relative_to_control", [&](const Field& x) { an.relative_to_control = l.boolean(x); });
   a.with("max_latency_increase", [&](const Field& x) { an.max_latency_increase = l.number(x, 0, 100); });
+  a.with("latency_tolerance", [&](const Field& x) { an.latency_tolerance = l.duration(x, true); });
   a.with("failure_limit", [&](const Field& x) { an.failure_limit = static_cast<std::uint32_t>(l.integer(x, 1, 1000)); });
   a.with("inconclusive_limit", [&](const Field& x) {
     an.inconclusive_limit = static_cast<std::uint32_t>(l.integer(x, 0, 1000000));

@@ -218,8 +218,11 @@ CheckResult Judge::latency(CheckId id, const Windows& windows, TimePoint now, do
   }
   const double max_increase = config_.max_latency_increase;
   r.bound = 1 + max_increase;
-  const auto cmp = stats::compare_latency_stratified(strata, max_increase, kLatencyConfidence);
-  auto median_of = [](const std::vector<LatencySlice>& slices) {
+  const double tolerance = std::chrono::duration<double>(config_.latency_tolerance).count();
+  const auto cmp =
+      stats::compare_latency_stratified(strata, max_increase, kLatencyConfidence, 200, estimates_, tolerance);
+  auto median_of = [this](const std::vector<LatencySlice>& slices) {
+    if (!estimates_) return kNaN;
     std::vector<double> all;
     for (const auto& s : slices) all.insert(all.end(), s.values.begin(), s.values.end());
     if (all.empty()) return kNaN;
@@ -245,7 +248,8 @@ CheckResult Judge::latency(CheckId id, const Windows& windows, TimePoint now, do
   r.outcome = slower ? Outcome::fail : Outcome::pass;
   r.detail = name + " " + num(cmp.ratio, "%.2f") + "x control's (95% " + num(cmp.ratio_lower, "%.2f") + ".." +
              num(cmp.ratio_upper, "%.2f") + "; median " + seconds(r.canary) + " vs " + seconds(r.control) + ")" +
-             (slower ? ", significantly above " : ", allowed ") + num(r.bound, "%.2f") + "x (z=" +
+             (slower ? ", significantly above " : ", allowed ") + num(r.bound, "%.2f") + "x + " +
+             seconds(tolerance) + " (z=" +
              num(cmp.z, "%.2f") + " of " + num(r.threshold, "%.2f") + ")";
   return r;
 }

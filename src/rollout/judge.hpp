@@ -65,6 +65,10 @@ class Judge {
   Verdict look(Windows& windows, TimePoint now, const LookContext& context);
 
   const config::AnalysisConfig& config() const { return config_; }
+  // Whether the latency checks compute the ratio they show and its interval
+  // (the Hodges-Lehmann estimate, O(64 n) per quantile): shown, never decide.
+  // canaryd simulate turns them off; the verdicts are the same.
+  void set_estimates(bool on) { estimates_ = on; }
   // alpha / the number of enabled statistical checks (dry-run ones included,
   // so a check turned from dry-run to acting keeps its threshold).
   double alpha_per_check() const;
@@ -90,6 +94,7 @@ class Judge {
   std::optional<double> srm_weight_;
   bool srm_was_progressing_ = false;
   bool srm_weight_lowered_ = false;
+  bool estimates_ = true;
 };
 
 }  // namespace canaryd::rollout

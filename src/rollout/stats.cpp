@@ -637,7 +637,8 @@ void u_and_variance(std::span<const double> xs, std::span<const double> ys, doub
 }  // namespace
 
 StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
-                                                       double confidence, std::size_t display_samples) {
+                                                       double confidence, std::size_t display_samples,
+                                                       bool estimate, double tolerance_seconds) {
   StratifiedLatencyComparison r;
   r.z = r.p = r.ratio = r.ratio_lower = r.ratio_upper = kNaN;
   if (!(max_increase > -1) || !(confidence > 0 && confidence < 1)) return r;
@@ -653,7 +654,9 @@ StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencySt
     if (st.canary.empty() || st.control.empty()) continue;
     xs.resize(st.canary.size());
     ys.resize(st.control.size());
-    std::transform(st.canary.begin(), st.canary.end(), xs.begin(), [&](double v) { return log_of(v) - shift; });
+    std::transform(st.canary.begin(), st.canary.end(), xs.begin(), [&](double v) {
+      return tolerance_seconds > 0 ? std::log(std::max(v - tolerance_seconds, 1e-12)) - shift : log_of(v) - shift;
+    });
     std::transform(st.control.begin(), st.control.end(), ys.begin(), log_of);
     std::sort(xs.begin(), xs.end());
     std::sort(ys.begin(), ys.end());
@@ -669,12 +672,15 @@ StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencySt
     ++r.strata;
     r.canary_samples += xs.size();
     r.control_samples += ys.size();
-    pooled_x.insert(pooled_x.end(), st.canary.begin(), st.canary.end());
-    pooled_y.insert(pooled_y.end(), st.control.begin(), st.control.end());
+    if (estimate) {
+      pooled_x.insert(pooled_x.end(), st.canary.begin(), st.canary.end());
+      pooled_y.insert(pooled_y.end(), st.control.begin(), st.control.end());
+    }
   }
   if (r.strata == 0) return r;
   r.z = numerator / std::sqrt(variance);
   r.p = normal_sf(r.z);
+  if (!estimate) return r;
   auto thin = [&](std::vector<double>& v) {
     if (display_samples == 0 || v.size() <= display_samples) return;
     std::sort(v.begin(), v.end());

@@ -305,8 +305,16 @@ struct StratifiedLatencyComparison {
 // without its -0.5). Strata with an empty side, or whose samples are all tied
 // (V_s = 0), are left out. NaN z/p and ratio fields when none is left.
 // O(N log N) in all samples.
+// `estimate` false leaves the ratio fields NaN (they are shown, never decide;
+// canaryd simulate skips them). `tolerance_seconds` t >= 0 widens H0 to
+// "canary <= (1 + max_increase) x control + t": the canary values enter as
+// log(max(x - t, 1e-12)) - log1p(max_increase), a nondecreasing map of x, so
+// the rank test stays valid; with t = 0 it is the test above. A scale bound
+// alone is meaningless for calls of a millisecond, where scheduling noise
+// between two processes is easily 2x.
 StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
-                                                       double confidence, std::size_t display_samples = 200);
+                                                       double confidence, std::size_t display_samples = 200,
+                                                       bool estimate = true, double tolerance_seconds = 0);
 
 // ---------------------------------------------------------------------------
 // Sample-ratio mismatch.

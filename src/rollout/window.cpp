@@ -92,12 +92,17 @@ double LatencyBuckets::representative_seconds(std::size_t i) {
 // ---- Snapshot -------------------------------------------------------------
 
 nlohmann::json to_json(const Snapshot& s) {
+  nlohmann::json quality = nlohmann::json::object();
+  for (std::size_t i = 0; i < kQualitySignals; ++i) {
+    quality[std::string(kQualitySignalNames[i])] = {{"answers", s.eligible[i]}, {"flagged", s.flagged[i]}};
+  }
   return nlohmann::json{{"requests", s.requests},
                         {"errors", s.errors},
                         {"error_rate", s.error_rate},
                         {"p50_seconds", s.p50_seconds()},
                         {"p99_seconds", s.p99_seconds()},
-                        {"covered_seconds", std::chrono::duration<double>(s.covered).count()}};
+                        {"covered_seconds", std::chrono::duration<double>(s.covered).count()},
+                        {"quality", std::move(quality)}};
 }
 
 nanoseconds slice_for(nanoseconds window) {

@@ -87,8 +87,8 @@ struct Snapshot {
   double p99_seconds() const { return std::chrono::duration<double>(p99).count(); }
 };
 
-// {"requests","errors","error_rate","p50_seconds","p99_seconds","covered_seconds"}:
-// one arm of the status's "arms" object.
+// {"requests","errors","error_rate","p50_seconds","p99_seconds","covered_seconds",
+//  "quality":{"<signal>":{"answers","flagged"}}}: one arm of the status's "arms" object.
 nlohmann::json to_json(const Snapshot& snapshot);
 
 // Slice length for a window: max(1 s, window / 60).

@@ -143,6 +143,7 @@ RunResult run_once(const config::Config& config, const Scenario& scenario, std::
   ManualClock clock;
   rollout::Rollout machine(config.rollout, clock);
   rollout::Judge judge(config.rollout.analysis);
+  judge.set_estimates(false);  // display-only figures: the verdicts are the same without them
   const auto window = std::chrono::duration_cast<nanoseconds>(config.rollout.analysis.window);
   auto windows = std::make_unique<rollout::Windows>(window);
   Rng rng(seed);

@@ -80,6 +80,7 @@ TEST(ConfigDefaults, MinimalConfigGetsStructDefaults) {
   EXPECT_DOUBLE_EQ(c.rollout.analysis.alpha, 0.01);
   EXPECT_DOUBLE_EQ(c.rollout.analysis.critical_error_rate, 0.2);
   EXPECT_DOUBLE_EQ(c.rollout.analysis.max_latency_increase, 0.25);
+  EXPECT_EQ(c.rollout.analysis.latency_tolerance, 10ms);
   EXPECT_EQ(c.rollout.analysis.failure_limit, 2u);
   EXPECT_EQ(c.rollout.analysis.inconclusive_limit, 60u);
   for (const auto& check : c.rollout.analysis.checks) {
@@ -477,6 +478,7 @@ TEST(ConfigAnalysis, JudgeKeys) {
     critical_error_rate: 0.3
     max_p99_latency: 30s
     max_latency_increase: 0.5
+    latency_tolerance: 0
     failure_limit: 3
     inconclusive_limit: 0
     checks:
@@ -492,6 +494,7 @@ TEST(ConfigAnalysis, JudgeKeys) {
   EXPECT_DOUBLE_EQ(a.critical_error_rate, 0.3);
   EXPECT_EQ(a.max_p99_latency, 30s);
   EXPECT_DOUBLE_EQ(a.max_latency_increase, 0.5);
+  EXPECT_EQ(a.latency_tolerance, 0ms);
   EXPECT_EQ(a.failure_limit, 3u);
   EXPECT_EQ(a.inconclusive_limit, 0u);
   EXPECT_TRUE(a.check(CheckId::ttfb).critical);

@@ -804,6 +804,27 @@ TEST(StatsStratified, OneStratumAndTimeEffects) {
   EXPECT_EQ(compare_latency_stratified(ties, 0.0, 0.95).strata, 0u);
 }
 
+// latency_tolerance: H0 canary <= (1 + r) control + t, by the canary values
+// moved down by t. Calls of a millisecond where the canary's process wakes
+// up 0.2 ms later: a failure without the tolerance, none with 10 ms.
+TEST(StatsStratified, ToleranceWidensTheNull) {
+  const auto y = sample(81, 200, 0.001, 0);  // ~1-4 ms
+  std::vector<double> x;
+  for (double v : sample(82, 200, 0.001, 0)) x.push_back(v * 1.5 + 0.0002);
+  const LatencyStratum one[] = {{x, y}};
+  const auto strict = compare_latency_stratified(one, 0.25, 0.95, 200, true, 0);
+  const auto tolerant = compare_latency_stratified(one, 0.25, 0.95, 200, true, 0.010);
+  EXPECT_LT(strict.p, 1e-4);
+  EXPECT_GT(tolerant.p, 0.99);
+  EXPECT_DOUBLE_EQ(strict.ratio, tolerant.ratio) << "the ratio shown is the same";
+  // Equivalent to the plain test on x - t (all above t here).
+  std::vector<double> moved;
+  for (double v : x) moved.push_back(v - 0.0001);
+  const LatencyStratum m[] = {{moved, y}};
+  EXPECT_NEAR(compare_latency_stratified(one, 0.25, 0.95, 200, false, 0.0001).z,
+              compare_latency_stratified(m, 0.25, 0.95, 200, false, 0).z, 1e-12);
+}
+
 // ---------------------------------------------------------------------------
 // Sequential SRM.
 
