@@ -1,6 +1,7 @@
 #include "metrics/metrics.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -159,6 +160,7 @@ Metrics::Metrics(Setup setup)
                       .Register(*registry_)
                       .Add({});
   overhead_ = &overhead_family_.add({});
+  build_judge_families();
 
   // ---- Shadow mode: comparisons of mirrored pairs ----
   auto& shadow_results = prometheus::BuildCounter()
@@ -352,6 +354,90 @@ std::string Metrics::expose() const {
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);
   return out.str();
+}
+
+// ---- The canary judge v2 (issue 14) ----------------------------------------
+
+void Metrics::build_judge_families() {
+  auto& answers = prometheus::BuildCounter()
+                      .Name(prefix_ + "_quality_answers_total")
+                      .Help("Judged answers (split routes) each LLM quality signal applies to, by provider and signal "
+                            "(truncated, content_filter, empty, tool_call_json, response_json).")
+                      .Register(*registry_);
+  auto& flagged = prometheus::BuildCounter()
+                      .Name(prefix_ + "_quality_flagged_total")
+                      .Help("Judged answers showing the signal (finish_reason length or content_filter, empty, tool-call "
+                            "arguments or a JSON-mode answer that are not JSON), by provider and signal.")
+                      .Register(*registry_);
+  for (const auto& provider : providers_) {
+    for (auto signal : kQualitySignalNames) {
+      const prometheus::Labels labels{{"provider", provider}, {"signal", std::string(signal)}};
+      quality_answers_.push_back(&answers.Add(labels));
+      quality_flagged_.push_back(&flagged.Add(labels));
+    }
+  }
+  auto& verdicts = prometheus::BuildCounter()
+                       .Name(prefix_ + "_analysis_verdicts_total")
+                       .Help("Canary analysis verdicts by kind (pass, fail, inconclusive), one per analysis interval.")
+                       .Register(*registry_);
+  for (auto kind : kVerdictKinds) verdicts_.push_back(&verdicts.Add({{"kind", std::string(kind)}}));
+  auto& checks = prometheus::BuildGauge()
+                     .Name(prefix_ + "_analysis_check")
+                     .Help("1 for each analysis check's outcome at the last verdict (pass, fail, inconclusive, "
+                           "skipped); 0 for the others, and for all of a check that is off.")
+                     .Register(*registry_);
+  for (auto check : config::kCheckNames) {
+    for (auto outcome : kCheckOutcomes) {
+      check_outcomes_.push_back(&checks.Add({{"check", std::string(check)}, {"outcome", std::string(outcome)}}));
+    }
+  }
+  auto& holds = prometheus::BuildCounter()
+                    .Name(prefix_ + "_analysis_holds_total")
+                    .Help("Rollouts paused by the analysis, by reason: srm (sample-ratio mismatch), inconclusive "
+                          "(inconclusive_limit looks without a verdict).")
+                    .Register(*registry_);
+  for (auto reason : kHoldReasons) holds_.push_back(&holds.Add({{"reason", std::string(reason)}}));
+  srm_mismatch_ = &prometheus::BuildGauge()
+                       .Name(prefix_ + "_analysis_srm_mismatch")
+                       .Help("1 when the last verdict found a sample-ratio mismatch (users on the canary against the "
+                             "weight), else 0.")
+                       .Register(*registry_)
+                       .Add({});
+  canary_user_share_ = &prometheus::BuildGauge()
+                            .Name(prefix_ + "_analysis_canary_user_share")
+                            .Help("Share of the users seen since the weight took effect that the split put on the "
+                                  "canary (NaN when not checked); compare with the weight.")
+                            .Register(*registry_)
+                            .Add({});
+  canary_user_share_->Set(std::numeric_limits<double>::quiet_NaN());
+}
+
+void Metrics::add_quality(int provider, const QualityFlags& flags) noexcept {
+  if (provider < 0 || static_cast<std::size_t>(provider) >= providers_.size()) return;
+  const std::size_t base = static_cast<std::size_t>(provider) * kQualitySignals;
+  for (std::size_t s = 0; s < kQualitySignals; ++s) {
+    const auto signal = static_cast<QualitySignal>(s);
+    if (!flags.is_eligible(signal)) continue;
+    quality_answers_[base + s]->Increment();
+    if (flags.is_flagged(signal)) quality_flagged_[base + s]->Increment();
+  }
+}
+
+void Metrics::observe_verdict(std::string_view kind, const std::array<int, config::kCheckCount>& outcomes,
+                              bool srm_mismatch, double canary_user_share) noexcept {
+  if (const int k = index_of(kVerdictKinds, kind); k >= 0) verdicts_[static_cast<std::size_t>(k)]->Increment();
+  constexpr std::size_t kOutcomes = std::size(kCheckOutcomes);
+  for (std::size_t c = 0; c < config::kCheckCount; ++c) {
+    for (std::size_t o = 0; o < kOutcomes; ++o) {
+      check_outcomes_[c * kOutcomes + o]->Set(outcomes[c] == static_cast<int>(o) ? 1 : 0);
+    }
+  }
+  srm_mismatch_->Set(srm_mismatch ? 1 : 0);
+  canary_user_share_->Set(canary_user_share);
+}
+
+void Metrics::add_analysis_hold(std::string_view reason) noexcept {
+  if (const int k = index_of(kHoldReasons, reason); k >= 0) holds_[static_cast<std::size_t>(k)]->Increment();
 }
 
 }  // namespace canaryd::metrics

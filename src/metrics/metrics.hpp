@@ -29,6 +29,7 @@
 #include <prometheus/registry.h>
 
 #include "canaryd/config.hpp"
+#include "canaryd/quality.hpp"
 #include "metrics/histogram.hpp"
 
 namespace canaryd::metrics {
@@ -39,8 +40,13 @@ inline constexpr std::string_view kStatusNames[] = {"success", "error", "timeout
 inline constexpr std::string_view kFallbackReasons[] = {"connect_error", "tls_error", "timeout",
                                                         "5xx",           "429",       "other"};
 inline constexpr std::string_view kRolloutStates[] = {"progressing", "paused", "promoted", "aborted"};
-inline constexpr std::string_view kRollbackReasons[] = {"error_rate", "latency", "manual", "other"};
+inline constexpr std::string_view kRollbackReasons[] = {"error_rate", "latency", "quality", "manual", "other"};
 inline constexpr std::string_view kRedisOps[] = {"pin", "get", "set", "publish", "connect", "rollout", "other"};
+
+// The judge v2's label values (issue 14).
+inline constexpr std::string_view kCheckOutcomes[] = {"pass", "fail", "inconclusive", "skipped"};
+inline constexpr std::string_view kVerdictKinds[] = {"pass", "fail", "inconclusive"};
+inline constexpr std::string_view kHoldReasons[] = {"srm", "inconclusive"};
 
 inline const std::vector<double> kLatencyBuckets = {.005, .01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2,
                                                     3,    5,   7.5,  10,  15, 20,  30, 45,  60, 90, 120};
@@ -106,6 +112,21 @@ class Metrics {
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
 
+  // ---- The canary judge v2 (issue 14) ----
+  // One judged answer's LLM quality signals on `provider` (an upstream index):
+  // <prefix>_quality_answers_total{provider,signal} for each eligible signal,
+  // <prefix>_quality_flagged_total{provider,signal} for each flagged one.
+  void add_quality(int provider, const QualityFlags& flags) noexcept;
+  // The last verdict: <prefix>_analysis_verdicts_total{kind} (kind: pass,
+  // fail, inconclusive) +1; <prefix>_analysis_check{check,outcome} 1 for each
+  // check's outcome (kCheckOutcomes index; -1: not judged, all 0);
+  // <prefix>_analysis_srm_mismatch 0/1 and <prefix>_analysis_canary_user_share
+  // (NaN: not checked).
+  void observe_verdict(std::string_view kind, const std::array<int, config::kCheckCount>& outcomes, bool srm_mismatch,
+                       double canary_user_share) noexcept;
+  // A pause by the judge: <prefix>_analysis_holds_total{reason} (srm, inconclusive).
+  void add_analysis_hold(std::string_view reason) noexcept;
+
   // ---- Shadow mode (shadow/): comparisons of mirrored pairs ----
   static constexpr std::array<std::string_view, 4> kShadowResults{"both_succeeded", "status_differs",
                                                                   "shadow_failed", "both_failed"};
@@ -168,6 +189,15 @@ class Metrics {
   prometheus::Gauge* canary_weight_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Counter* random_keys_ = nullptr;
+  // The judge v2's families (build_judge_families).
+  void build_judge_families();
+  std::vector<prometheus::Counter*> quality_answers_;  // [provider * kQualitySignals + signal]
+  std::vector<prometheus::Counter*> quality_flagged_;
+  std::vector<prometheus::Counter*> verdicts_;         // by kVerdictKinds
+  std::vector<prometheus::Gauge*> check_outcomes_;     // [check * 4 + outcome]
+  std::vector<prometheus::Counter*> holds_;            // by kHoldReasons
+  prometheus::Gauge* srm_mismatch_ = nullptr;
+  prometheus::Gauge* canary_user_share_ = nullptr;
   std::array<prometheus::Counter*, 4> shadow_results_{};
   std::array<prometheus::Counter*, 4> shadow_drops_{};
   prometheus::Counter* shadow_cost_more_ = nullptr;

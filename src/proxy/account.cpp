@@ -10,6 +10,7 @@
 #include "proxy/active.hpp"
 #include "rollout/controller.hpp"
 #include "rollout/fallback.hpp"
+#include "rollout/window.hpp"
 #include "shadow/shadow.hpp"
 
 namespace canaryd::proxy {
@@ -57,7 +58,14 @@ void ActiveRequest::account_attempt(const Error& error, int status, bool client_
   if (auto* ro = r_.services.rollout) {
     // A client that left is not the upstream's fault.
     const bool counts = !client_gone && rollout::analysis_error(error, status);
-    ro->record(arm_, counts, std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent), r_.rollout_epoch);
+    rollout::Observation obs;
+    obs.error = counts;
+    obs.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(end - ex.sent);
+    if (ex.status) obs.ttfb = std::chrono::duration_cast<std::chrono::nanoseconds>(ex.first_byte - ex.sent);
+    // Quality only from an answer relayed in full (a client that left saw none).
+    if (o && !counts && !client_gone) obs.quality = o->quality;
+    ro->record(arm_, obs, r_.rollout_epoch);
+    if (auto* m = r_.services.metrics; m && obs.quality.eligible) m->add_quality(m->provider_index(up_->name), obs.quality);
   }
   if (auto* report = r_.services.report) {
     const std::uint64_t prompt = usage ? usage->prompt : 0;

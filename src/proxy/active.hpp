@@ -21,6 +21,7 @@
 
 #include "canaryd/arm.hpp"
 #include "canaryd/error.hpp"
+#include "canaryd/quality.hpp"
 #include "common/json_scan.hpp"
 #include "proxy/request.hpp"
 #include "upstream/exchange.hpp"
@@ -48,6 +49,7 @@ struct Decision {
   bool forced = false;
   bool pinned = false;
   std::string_view sticky_source;  // "header", "body_user", "client_ip", "random", "" (not split)
+  std::uint64_t user_hash = 0;     // split::key_hash's user hash (split by hash only)
 };
 
 // How the relay ended (relay).
@@ -58,6 +60,7 @@ struct Outcome {
   bool keep_alive = false;
   bool client_gone = false;
   std::optional<upstream::Usage> usage;
+  QualityFlags quality;        // the answer's LLM quality signals (split routes, 2xx; issue 14)
   Clock::time_point done;          // the upstream finished (or the relay stopped)
   Clock::duration client_write{};  // time spent writing to the client after the upstream finished
   // The last write to the client, left to the driver so that the metrics

@@ -72,7 +72,9 @@ net::awaitable<void> ActiveRequest::decide() {
   split::StickyKey key = r_.rt->splitter.sticky_key(headers, body_user, r_.peer_ip);
   decision_.sticky_source = source_name(key);
   if (key.random && r_.services.metrics) r_.services.metrics->add_random_key();
-  const Arm hash = r_.rt->splitter.hash_arm(key.value, threshold);
+  const split::KeyHash kh = r_.rt->splitter.key_hash(key.value);
+  const Arm hash = split::hash_arm(kh.bucket, threshold);
+  decision_.user_hash = kh.user;
   std::optional<Arm> pin;
   if (cfg_.split.pin_ttl.count() > 0 && !key.random && r_.thread.store) {
     std::string_view ns = cfg_.redis ? std::string_view(cfg_.redis->ns) : std::string_view("canaryd");
@@ -87,6 +89,9 @@ net::awaitable<void> ActiveRequest::decide() {
     }
   }
   apply(decision_, split::decide_by_hash(hash, pin));
+  // The split's assignment, whatever the request's outcome: the judge's
+  // sample-ratio check counts users here, before any attempt.
+  if (ro) ro->record_user(decision_.arm, decision_.user_hash, r_.rollout_epoch);
 }
 
 // A share of what control serves is mirrored to the canary, in the

@@ -9,6 +9,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include "upstream/quality.hpp"
 #include "http/headers.hpp"
 #include "http/wire.hpp"
 #include "proxy/active.hpp"
@@ -50,6 +51,12 @@ net::awaitable<void> ActiveRequest::relay_whole() {
   watch_->stop();
   const auto upstream_done = Clock::now();
   if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
+  if (route_ == RouteKind::split && ex.status / 100 == 2) {
+    const auto api = upstream::answer_api(r_.path);
+    upstream::QualityScanner quality(api, upstream::expects_json(api, body_));
+    quality.body(body);
+    out.quality = quality.flags();
+  }
   if (pair_) {
     shadow::summarize_body(body, pair_->control);
     pair_->log_text(pair_->control_text, body);
@@ -78,6 +85,9 @@ net::awaitable<void> ActiveRequest::relay_stream() {
 
   p.body_limit(boost::none);
   upstream::SseScanner sse;
+  const auto api = upstream::answer_api(r_.path);
+  upstream::QualityScanner quality(api, route_ == RouteKind::split && upstream::expects_json(api, body_));
+  if (route_ == RouteKind::split && ex.status / 100 == 2) sse.quality = &quality;
   if (shadow::ShadowPair* pair = pair_.get()) {
     sse.on_data = [pair](std::string_view data) {
       pair->control_stream.event(data);
@@ -139,6 +149,7 @@ net::awaitable<void> ActiveRequest::relay_stream() {
   watch_->stop();
   if (pair_) pair_->control_stream.finish(pair_->control);
   out.usage = sse.usage();
+  out.quality = quality.flags();
   out.write_pending = true;  // the final chunk
 }
 

@@ -1,11 +1,14 @@
 #include "rollout/controller.hpp"
 
 #include <algorithm>
+#include <array>
+#include <limits>
 #include <charconv>
 
 #include "metrics/metrics.hpp"
 #include "rollout/analysis.hpp"
 #include "rollout/fallback_budget.hpp"
+#include "rollout/judge.hpp"
 #include "rollout/state_machine.hpp"
 #include "rollout/window.hpp"
 #include "common/log.hpp"
@@ -24,7 +27,11 @@ struct RolloutController::Op {
 class RolloutState {
  public:
   RolloutState(const config::Config& cfg, const Clock& clock)
-      : machine(cfg.rollout, clock), analysis(cfg.rollout.analysis), budget(cfg.fallback.budget) {
+      : machine(cfg.rollout, clock),
+        analysis(cfg.rollout.analysis),
+        budget(cfg.fallback.budget),
+        judge(cfg.rollout.analysis),
+        pins(cfg.split.pin_ttl.count() > 0) {
     replace_windows(cfg.rollout.analysis.window);
   }
 
@@ -48,6 +55,8 @@ class RolloutState {
   std::atomic<rollout::Windows*> current{nullptr};         // lock-free: the recorders' entry
   std::vector<std::unique_ptr<rollout::Windows>> built;   // under mu_: every Windows made, current last
   rollout::FallbackBudget budget;       // has its own mutex (rare path)
+  rollout::Judge judge;                 // under mu_: the judge v2 (issue 14)
+  bool pins;                            // under mu_: split.pin_ttl > 0
   std::vector<RolloutController::Op> pending;  // under mu_: local operations the store has not confirmed
 };
 
@@ -58,7 +67,20 @@ std::string_view rollback_reason(const rollout::Transition& t) {
   if (t.cause == "manual" || t.cause == "operator") return "manual";
   if (t.cause == "error_rate" || t.cause == "error_rate_and_latency") return "error_rate";
   if (t.cause == "latency") return "latency";
+  if (t.cause == "quality") return "quality";
   return "other";
+}
+
+// The verdict's metrics: per check its outcome (ai_proxy_analysis_check), the
+// kind, the sample-ratio check.
+void observe_verdict(metrics::Metrics& m, const rollout::Verdict& v) {
+  std::array<int, config::kCheckCount> outcomes;
+  outcomes.fill(-1);
+  for (const auto& c : v.checks) outcomes[static_cast<std::size_t>(c.id)] = static_cast<int>(c.outcome);
+  const bool mismatch = v.srm && v.srm->outcome == rollout::Outcome::fail;
+  const double share = v.srm && v.srm->outcome != rollout::Outcome::skipped ? v.srm->user_share
+                                                                             : std::numeric_limits<double>::quiet_NaN();
+  m.observe_verdict(rollout::verdict_kind_name(v.kind), outcomes, mismatch, share);
 }
 
 }  // namespace
@@ -88,12 +110,25 @@ void RolloutController::publish() {
 
 void RolloutController::record(Arm arm, bool error, std::chrono::nanoseconds latency,
                                std::optional<std::uint64_t> epoch) {
+  Observation o;
+  o.error = error;
+  o.duration = latency;
+  o.ttfb = latency;
+  record(arm, o, epoch);
+}
+
+void RolloutController::record(Arm arm, const Observation& observation, std::optional<std::uint64_t> epoch) {
   // An attempt decided under an older epoch (before a rollback, retry or
   // weight 0) belongs to a judgement that is over: a canary call that hung
   // through a rollback and times out after a retry must not count against
   // the retried canary.
   if (epoch && *epoch != epoch_.load(std::memory_order_relaxed)) return;
-  state_->windows().record(arm, clock_.now(), error, latency);
+  state_->windows().record(arm, clock_.now(), observation);
+}
+
+void RolloutController::record_user(Arm arm, std::uint64_t user_hash, std::optional<std::uint64_t> epoch) {
+  if (epoch && *epoch != epoch_.load(std::memory_order_relaxed)) return;
+  state_->windows().record_user(arm, user_hash);
 }
 
 bool RolloutController::take_fallback() {
@@ -134,6 +169,9 @@ bool RolloutController::apply(const Op& op, bool replay) {
              {"version", m.version()},
              {"epoch", m.epoch()}});
   if (!replay && t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(rollback_reason(*t));
+  if (!replay && t->to == rollout::State::paused && (t->cause == "srm" || t->cause == "inconclusive") && metrics_) {
+    metrics_->add_analysis_hold(t->cause);
+  }
   return true;
 }
 
@@ -159,20 +197,22 @@ void RolloutController::notify() {
 }
 
 void RolloutController::tick() {
-  auto now = clock_.now();
-  const auto& windows = state_->windows();
-  auto control = windows.snapshot(Arm::control, now);
-  auto canary = windows.snapshot(Arm::canary, now);
   bool changed = false;
   {
     std::lock_guard lock(mu_);
-    // A retry, weight 0 or reload between the snapshots and the lock swapped
-    // in new windows: the snapshots judge a canary that is no longer there.
-    // Judge at the next tick instead.
-    if (&state_->windows() != &windows) return;
-    rollout::Verdict verdict = rollout::analyse(state_->analysis, control, canary);
+    // Under the mutex: the windows are replaced only under it (retry, weight
+    // 0, a reload), so the judge sees one judgement's windows whole. The
+    // recorders never take it: this holds up only the admin API (a look is
+    // ~1 ms).
+    auto& m = state_->machine;
+    rollout::LookContext ctx;
+    ctx.weight = m.state() == rollout::State::aborted ? 0 : m.weight();
+    ctx.progressing = m.state() == rollout::State::progressing;
+    ctx.pins = state_->pins;
+    rollout::Verdict verdict = state_->judge.look(state_->windows(), clock_.now(), ctx);
+    if (metrics_) observe_verdict(*metrics_, verdict);
     // Shared: nothing moves before the stored state is known, and only the
-    // lease holder advances (anyone may roll back).
+    // lease holder advances (anyone may roll back or pause).
     if (shared_ && (!loaded_ || (verdict.kind == rollout::Verdict::Kind::pass && !lease_))) {
       record_verdict_only(verdict);
     } else {
@@ -189,6 +229,13 @@ void RolloutController::tick() {
     publish();
   }
   if (changed) notify();
+}
+
+nlohmann::json RolloutController::verdict() const {
+  std::lock_guard lock(mu_);
+  const auto status = state_->machine.status();
+  if (!status.verdict) return {{"kind", "inconclusive"}, {"reason", "no analysis has run yet"}};
+  return rollout::to_json(*status.verdict);
 }
 
 nlohmann::json RolloutController::status() const {
@@ -247,6 +294,8 @@ void RolloutController::reconfigure(const config::Config& config) {
     state_->machine.reconfigure(config.rollout);
     const auto old_window = state_->analysis.window;
     state_->analysis = config.rollout.analysis;
+    state_->judge.reconfigure(config.rollout.analysis);
+    state_->pins = config.split.pin_ttl.count() > 0;
     if (config.rollout.analysis.window != old_window) {
       // Slices of the old length cannot be cut to the new one: judging restarts
       // on empty windows (insufficient data until min_requests again).

@@ -35,6 +35,7 @@ class Metrics;
 }
 namespace canaryd::rollout {
 struct Verdict;
+struct Observation;
 struct Transition;
 }
 
@@ -63,14 +64,25 @@ class RolloutController {
   }
   // `epoch`: epoch() when the request was split; an attempt of an older
   // epoch is dropped. nullopt records unconditionally.
+  // The judge v2's form (issue 14): the attempt's error, duration, time to
+  // first byte and the LLM quality signals of its answer.
+  void record(Arm arm, const Observation& observation, std::optional<std::uint64_t> epoch = std::nullopt);
+  // A call without a separate first byte (tests, old callers): TTFB = latency.
   void record(Arm arm, bool error, std::chrono::nanoseconds latency,
               std::optional<std::uint64_t> epoch = std::nullopt);
+  // The split assigned this request's user to `arm` (not forced by the
+  // override header): the judge's sample-ratio check. `user_hash` is
+  // split::key_hash's user hash. Same epoch rule as record().
+  void record_user(Arm arm, std::uint64_t user_hash, std::optional<std::uint64_t> epoch = std::nullopt);
   // True when a fallback fits the budget (and counts it).
   bool take_fallback();
 
   // Control plane.
   void tick();
   nlohmann::json status() const;
+  // The last verdict alone (GET /admin/verdict, Argo Rollouts' Web provider):
+  // its JSON, or {"kind":"inconclusive","reason":"no analysis has run yet"}.
+  nlohmann::json verdict() const;
   // An operator's verb (admin/api.cpp parses them from /admin/rollout/*), the
   // verbs of `kubectl argo rollouts`. `weight` is validated by the caller
   // (validate_weight). Returns whether the state changed (a verb with nothing

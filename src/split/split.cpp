@@ -125,6 +125,16 @@ std::uint32_t bucket(std::string_view salt, std::string_view key) {
   return static_cast<std::uint32_t>(v % kBuckets);
 }
 
+KeyHash key_hash(std::string_view salt, std::string_view key) {
+  const std::string_view parts[] = {salt, ":", key};
+  const crypto::Sha256 digest = crypto::sha256(parts, 3);
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | digest[i];
+  std::uint64_t u = 0;
+  for (int i = 8; i < 16; ++i) u = (u << 8) | digest[i];
+  return {static_cast<std::uint32_t>(v % kBuckets), u};
+}
+
 std::uint32_t weight_to_threshold(double weight_percent) {
   if (std::isnan(weight_percent) || weight_percent <= 0) return 0;
   if (weight_percent >= 100) return kBuckets;

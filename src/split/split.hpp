@@ -22,6 +22,16 @@ constexpr std::uint32_t kBuckets = 10000;
 // u64 big-endian of the first 8 bytes of SHA-256(salt + ":" + key), mod 10000.
 std::uint32_t bucket(std::string_view salt, std::string_view key);
 
+// bucket() and, from the next 8 bytes of the same SHA-256, a 64-bit hash of
+// the user independent of the bucket: the judge's sample-ratio check samples
+// users by it (a sample chosen by the bucket would not be split like the
+// users). One digest for both.
+struct KeyHash {
+  std::uint32_t bucket = 0;
+  std::uint64_t user = 0;
+};
+KeyHash key_hash(std::string_view salt, std::string_view key);
+
 // Weight percent (at most two decimals) -> threshold in [0, 10000]:
 // llround(weight * 100), clamped; NaN -> 0.
 std::uint32_t weight_to_threshold(double weight_percent);
@@ -109,6 +119,7 @@ class Splitter {
                        std::string_view peer_ip) const;
 
   std::uint32_t bucket_of(std::string_view key) const { return bucket(salt_, key); }
+  KeyHash key_hash(std::string_view key) const { return split::key_hash(salt_, key); }
   Arm hash_arm(std::string_view key, std::uint32_t threshold) const {
     return split::hash_arm(bucket_of(key), threshold);
   }

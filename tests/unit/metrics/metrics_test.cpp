@@ -528,5 +528,46 @@ TEST(MetricsTest, PassesPromtoolCheckMetrics) {
   EXPECT_EQ(output.find("error"), std::string::npos) << output;
 }
 
+// The judge v2's families (issue 14): bounded labels, all present from the start.
+TEST(MetricsTest, JudgeFamilies) {
+  Metrics metrics(test_setup());
+  std::string text = metrics.expose();
+  EXPECT_EQ(series_count(text, "ai_proxy_quality_answers_total"), 2 * kQualitySignals);
+  EXPECT_EQ(series_count(text, "ai_proxy_quality_flagged_total"), 2 * kQualitySignals);
+  EXPECT_EQ(series_count(text, "ai_proxy_analysis_check"), config::kCheckCount * std::size(kCheckOutcomes));
+  EXPECT_EQ(series_count(text, "ai_proxy_analysis_verdicts_total"), std::size(kVerdictKinds));
+  EXPECT_EQ(series_count(text, "ai_proxy_analysis_holds_total"), std::size(kHoldReasons));
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "quality"}}), 0);
+
+  QualityFlags q;
+  q.mark(QualitySignal::truncated, true);
+  q.mark(QualitySignal::empty, false);
+  const int canary = metrics.provider_index("holysheep");
+  metrics.add_quality(canary, q);
+  metrics.add_quality(-1, q);  // ignored
+  std::array<int, config::kCheckCount> outcomes;
+  outcomes.fill(-1);
+  outcomes[0] = 0;  // error_rate pass
+  outcomes[2] = 2;  // duration inconclusive
+  metrics.observe_verdict("inconclusive", outcomes, true, 0.15);
+  metrics.add_analysis_hold("srm");
+  metrics.add_rollback("quality");
+  text = metrics.expose();
+  EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "holysheep"}, {"signal", "truncated"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_quality_flagged_total", {{"provider", "holysheep"}, {"signal", "truncated"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "holysheep"}, {"signal", "empty"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_quality_flagged_total", {{"provider", "holysheep"}, {"signal", "empty"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "openai"}, {"signal", "truncated"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_verdicts_total", {{"kind", "inconclusive"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "error_rate"}, {"outcome", "pass"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "error_rate"}, {"outcome", "fail"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "duration"}, {"outcome", "inconclusive"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "ttfb"}, {"outcome", "pass"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_srm_mismatch"), 1);
+  EXPECT_DOUBLE_EQ(value_of(text, "ai_proxy_analysis_canary_user_share"), 0.15);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_holds_total", {{"reason", "srm"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "quality"}}), 1);
+}
+
 }  // namespace
 }  // namespace canaryd::metrics

@@ -149,13 +149,13 @@ TEST(ControllerRetry, RetryRestartsTheWindowsRollbackKeepsThem) {
   RolloutController ctl(cfg, nullptr, clock);
   for (int i = 0; i < 20; ++i) {
     ctl.record(Arm::control, false, 10ms);
-    ctl.record(Arm::canary, i % 2 == 0, 10ms);
+    ctl.record(Arm::canary, true, 10ms);  // failing every call: critical at the first look
   }
   ctl.tick();
   auto st = ctl.status();
   ASSERT_EQ(st["state"], "aborted") << st.dump();
   EXPECT_EQ(requests(st, "canary"), 20u);  // kept: the status shows why
-  EXPECT_EQ(st["arms"]["canary"]["errors"], 10);
+  EXPECT_EQ(st["arms"]["canary"]["errors"], 20);
 
   ctl.operate(RolloutController::Verb::retry);
   st = ctl.status();

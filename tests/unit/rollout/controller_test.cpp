@@ -206,7 +206,7 @@ TEST_F(SharedControllerTest, LeaseLostAtWriteTimeRevertsTheAdvance) {
 
 TEST_F(SharedControllerTest, AnyReplicaRollsBackWithoutTheLease) {
   load_absent_and_write();
-  traffic(10);  // canary 50% errors, control 0%
+  traffic(20);  // canary 100% errors, control 0%: the critical error rate, at the first look
   ctl_.tick();
   EXPECT_EQ(ctl_.status()["state"], "aborted");
   EXPECT_EQ(ctl_.threshold(), 0u);
@@ -217,7 +217,7 @@ TEST_F(SharedControllerTest, AnyReplicaRollsBackWithoutTheLease) {
 
 TEST_F(SharedControllerTest, RollbackWhileRedisIsDownIsWrittenWhenItComesBackEmpty) {
   load_absent_and_write();
-  traffic(10);
+  traffic(20);
   ctl_.tick();  // local rollback; the CAS fails (Redis down): nothing confirmed
   ASSERT_EQ(ctl_.status()["state"], "aborted");
   // Redis returns without the key: the CAS answers "absent"; our state is written as is.

@@ -425,5 +425,27 @@ TEST(Decide, ControlPinDoesNotHoldBackARaisedWeight) {
   EXPECT_FALSE(d.pinned);
 }
 
+// key_hash: the bucket of bucket(), and a user hash from the digest's next 8 bytes.
+TEST(KeyHash, SameBucketAndAnIndependentUserHash) {
+  for (const char* key : {"alice", "bob", "", "user-42"}) {
+    const KeyHash h = key_hash("salt", key);
+    EXPECT_EQ(h.bucket, bucket("salt", key)) << key;
+  }
+  EXPECT_NE(key_hash("salt", "alice").user, key_hash("salt", "bob").user);
+  EXPECT_NE(key_hash("salt", "alice").user, key_hash("other", "alice").user);
+  // bytes 8..15 of SHA-256("salt:alice")
+  Splitter s(parse_sources({"client_ip"}), {}, "salt");
+  EXPECT_EQ(s.key_hash("alice").user, key_hash("salt", "alice").user);
+  // Among users with bucket < 1000, the user hash's low bits are still even.
+  int odd = 0, n = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const KeyHash h = key_hash("x", "u" + std::to_string(i));
+    if (h.bucket >= 1000) continue;
+    ++n;
+    odd += static_cast<int>(h.user & 1);
+  }
+  EXPECT_NEAR(static_cast<double>(odd) / n, 0.5, 0.05);
+}
+
 }  // namespace
 }  // namespace canaryd::split
