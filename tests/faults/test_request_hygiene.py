@@ -11,12 +11,11 @@ trailers) may change how a request is routed or what is forwarded.
 
 import json
 import socket
-import time
 import unittest
 
 import harness
 from harness import Canaryd, LOOPBACK, chat_body
-from fault_helpers import CHAT, body_of, status_of
+from fault_helpers import CHAT, body_of, raw_request, status_of
 from hostile_upstream import HostileUpstream
 
 BODY = json.dumps(chat_body()).encode()
@@ -24,17 +23,7 @@ BODY = json.dumps(chat_body()).encode()
 
 def request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
     """One raw request on a new connection (Connection: close in `data`); everything until the close."""
-    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out
-                out += chunk
-        except (socket.timeout, ConnectionResetError):
-            return out
+    return raw_request(port, data, timeout)[0]
 
 
 def post(target: str, extra: bytes = b"", body: bytes = BODY) -> bytes:
