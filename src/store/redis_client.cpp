@@ -417,7 +417,7 @@ net::awaitable<Reply> RedisClient::run_command(std::shared_ptr<RedisClient> self
   } else if (self->stopped_) {
     reply = Reply::failure("stopped");
   } else if (self->link_) {
-    reply = co_await self->link_->exec(std::move(cmd), deadline);
+    reply = co_await self->link_->exec(cmd, deadline);
     // A primary demoted to a replica answers writes with READONLY: the
     // sentinels have (or are about to have) another primary for us.
     if (self->topology_ && reply.type == Reply::Type::error && reply.str.starts_with("READONLY"))

@@ -126,6 +126,7 @@ struct RedisLink::Connection {
   std::string pending;  // encoded commands waiting for the next write
   std::string writing;  // the buffer of the write in progress
   bool write_active = false;
+  bool flush_posted = false;  // a flush is queued for the end of this turn of the loop
   bool dead = false;
 };
 
@@ -189,7 +190,7 @@ void RedisLink::start() {
 
 std::size_t RedisLink::in_flight() const { return conn_ ? conn_->in_flight.size() : 0; }
 
-net::awaitable<Reply> RedisLink::exec(std::string cmd, Clock::time_point deadline, bool asking) {
+net::awaitable<Reply> RedisLink::exec(std::string_view cmd, Clock::time_point deadline, bool asking) {
   auto self = shared_from_this();
   if (cmd.empty()) co_return Reply::failure("encode failed");
   // Fail fast: waiting on a dead socket would only add redis.timeout to a
@@ -201,25 +202,43 @@ net::awaitable<Reply> RedisLink::exec(std::string cmd, Clock::time_point deadlin
     co_return Reply::failure("stalled");
   }
   if (conn->in_flight.size() >= RedisClient::kMaxInFlight) co_return Reply::failure("overloaded");
-  co_return co_await send(self, conn, std::move(cmd), deadline, asking);
+  // Queued before the first suspension: `cmd` need not outlive this call.
+  auto waiter = enqueue(conn, cmd, asking);
+  co_return co_await await_reply(self, std::move(waiter), deadline);
 }
 
-net::awaitable<Reply> RedisLink::send(std::shared_ptr<RedisLink> self, std::shared_ptr<Connection> conn,
-                                      std::string cmd, Clock::time_point deadline, bool asking) {
-  if (conn->dead) co_return Reply::failure("connection lost");
+std::shared_ptr<RedisLink::Waiter> RedisLink::enqueue(const std::shared_ptr<Connection>& conn, std::string_view cmd,
+                                                      bool asking) {
+  if (conn->dead) return nullptr;
   if (asking) {
     // Its reply is matched to a waiter nobody waits for, and dropped.
-    auto skip = std::make_shared<Waiter>(self->executor_);
+    auto skip = std::make_shared<Waiter>(executor_);
     skip->sent = Steady::now();
     skip->done = true;
     conn->in_flight.push_back(std::move(skip));
     conn->pending.append(asking_command());
   }
-  auto waiter = std::make_shared<Waiter>(self->executor_);
+  auto waiter = std::make_shared<Waiter>(executor_);
   waiter->sent = Steady::now();
   conn->in_flight.push_back(waiter);
   conn->pending.append(cmd);
-  self->flush(conn);
+  // The write goes out once the handlers ready now have run, with every
+  // command they queue on this connection: one write per turn of the loop,
+  // not one per command (with a connection per Cluster primary, a burst of
+  // requests would otherwise cost a write per primary per request).
+  if (!conn->flush_posted && !conn->write_active) {
+    conn->flush_posted = true;
+    net::post(executor_, [self = shared_from_this(), conn] {
+      conn->flush_posted = false;
+      self->flush(conn);
+    });
+  }
+  return waiter;
+}
+
+net::awaitable<Reply> RedisLink::await_reply(std::shared_ptr<RedisLink> self, std::shared_ptr<Waiter> waiter,
+                                             Clock::time_point deadline) {
+  if (!waiter) co_return Reply::failure("connection lost");
   waiter->timer.expires_at(deadline);
   co_await waiter->timer.async_wait(kAwait);
   if (!waiter->done) {
@@ -433,8 +452,8 @@ net::awaitable<std::shared_ptr<RedisLink::Connection>> RedisLink::establish() {
   // or against the wrong db.
   const auto step_deadline = [&] { return Steady::now() + options_.connect_timeout; };
   if (!options_.password.empty() || !options_.username.empty()) {
-    Reply r = co_await send(self, conn, encode(auth_args(options_.username, options_.password)), step_deadline(),
-                            false);
+    auto waiter = enqueue(conn, encode(auth_args(options_.username, options_.password)), false);
+    Reply r = co_await await_reply(self, std::move(waiter), step_deadline());
     if (at->aborted) co_return give_up("stopped");
     // The reply text is Redis's (e.g. WRONGPASS); it never contains the password.
     if (!r.ok()) {
@@ -443,12 +462,14 @@ net::awaitable<std::shared_ptr<RedisLink::Connection>> RedisLink::establish() {
     }
   }
   if (options_.db != 0) {
-    Reply r = co_await send(self, conn, encode(select_args(options_.db)), step_deadline(), false);
+    auto waiter = enqueue(conn, encode(select_args(options_.db)), false);
+    Reply r = co_await await_reply(self, std::move(waiter), step_deadline());
     if (at->aborted) co_return give_up("stopped");
     if (!r.ok()) co_return give_up("SELECT " + std::to_string(options_.db) + " on " + where + ": " + r.str);
   }
   if (!options_.setup.empty()) {
-    Reply r = co_await send(self, conn, encode(options_.setup), step_deadline(), false);
+    auto waiter = enqueue(conn, encode(options_.setup), false);
+    Reply r = co_await await_reply(self, std::move(waiter), step_deadline());
     if (at->aborted) co_return give_up("stopped");
     if (!r.ok()) co_return give_up(options_.setup.front() + " on " + where + ": " + r.str);
   }

@@ -74,7 +74,9 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
   // Sends one encoded command and waits for its reply until `deadline`. Never
   // throws. Fails at once when not connected. `asking`: an ASKING goes first
   // on the same connection (a Cluster ASK redirection), its reply dropped.
-  boost::asio::awaitable<Reply> exec(std::string cmd, Clock::time_point deadline, bool asking = false);
+  // `cmd` is copied into the write buffer when the awaitable starts, so it
+  // must live until then (a named string, not a temporary of the co_await).
+  boost::asio::awaitable<Reply> exec(std::string_view cmd, Clock::time_point deadline, bool asking = false);
   // Connected now, or by `deadline` when an attempt is in progress (a link
   // just made for a redirection); false at once while backing off.
   boost::asio::awaitable<bool> ready(Clock::time_point deadline);
@@ -104,8 +106,9 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
   RedisLink(Private, Executor executor, Options options);
 
  private:
-  static boost::asio::awaitable<Reply> send(std::shared_ptr<RedisLink> self, std::shared_ptr<Connection> conn,
-                                            std::string cmd, Clock::time_point deadline, bool asking);
+  std::shared_ptr<Waiter> enqueue(const std::shared_ptr<Connection>& conn, std::string_view cmd, bool asking);
+  static boost::asio::awaitable<Reply> await_reply(std::shared_ptr<RedisLink> self, std::shared_ptr<Waiter> waiter,
+                                                   Clock::time_point deadline);
   static boost::asio::awaitable<void> run(std::shared_ptr<RedisLink> self);
   static boost::asio::awaitable<void> read_loop(std::shared_ptr<RedisLink> self, std::shared_ptr<Connection> conn);
   boost::asio::awaitable<std::shared_ptr<Connection>> establish();

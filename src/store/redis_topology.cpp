@@ -260,7 +260,8 @@ net::awaitable<void> RedisTopology::ask_sentinel(std::shared_ptr<RedisTopology> 
   if (!co_await link->ready(deadline)) {
     answer.error = link->last_error().empty() ? "sentinel " + where + ": not connected" : link->last_error();
   } else {
-    Reply r = co_await link->exec(sentinel_master_command(self->config_.master_name), deadline);
+    const std::string query = sentinel_master_command(self->config_.master_name);
+    Reply r = co_await link->exec(query, deadline);
     if (!r.ok()) {
       answer.error = "sentinel " + where + ": " + (r.failed ? r.str : "SENTINEL MASTER: " + r.str);
       if (self->options_.on_event) self->options_.on_event(RedisEvent::discovery_error);
