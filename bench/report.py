@@ -160,9 +160,17 @@ def build_rows(r):
                  ">= 0.85x", None if rr is None else rr >= 0.85))
     rows.append(("pins", "in memory / hash only, median of rounds" + rng("pins.round_memratio"), None, None,
                  g("pins.round_memratio"), None, "", None))
+    # Issue 16: the same pins on a 3-primary Redis Cluster (one connection per primary, slot routing).
+    rc = g("pins.round_cluster_ratio") or ratio(g("pins.cluster.rps"), h)
+    rows.append(("pins", "req/s pin_ttl 1h on a 3-primary Redis Cluster", None, None, g("pins.cluster.rps"), None, "",
+                 None))
+    rows.append(("pins", "Cluster / hash only, median of rounds" + rng("pins.round_cluster_ratio"), None, None, rc,
+                 None, ">= 0.85x", None if rc is None else rc >= 0.85))
     for conns, pre in (("64 conns", "pins"), ("1 conn", "pinlat")):
         rows.append(("pins", f"p99 at {conns}, hash only (us)", None, None, g(pre + ".hash.p99"), None, "", None))
         rows.append(("pins", f"p99 at {conns}, Redis pins (us)", None, None, g(pre + ".redis.p99"), None, "", None))
+        rows.append(("pins", f"p99 at {conns}, Cluster pins (us)", None, None, g(pre + ".cluster.p99"), None, "",
+                     None))
     if r.get("meta.mode", "") and "only pins" in str(r.get("meta.mode")):
         rows = [row for row in rows if row[0] == "pins"]
     return rows
@@ -209,7 +217,9 @@ def main():
     print()
     print(f"mode={r.get('meta.mode')} sched={r.get('meta.sched')} took={fmt(r.get('meta.seconds'))}s "
           f"loadavg before/after={r.get('meta.load_before')}/{r.get('meta.load_after')} "
-          f"redis keys after pin runs={fmt(r.get('pins.redis_keys'))}")
+          f"redis keys after pin runs={fmt(r.get('pins.redis_keys'))} "
+          f"cluster keys={fmt(r.get('pins.cluster_keys'))} "
+          f"({'/'.join(fmt(v) for k, v in sorted(r.items()) if k.startswith('pins.cluster_keys_'))} per node)")
     crashed = sorted(k.split(".", 1)[1] for k in r if k.startswith("crashed."))
     if crashed:
         print("PROCESSES THAT DIED DURING THE RUN (their figures are missing): " + ", ".join(crashed))
