@@ -4,6 +4,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -253,6 +254,9 @@ int run(const Flags& flags) {
   // destroyed while its thread may still run it, nor after its io_context.
   srv.join();
   stores = store::Stores();
+  // The I/O threads are stopped: their last access lines go out before the final line.
+  for (auto& w : srv.workers()) w->context().flush_access();
+  access.drain();
   log::info("canaryd stopped");
   log::flush();
   return exit_code;
@@ -261,6 +265,9 @@ int run(const Flags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A log reader that goes away must not kill the daemon (as nginx): writes to
+  // a closed stdout fail instead (sockets already send with MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && std::strcmp(argv[1], "ctl") == 0) return canaryd::ctl::main(argc - 1, argv + 1);
   if (argc >= 2 && std::strcmp(argv[1], "simulate") == 0) return canaryd::simulate::main(argc - 1, argv + 1);
   Flags flags;

@@ -429,20 +429,51 @@ function promtoolRules(name, groups) {
 promtoolRules(`promtool accepts the PrometheusRule's rules`, ruleDoc.spec.groups);
 for (const file of yamlFiles(path.join(deploy, "argo-rollouts"))) {
   for (const doc of loadDocs(file).filter((d) => d.kind === "AnalysisTemplate")) {
-    const rules = doc.spec.metrics
-      .filter((m) => m.provider?.prometheus)
-      .map((m) => ({
+    const prom = doc.spec.metrics.filter((m) => m.provider?.prometheus);
+    const web = doc.spec.metrics.filter((m) => m.provider?.web);
+    check(`${rel(file)} ${id(doc)}: every metric has a Prometheus or Web provider`, () => {
+      const other = doc.spec.metrics.filter((m) => !m.provider?.prometheus && !m.provider?.web);
+      assert(other.length === 0, `unexpected providers: ${other.map((m) => m.name).join(", ")}`);
+    });
+    if (prom.length) {
+      const rules = prom.map((m) => ({
         record: `analysis:${m.name.replace(/-/g, "_")}`,
         expr: m.provider.prometheus.query.replace(/\{\{\s*args\.([\w-]+)\s*\}\}/g, "x"),
       }));
-    promtoolRules(`promtool parses the PromQL of ${rel(file)} ${id(doc)}`, [{ name: "analysis", rules }]);
-    check(`${rel(file)} ${id(doc)} queries canaryd's metrics`, () => {
-      for (const m of doc.spec.metrics) {
-        assert(/ai_proxy_[a-z_]+/.test(m.provider.prometheus.query), `${m.name} uses no ai_proxy_* metric`);
-        assert(/\{\{args\.[\w-]+\}\}/.test(m.provider.prometheus.address), `${m.name}: address is not an argument`);
-        assert(m.successCondition || m.failureCondition, `${m.name} has no condition`);
-      }
-    });
+      promtoolRules(`promtool parses the PromQL of ${rel(file)} ${id(doc)}`, [{ name: "analysis", rules }]);
+      check(`${rel(file)} ${id(doc)} queries canaryd's metrics`, () => {
+        for (const m of prom) {
+          assert(/ai_proxy_[a-z_]+/.test(m.provider.prometheus.query), `${m.name} uses no ai_proxy_* metric`);
+          assert(/\{\{args\.[\w-]+\}\}/.test(m.provider.prometheus.address), `${m.name}: address is not an argument`);
+          assert(m.successCondition || m.failureCondition, `${m.name} has no condition`);
+        }
+      });
+    }
+    // A Web metric reads canaryd's own verdict (GET /admin/verdict, issue 14):
+    // the admin token from a Secret, the verdict's three outcomes mapped.
+    for (const m of web) {
+      check(`${rel(file)} ${id(doc)} ${m.name} reads canaryd's verdict with the admin token`, () => {
+        const w = m.provider.web;
+        const args = new Map((doc.spec.args ?? []).map((a) => [a.name, a]));
+        const url = /^\{\{args\.([\w-]+)\}\}\/admin\/verdict$/.exec(w.url);
+        assert(url && args.has(url[1]), `url ${w.url} is not {{args.<declared arg>}}/admin/verdict`);
+        assert((w.method ?? "GET") === "GET", `method ${w.method}`);
+        assert(w.jsonPath === "{$.kind}", `jsonPath ${w.jsonPath}: the verdict's outcome is $.kind`);
+        const auth = (w.headers ?? []).find((h) => h.key === "Authorization");
+        const token = auth && /^Bearer \{\{args\.([\w-]+)\}\}$/.exec(auth.value);
+        assert(token, "no Authorization: Bearer {{args.<arg>}} header");
+        const ref = args.get(token[1])?.valueFrom?.secretKeyRef;
+        assert(ref, `the token arg ${token[1]} does not come from a Secret (secretKeyRef)`);
+        assert(ref.key === "CANARYD_ADMIN_TOKEN", `the token is ${ref.key}, not CANARYD_ADMIN_TOKEN (server.admin_token_env)`);
+        const secretDocs = yamlFiles(path.join(deploy, "kubernetes")).flatMap((f) => loadDocs(f)).filter((d) => d?.kind === "Secret");
+        assert(secretDocs.some((d) => d.metadata?.name === ref.name && (d.stringData?.[ref.key] !== undefined || d.data?.[ref.key] !== undefined)),
+          `no Secret ${ref.name} with ${ref.key} in deploy/kubernetes`);
+        assert(m.successCondition === 'result == "pass"', `successCondition ${m.successCondition}`);
+        assert(m.failureCondition === 'result == "fail"', `failureCondition ${m.failureCondition}`);
+        assert((m.failureLimit ?? 0) === 0, "canaryd applies its own failure_limit: one fail is a decision (failureLimit 0)");
+        return `${w.url}, token from ${ref.name}/${ref.key}`;
+      });
+    }
   }
 }
 

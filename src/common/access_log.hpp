@@ -5,7 +5,9 @@
 // queued line is dropped and counted in ai_proxy_log_dropped_total (log.hpp).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,6 +19,7 @@ class logger;
 namespace canaryd::log {
 
 struct AccessRecord {
+  std::chrono::system_clock::time_point time{};  // the request's end; empty: when the line is formatted
   std::string_view request_id;
   std::string_view method;
   std::string_view path;
@@ -39,16 +42,64 @@ struct AccessRecord {
 
 class AccessLog {
  public:
-  explicit AccessLog(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
+  // `out`: where batches go (stdout; tests pass a file). The logger's level
+  // decides whether access lines are written at all.
+  explicit AccessLog(std::shared_ptr<spdlog::logger> logger, std::FILE* out = stdout);
+  ~AccessLog();  // writes what is queued, then stops its writer thread
+  AccessLog(const AccessLog&) = delete;
+  AccessLog& operator=(const AccessLog&) = delete;
+
+  // One line, now, through the logger (a line outside any thread's batch).
   void write(const AccessRecord& r);
+  // A batch of `lines` lines ('\n' between them) for the writer thread. Never
+  // waits: past kQueueBytes queued the oldest batches are dropped, and their
+  // lines counted in dropped_lines().
+  void write_batch(std::string lines, std::size_t line_count);
+  bool enabled() const;
+  static constexpr std::size_t kQueueBytes = 2 << 20;
+
+  // Access lines dropped so far by every AccessLog of the process (stdout did
+  // not keep up); part of ai_proxy_log_dropped_total.
+  static std::uint64_t dropped_lines();
+  // Blocks until what was queued before the call is written (tests, shutdown).
+  void drain();
   // Another kind of record on the same stream (a shadow comparison): one JSON object, no newline.
   void write_line(std::string_view json_object);
 
  private:
+  struct Writer;
   std::shared_ptr<spdlog::logger> logger_;
+  std::unique_ptr<Writer> writer_;
+};
+
+// One I/O thread's access lines, batched (the request path's way to write
+// them): each line is formatted straight into a buffer of this thread's own
+// (no lock, no fmt pass) and the buffer goes to the AccessLog's writer thread
+// when it holds kBatchBytes, or at flush(), which the I/O thread calls within
+// kFlushInterval of its first waiting line (proxy::ThreadContext). The writer
+// writes each batch with one fwrite; one lock per batch, none per line.
+class AccessBatch {
+ public:
+  static constexpr std::size_t kBatchBytes = 16 * 1024;
+  static constexpr std::chrono::milliseconds kFlushInterval{50};
+
+  explicit AccessBatch(AccessLog& log);
+  ~AccessBatch();  // flushes
+  AccessBatch(const AccessBatch&) = delete;
+  AccessBatch& operator=(const AccessBatch&) = delete;
+
+  // True when this line made an empty batch non-empty (time to arm the flush).
+  bool write(const AccessRecord& r);
+  void flush();
+
+ private:
+  AccessLog& log_;
+  std::string buf_;
+  std::size_t lines_ = 0;
 };
 
 // Formats the record as one JSON object (no newline); exposed for tests.
 std::string format_access(const AccessRecord& r);
+void append_access(std::string& out, const AccessRecord& r);
 
 }  // namespace canaryd::log

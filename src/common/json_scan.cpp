@@ -1,11 +1,42 @@
 #include "common/json_scan.hpp"
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace canaryd::json {
 namespace {
 
 constexpr int kMaxDepth = 128;
+
+}  // namespace
+
+static_assert(std::endian::native == std::endian::little, "plain_run reads the lowest address as the lowest byte");
+
+std::size_t plain_run(const char* p, std::size_t n) {
+  // Eight bytes at a time (SWAR): a byte needs a look when it is '"', '\\'
+  // or below 0x20. For each test the lowest flagged byte is exact (borrows
+  // only flag bytes above a true hit), so the lowest bit of the union is the
+  // first byte that needs a look. UTF-8 bytes (0x80 and up) are never flagged.
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHighs = 0x8080808080808080ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    const std::uint64_t q = x ^ (kOnes * '"');
+    const std::uint64_t b = x ^ (kOnes * '\\');
+    const std::uint64_t m = (((q - kOnes) & ~q) | ((b - kOnes) & ~b) | ((x - kOnes * 0x20) & ~x)) & kHighs;
+    if (m != 0) return i + static_cast<std::size_t>(__builtin_ctzll(m) >> 3);
+  }
+  for (; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c == '"' || c == '\\' || c < 0x20) break;
+  }
+  return i;
+}
+
+namespace {
 
 class Scanner {
  public:
@@ -154,6 +185,7 @@ class Scanner {
   bool string(bool* escaped) {
     ++i_;  // opening quote
     for (;;) {
+      i_ += plain_run(s_.data() + i_, s_.size() - i_);
       if (i_ >= s_.size()) return failed("unterminated string");
       unsigned char c = static_cast<unsigned char>(s_[i_]);
       if (c == '"') {

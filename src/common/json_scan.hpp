@@ -46,4 +46,9 @@ std::string encode_string(std::string_view text);
 
 inline bool is_true(std::string_view literal) { return literal == "true"; }
 
+// How many bytes from `p` are plain string content: not '"', '\\', nor a
+// control character (< 0x20). Eight bytes a step; the string scanners use it
+// to skip the bulk of a prompt or an answer.
+std::size_t plain_run(const char* p, std::size_t n);
+
 }  // namespace canaryd::json

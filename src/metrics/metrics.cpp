@@ -1,5 +1,7 @@
 #include "metrics/metrics.hpp"
 
+#include "common/access_log.hpp"
+
 #include <algorithm>
 #include <limits>
 #include <sstream>
@@ -344,12 +346,13 @@ std::string Metrics::expose() const {
   for (auto& family : collect_process_metrics()) families.push_back(std::move(family));
   prometheus::MetricFamily dropped;
   dropped.name = prefix_ + "_log_dropped_total";
-  dropped.help = "Log lines (access and application) dropped because the async log queue was full: stdout did "
+  dropped.help = "Log lines (access and application) dropped because a log queue was full: stdout did "
                  "not keep up, and a request never waits for it.";
   dropped.type = prometheus::MetricType::Counter;
   dropped.metric.emplace_back();
   const auto pool = spdlog::thread_pool();
-  dropped.metric.back().counter.value = pool ? static_cast<double>(pool->overrun_counter()) : 0.0;
+  dropped.metric.back().counter.value = (pool ? static_cast<double>(pool->overrun_counter()) : 0.0) +
+                                        static_cast<double>(log::AccessLog::dropped_lines());
   families.push_back(std::move(dropped));
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);

@@ -101,7 +101,7 @@ void ActiveRequest::log_access(int status, std::string_view error) {
   a.sticky_source = decision_.sticky_source;
   a.stream = in_.stream;
   a.pinned = decision_.pinned;
-  r_.services.access_log->write(a);
+  r_.thread.access(*r_.services.access_log, a);
 }
 
 // Control's side of a mirrored request: its answer, or canaryd's own error.

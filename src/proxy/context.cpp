@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "common/access_log.hpp"
+
 namespace canaryd::proxy {
 
 namespace {
@@ -22,6 +24,32 @@ Runtime::Runtime(std::shared_ptr<const config::Config> cfg)
   for (const auto& [name, up] : config->upstreams) {
     if (up.tls) tls.emplace(name, upstream::make_tls_context(up));
   }
+}
+
+ThreadContext::ThreadContext(const boost::asio::any_io_executor& ex)
+    : executor_(ex), access_flush_(std::in_place, ex), watches(ex) {}
+
+ThreadContext::~ThreadContext() = default;
+
+void ThreadContext::shutdown() {
+  if (access_) access_->flush();
+  access_flush_.reset();
+  pools_.clear();
+  watches.shutdown();
+}
+
+void ThreadContext::flush_access() {
+  if (access_) access_->flush();
+}
+
+void ThreadContext::access(log::AccessLog& log, const log::AccessRecord& record) {
+  if (!access_) access_ = std::make_unique<log::AccessBatch>(log);
+  if (!access_->write(record) || !access_flush_) return;
+  // The first line of a batch arms the flush; a full batch flushes itself.
+  access_flush_->expires_after(log::AccessBatch::kFlushInterval);
+  access_flush_->async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && access_) access_->flush();
+  });
 }
 
 std::shared_ptr<upstream::Pool> ThreadContext::pool(const Runtime& rt, const config::UpstreamConfig& up, int threads) {

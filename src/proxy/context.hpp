@@ -28,6 +28,8 @@ class RolloutController;
 }
 namespace canaryd::log {
 class AccessLog;
+class AccessBatch;
+struct AccessRecord;
 }
 namespace canaryd::admin {
 class Report;
@@ -113,11 +115,17 @@ class WatchList {
 // shutdown() before that io_context is destroyed.
 class ThreadContext {
  public:
-  explicit ThreadContext(const boost::asio::any_io_executor& ex) : executor_(ex), watches(ex) {}
-  void shutdown() {
-    pools_.clear();
-    watches.shutdown();
-  }
+  explicit ThreadContext(const boost::asio::any_io_executor& ex);
+  ~ThreadContext();
+  // Flushes the access lines, drops the pools and the timers, before the
+  // thread's io_context goes.
+  void shutdown();
+
+  // One access line into this thread's batch (log::AccessBatch), flushed
+  // within its interval; `log` is the process's access log (Services).
+  void access(log::AccessLog& log, const log::AccessRecord& record);
+  // Hands the waiting access lines to the writer (at shutdown, once the thread has stopped).
+  void flush_access();
 
   // The pool for an upstream of the given config generation. Pools of an older
   // generation stay alive as long as a request holds them. `threads` divides
@@ -130,6 +138,8 @@ class ThreadContext {
   boost::asio::any_io_executor executor_;
   std::uint64_t pools_generation_ = 0;
   std::map<std::string, std::shared_ptr<upstream::Pool>> pools_;
+  std::unique_ptr<log::AccessBatch> access_;
+  std::optional<boost::asio::steady_timer> access_flush_;
 
  public:
   WatchList watches;

@@ -20,7 +20,7 @@ void log_refusal(const Request& r, ErrorKind kind) {
   a.status = http_status(kind);
   a.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - r.received).count();
   a.error = error_name(kind);
-  r.services.access_log->write(a);
+  r.thread.access(*r.services.access_log, a);
 }
 
 }  // namespace

@@ -143,11 +143,14 @@ class TrailerTest(unittest.TestCase):
                 self.assertEqual(headers.get("x-request-id"), "head-id-%d" % n)
                 self.assertEqual(headers.get("x-forwarded-for"), "127.0.0.1")
                 self.assertEqual(arm, "canary" if len(self.canary.requests) > before_canary else "control")
+        def access_lines():
+            lines = [line for line in self.cd.log_lines()
+                     if line.get("path") == CHAT and str(line.get("request_id", "")).startswith("head-id-")]
+            return lines if len(lines) >= 20 else None
         arms = set()
-        for line in self.cd.log_lines():
-            if line.get("path") == CHAT and str(line.get("request_id", "")).startswith("head-id-"):
-                self.assertEqual(line.get("sticky_source"), "client_ip", line)
-                arms.add(line.get("arm"))
+        for line in harness.wait_until(access_lines, timeout=10, message="the 20 access lines"):
+            self.assertEqual(line.get("sticky_source"), "client_ip", line)
+            arms.add(line.get("arm"))
         self.assertEqual(len(arms), 1, "one client address, one arm, whatever the trailers say")
 
     def test_trailers_past_the_header_limit_are_431(self):

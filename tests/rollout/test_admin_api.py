@@ -31,7 +31,8 @@ class AdminOffTest(unittest.TestCase):
         with Mock("control") as control, Mock("canary") as canary:
             cfg = deep_merge(config(control.base_url, canary.base_url), {"server": {"admin_token_env": None}})
             with Canaryd(cfg, env=ADMIN_ENV) as c:
-                for method, path in (("GET", "/admin/rollout"), ("POST", "/admin/rollout/abort")):
+                for method, path in (("GET", "/admin/rollout"), ("POST", "/admin/rollout/abort"),
+                                     ("GET", "/admin/verdict")):
                     status, _, doc = call(c, method, path, {} if method == "POST" else None)
                     self.assertEqual(status, 403, doc)
                     self.assertEqual(doc["error"]["code"], "forbidden")
@@ -55,7 +56,8 @@ class AdminApiTest(unittest.TestCase):
             before = admin(c)
             self.assertEqual((before["state"], before["weight"], before["version"]), ("progressing", 10, 0))
             for token in (None, "wrong-token", ADMIN_TOKEN + "x", ""):
-                for method, path in (("GET", "/admin/rollout"), ("POST", "/admin/rollout/abort")):
+                for method, path in (("GET", "/admin/rollout"), ("POST", "/admin/rollout/abort"),
+                                     ("GET", "/admin/verdict")):
                     status, _, doc = call(c, method, path, {} if method == "POST" else None, token=token)
                     self.assertEqual(status, 401, (token, path, doc))
                     self.assertEqual(doc["error"]["type"], "authentication_error", doc)
@@ -76,6 +78,26 @@ class AdminApiTest(unittest.TestCase):
             c.signal(signal.SIGHUP)
             c.wait_log(lambda l: l.get("msg") == "config reloaded", 10, "config reloaded")
             self.assertEqual(transitions(c), [])
+
+    def test_verdict_endpoint_is_the_last_verdict(self):
+        # GET /admin/verdict (issue 14, Argo Rollouts' Web provider): the same
+        # object as GET /admin/rollout's "verdict", every check listed.
+        with Canaryd(config(self.control.base_url, self.canary.base_url), env=ADMIN_ENV) as c:
+            def judged():
+                status, _, doc = call(c, "GET", "/admin/verdict")
+                self.assertEqual(status, 200, doc)
+                self.assertIn(doc["kind"], ("pass", "fail", "inconclusive"), doc)
+                return doc if doc.get("checks") else None
+            v = wait_until(judged, 10, 0.1, "a verdict with its checks")
+            # min_requests is out of reach: inconclusive, never failing for lack of data.
+            self.assertEqual(v["kind"], "inconclusive", v)
+            self.assertTrue(v["reason"].startswith("insufficient data: "), v)
+            names = [ch["name"] for ch in v["checks"]]
+            self.assertEqual(names[:4], ["error_rate", "critical_error_rate", "duration", "ttfb"], names)
+            self.assertNotIn("fail", [ch["outcome"] for ch in v["checks"]], v)
+            self.assertEqual(admin(c)["verdict"]["kind"], "inconclusive")
+            status, _, doc = call(c, "POST", "/admin/verdict", {})
+            self.assertEqual(status, 405, doc)
 
     def test_each_verb_changes_the_status_and_logs_one_transition(self):
         with Canaryd(config(self.control.base_url, self.canary.base_url), env=ADMIN_ENV) as c:

@@ -3,6 +3,12 @@
 #include "common/access_log.hpp"
 
 #include <gtest/gtest.h>
+#include <spdlog/logger.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
 
 #include <algorithm>
 #include <cmath>
@@ -144,6 +150,73 @@ TEST(AccessLog, CostUsd) {
     r.cost_usd = v;
     parse(format_access(r));
   }
+}
+
+TEST(AccessLog, TimeIsUtcWithMilliseconds) {
+  AccessRecord r = full();
+  using namespace std::chrono;
+  r.time = system_clock::time_point(milliseconds(1796310001123));  // 2026-12-03T15:00:01.123Z (date -u -d @1796310001)
+  EXPECT_EQ(parse(format_access(r))["time"], "2026-12-03T15:00:01.123Z");
+  r.time = system_clock::time_point(milliseconds(1796310001007));  // the same second, cached
+  EXPECT_EQ(parse(format_access(r))["time"], "2026-12-03T15:00:01.007Z");
+  r.time = system_clock::time_point(milliseconds(1796310062000));
+  EXPECT_EQ(parse(format_access(r))["time"], "2026-12-03T15:01:02.000Z");
+}
+
+TEST(AccessBatch, LinesGoOutInBatchesWholeAndInOrder) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  {
+    AccessLog log(std::make_shared<spdlog::logger>("batch-test"), f);
+    AccessBatch batch(log);
+    std::size_t armed = 0;
+    for (int i = 0; i < 500; ++i) {
+      AccessRecord r = full();
+      const std::string id = "rid-" + std::to_string(i);
+      r.request_id = id;
+      armed += batch.write(r) ? 1 : 0;
+    }
+    batch.flush();
+    log.drain();
+    // ~300 bytes a line, 16 KiB a batch: several batches, each armed a flush once.
+    EXPECT_GT(armed, 5u);
+    EXPECT_LT(armed, 50u);
+  }
+  std::rewind(f);
+  std::string text;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  std::fclose(f);
+  std::size_t at = 0;
+  for (int i = 0; i < 500; ++i) {
+    const std::size_t nl = text.find('\n', at);
+    ASSERT_NE(nl, std::string::npos) << i;
+    auto j = parse(text.substr(at, nl - at));
+    EXPECT_EQ(j["request_id"], "rid-" + std::to_string(i));
+    at = nl + 1;
+  }
+  EXPECT_EQ(at, text.size());
+}
+
+TEST(AccessBatch, AStuckOutputDropsOldBatchesAndNeverBlocksTheWriterOfLines) {
+  std::signal(SIGPIPE, SIG_IGN);  // as canaryd does: a closed pipe is an error, not a death
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::FILE* w = ::fdopen(fds[1], "w");
+  const std::uint64_t before = AccessLog::dropped_lines();
+  {
+    AccessLog log(std::make_shared<spdlog::logger>("stuck-test"), w);
+    AccessBatch batch(log);
+    // Nobody reads the pipe (64 KiB): ~6 MiB of lines must be dropped down to
+    // the queue's bound instead of piling up, and writing them never waits.
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20000; ++i) batch.write(full());
+    batch.flush();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+    EXPECT_GT(AccessLog::dropped_lines() - before, 5000u);
+    ::close(fds[0]);  // now the writer's fwrite fails and it can finish
+  }
+  std::fclose(w);
 }
 
 }  // namespace

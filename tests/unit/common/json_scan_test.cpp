@@ -432,5 +432,35 @@ TEST(JsonScanCrossCheck, AgreesWithNlohmannOnGeneratedDocuments) {
   EXPECT_GE(accepted, 90);   // ...but not all of them
 }
 
+TEST(PlainRun, FindsTheFirstByteThatNeedsALookAtEveryOffset) {
+  // Against the byte-by-byte definition, for every position of every special
+  // byte in strings of every length up to 40 (so each 8-byte lane and the tail).
+  auto naive = [](std::string_view s) {
+    std::size_t i = 0;
+    while (i < s.size() && s[i] != '"' && s[i] != '\\' && static_cast<unsigned char>(s[i]) >= 0x20) ++i;
+    return i;
+  };
+  const char specials[] = {'"', '\\', '\0', '\n', '\x1f'};
+  const char fillers[] = {'a', ' ', '\x7f', static_cast<char>(0x80), static_cast<char>(0xe2), static_cast<char>(0xff),
+                          '!', '#', '[', ']', '\x21', '\x20'};
+  for (std::size_t len = 0; len <= 40; ++len) {
+    for (char fill : fillers) {
+      std::string s(len, fill);
+      ASSERT_EQ(plain_run(s.data(), s.size()), naive(s)) << len;
+      for (std::size_t at = 0; at < len; ++at) {
+        for (char sp : specials) {
+          std::string t = s;
+          t[at] = sp;
+          ASSERT_EQ(plain_run(t.data(), t.size()), naive(t)) << len << " " << at << " " << int(sp);
+          if (at + 3 < len) {  // a second special later must not move the first
+            t[at + 3] = '"';
+            ASSERT_EQ(plain_run(t.data(), t.size()), naive(t));
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace canaryd::json
