@@ -1,7 +1,8 @@
-// The canary's verdict (SPEC §5, issue 14) and the first judge, analyse():
-// the canary's window against the thresholds and, with relative_to_control,
-// against control's window with a one-sided two-proportion z-test. The judge
-// v2 (judge.hpp) fills the same Verdict with every check it ran.
+// The canary's verdict (SPEC §5, issue 14): what the judge (judge.hpp) found
+// at one look, with every check it ran, and its JSON. The first judge, a
+// one-sided two-proportion z-test re-run at every look, is gone: repeated,
+// it rolled healthy canaries back (docs/rollout.md, "The judge"); its z stays
+// in the verdict for display.
 #pragma once
 
 #include <cstdint>
@@ -17,9 +18,6 @@
 #include "rollout/window.hpp"
 
 namespace canaryd::rollout {
-
-// z above this = canary worse than control at 95% confidence, one-sided.
-constexpr double kZCritical = 1.645;
 
 // One check's outcome at one look. "skipped": the check had nothing to judge
 // (no answers of its kind, the weight at 0 or 100 for the SRM check); it never
@@ -77,7 +75,7 @@ struct Verdict {
   bool latency_failed = false;
   bool quality_failed = false;
 
-  // The judge v2 (empty from analyse()).
+  // The judge v2.
   std::vector<CheckResult> checks;  // every enabled check, in CheckId order
   std::optional<SrmResult> srm;
   std::string hold;             // "srm" | "inconclusive": pause the rollout (hold_reason says why); "" none
@@ -95,8 +93,6 @@ bool parse_verdict_kind(std::string_view name, Verdict::Kind& out);
 //   p = (e1 + e2) / (n1 + n2),  z = (e1/n1 - e2/n2) / sqrt(p (1 - p) (1/n1 + 1/n2)).
 // 0 when either sample is empty or the pooled proportion is 0 or 1.
 double two_proportion_z(std::uint64_t e1, std::uint64_t n1, std::uint64_t e2, std::uint64_t n2);
-
-Verdict analyse(const config::AnalysisConfig& config, const Snapshot& control, const Snapshot& canary);
 
 // {"kind","reason","canary_error_rate","control_error_rate","z","canary_p99_seconds",
 //  "canary_requests","control_requests","error_rate_failed","latency_failed",
