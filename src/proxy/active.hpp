@@ -41,6 +41,7 @@ struct Inspected {
   std::optional<json::Span> model_span;
   bool stream = false;
   std::optional<std::string> user;
+  bool json_expected = false;  // response_format / text.format asks for a JSON answer (a quality check)
 };
 
 // Which arm serves the request, and why (decide).

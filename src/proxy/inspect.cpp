@@ -1,6 +1,7 @@
 // Phase 1: read the JSON body of a split route once, without building a DOM
 // of the prompt: the model (required), messages (required on chat), stream, user.
 #include "proxy/active.hpp"
+#include "upstream/quality.hpp"
 
 namespace canaryd::proxy {
 
@@ -9,7 +10,7 @@ Error ActiveRequest::inspect() {
   if (r_.req.method() != http::verb::post) {
     return Error{ErrorKind::method_not_allowed, "only POST is allowed on " + r_.path};
   }
-  json::Lookup<5> lk{{"model", "stream", "user", "messages", "input"}};
+  json::Lookup<7> lk{{"model", "stream", "user", "messages", "input", "response_format", "text"}};
   if (std::string why = json::scan_object(body_, lk); !why.empty()) {
     return bad("We could not parse the JSON body of your request: " + why);
   }
@@ -26,6 +27,8 @@ Error ActiveRequest::inspect() {
     in_.stream = (s == "true");
   }
   if (lk.values[2]) in_.user = json::decode_string(lk.values[2]->of(body_));
+  auto member = [&](std::size_t i) { return lk.values[i] ? lk.values[i]->of(body_) : std::string_view(); };
+  in_.json_expected = upstream::expects_json(upstream::answer_api(r_.path), member(5), member(6));
   return {};
 }
 

@@ -50,12 +50,17 @@ net::awaitable<void> ActiveRequest::relay_whole() {
   }
   watch_->stop();
   const auto upstream_done = Clock::now();
-  if (ex.status / 100 == 2 && body.find("\"usage\"") != std::string::npos) out.usage = upstream::parse_usage(body);
-  if (route_ == RouteKind::split && ex.status / 100 == 2) {
-    const auto api = upstream::answer_api(r_.path);
-    upstream::QualityScanner quality(api, upstream::expects_json(api, body_));
-    quality.body(body);
-    out.quality = quality.flags();
+  if (ex.status / 100 == 2) {
+    // One scan of the answer for its usage and (on a split route) its quality signals.
+    const auto api = route_ == RouteKind::split ? upstream::answer_api(r_.path) : upstream::AnswerApi::none;
+    if (api != upstream::AnswerApi::none) {
+      upstream::QualityScanner quality(api, in_.json_expected);
+      quality.body(body);
+      out.quality = quality.flags();
+      out.usage = quality.usage();
+    } else if (body.find("\"usage\"") != std::string::npos) {
+      out.usage = upstream::parse_usage(body);
+    }
   }
   if (pair_) {
     shadow::summarize_body(body, pair_->control);
@@ -86,7 +91,7 @@ net::awaitable<void> ActiveRequest::relay_stream() {
   p.body_limit(boost::none);
   upstream::SseScanner sse;
   const auto api = upstream::answer_api(r_.path);
-  upstream::QualityScanner quality(api, route_ == RouteKind::split && upstream::expects_json(api, body_));
+  upstream::QualityScanner quality(api, route_ == RouteKind::split && in_.json_expected);
   if (route_ == RouteKind::split && ex.status / 100 == 2) sse.quality = &quality;
   if (shadow::ShadowPair* pair = pair_.get()) {
     sse.on_data = [pair](std::string_view data) {

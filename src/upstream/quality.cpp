@@ -88,12 +88,16 @@ bool expects_json(AnswerApi api, std::string_view body) {
   if (api == AnswerApi::none) return false;
   json::Lookup<2> top{{"response_format", "text"}};
   if (!scan(body, top)) return false;
+  return expects_json(api, value(body, top.values[0]), value(body, top.values[1]));
+}
+
+bool expects_json(AnswerApi api, std::string_view response_format, std::string_view text) {
+  if (api == AnswerApi::none) return false;
   if (api == AnswerApi::responses) {
-    const auto text = value(body, top.values[1]);
     json::Lookup<1> fmt{{"format"}};
     return scan(text, fmt) && json_format(value(text, fmt.values[0]));
   }
-  return json_format(value(body, top.values[0]));
+  return json_format(response_format);
 }
 
 bool is_json_object(std::string_view text) {
@@ -208,8 +212,9 @@ void QualityScanner::choice(std::string_view c, bool streamed) {
 // The Responses API's response object: status, incomplete_details and output
 // items (messages with output_text parts, function calls).
 void QualityScanner::responses_object(std::string_view r) {
-  json::Lookup<3> lk{{"status", "incomplete_details", "output"}};
+  json::Lookup<4> lk{{"status", "incomplete_details", "output", "usage"}};
   if (!scan(r, lk)) return;
+  if (lk.values[3]) usage_ = parse_usage_object(value(r, lk.values[3]));
   const auto status = value(r, lk.values[0]);
   if (status != "\"completed\"" && status != "\"incomplete\"") return;
   finished_ = true;
@@ -254,8 +259,9 @@ void QualityScanner::body(std::string_view doc) {
     responses_object(doc);
     return;
   }
-  json::Lookup<1> lk{{"choices"}};
+  json::Lookup<2> lk{{"choices", "usage"}};
   if (!scan(doc, lk)) return;
+  if (lk.values[1]) usage_ = parse_usage_object(value(doc, lk.values[1]));
   for_each_element(value(doc, lk.values[0]), [&](std::string_view c) { choice(c, false); });
 }
 

@@ -12,10 +12,12 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "canaryd/quality.hpp"
+#include "upstream/usage.hpp"
 
 namespace canaryd::upstream {
 
@@ -29,6 +31,9 @@ AnswerApi answer_api(std::string_view path);
 // json_object / json_schema (chat, completions), `text.format.type` the same
 // (Responses API). False for a body that is not a JSON object.
 bool expects_json(AnswerApi api, std::string_view request_body);
+// The same from the two members' values (as found by a scan of the body that
+// the caller makes anyway; empty when absent).
+bool expects_json(AnswerApi api, std::string_view response_format, std::string_view text);
 
 // Whether `text` is one JSON object (whitespace around allowed): what a tool
 // call's arguments and a JSON-mode answer must be. Empty or whitespace-only
@@ -52,6 +57,9 @@ class QualityScanner {
 
   // What the answer showed so far (nothing before its end).
   QualityFlags flags() const;
+  // The answer's `usage`, read in the same scan (a whole body, or the
+  // Responses API's final event); nullopt when it had none.
+  const std::optional<Usage>& usage() const { return usage_; }
   bool finished() const { return finished_; }
 
  private:
@@ -65,6 +73,7 @@ class QualityScanner {
 
   AnswerApi api_;
   bool json_expected_;
+  std::optional<Usage> usage_;
   bool finished_ = false;
   bool truncated_ = false;
   bool filtered_ = false;

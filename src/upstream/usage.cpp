@@ -29,7 +29,10 @@ std::optional<Usage> parse_usage(std::string_view doc) {
     return parse_usage(inner);
   }
   if (!top.values[0]) return std::nullopt;
-  std::string_view u = top.values[0]->of(doc);
+  return parse_usage_object(top.values[0]->of(doc));
+}
+
+std::optional<Usage> parse_usage_object(std::string_view u) {
   if (u.empty() || u.front() != '{') return std::nullopt;
   json::Lookup<4> f{{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"}};
   if (!json::scan_object(u, f).empty()) return std::nullopt;

@@ -22,6 +22,9 @@ struct Usage {
 // (prompt_tokens, completion_tokens) and the Responses API (input_tokens,
 // output_tokens, also nested under "response" in its stream events).
 std::optional<Usage> parse_usage(std::string_view json_object);
+// The "usage" object itself ({"prompt_tokens":..,"completion_tokens":..} or the
+// Responses API's input/output_tokens): for a reader that found it already.
+std::optional<Usage> parse_usage_object(std::string_view usage);
 
 // Splits a text/event-stream byte stream into events, whatever the chunk
 // boundaries, and keeps the last `usage` seen in a data event. Bounded: a line
