@@ -134,8 +134,10 @@ int run(const Flags& flags) {
   std::shared_ptr<store::RolloutSync> rollout_sync;
   if (cfg->redis) {
     try {
+      // With Sentinel or Cluster it follows the same topology watcher as the I/O threads' clients.
       rollout_sync = store::RolloutSync::create(control.get_executor(), *cfg, rollout,
-                                                 [&metrics](std::string_view op) { metrics.add_redis_error(op); });
+                                                 [&metrics](std::string_view op) { metrics.add_redis_error(op); },
+                                                 stores.topology());
     } catch (const std::exception& e) {
       std::cerr << flags.config << ": " << e.what() << "\n";
       return 1;

@@ -120,6 +120,11 @@ class Topologies(unittest.TestCase):
         cfg = self.config({"url": s.url})
         a, b = self.replica(cfg), self.replica(cfg)
         wait_until(lambda: health(a) == "ok" and health(b) == "ok", 10, 0.05, "both replicas healthy")
+        # One watcher per process, shared by the I/O threads and the rollout sync:
+        # one +switch-master subscription per sentinel per canaryd.
+        def subscriptions():
+            return [s.sentinel("CLIENT", "LIST", i=i).count(" sub=1 ") for i in range(s.count)]
+        wait_until(lambda: subscriptions() == [2] * s.count, 5, 0.05, "the watchers' subscriptions")
         pinned = self.pin_users(a, (b,), 60, "sp")
         self.assertGreater(len(pinned), 40)
         # Replication is asynchronous: a pin survives the primary once a replica has it.
@@ -150,6 +155,8 @@ class Topologies(unittest.TestCase):
         # Pins made before the failover hold after it (the hash now says control for these users).
         kept = [u for u in pinned if arm_of(b, u) == "canary"]
         self.assertEqual(len(kept), len(pinned), "pins written before the failover were lost")
+        # Still one each, long after start-up (the rollout sync made none of its own).
+        self.assertEqual(subscriptions(), [2] * s.count, "one subscription per sentinel per canaryd process")
 
         # 2. A rollback issued while the (new) primary is down reaches every replica.
         old.start()  # comes back; the sentinels make it a replica of the new primary
