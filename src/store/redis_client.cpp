@@ -234,37 +234,25 @@ RedisClient::RedisClient(Private, Executor executor, config::RedisConfig config,
 
 RedisClient::~RedisClient() = default;
 
-namespace {
-
-RedisLink::Options link_options(const config::RedisConfig& config, const RedisClient::Options& options,
-                                std::chrono::milliseconds timeout, std::function<Endpoint()> endpoint,
-                                std::string role) {
-  RedisLink::Options o;
-  o.endpoint = std::move(endpoint);
-  o.username = config.username;
-  o.password = config.password_value;
-  o.db = config.mode == config::RedisMode::cluster ? 0 : config.db;
-  if (config.tls) o.tls = options.tls;
-  o.tls_verify = config.tls_verify;
-  // A connection attempt (resolve, TCP, TLS, AUTH, SELECT) gets far longer
-  // than one round trip: redis.timeout is sized for a warm connection.
-  o.connect_timeout = std::max(RedisClient::kMinConnectTimeout, 10 * timeout);
-  // Late replies are normal (a slow Redis answers after our timeout), but a
-  // connection whose oldest command is this old has stopped answering.
-  o.stall_limit = std::max(std::chrono::milliseconds(1000), 50 * timeout);
-  o.on_error = options.on_error;
-  o.role = std::move(role);
-  return o;
+std::shared_ptr<RedisLink> RedisClient::make_node_link(const Endpoint& ep) {
+  auto o = RedisLink::node_options(config_, options_.tls, [ep] { return ep; }, "cluster node");
+  o.on_error = options_.on_error;
+  // A node lost may be a node failed over or removed: ask for the map again.
+  std::weak_ptr<RedisTopology> weak_topology = topology_;
+  o.on_failed = [weak_topology](std::string_view) {
+    if (auto t = weak_topology.lock()) t->refresh();
+  };
+  return RedisLink::create(executor_, std::move(o));
 }
-
-}  // namespace
 
 void RedisClient::start() {
   std::weak_ptr<RedisClient> weak = shared_from_this();
   if (config_.mode == config::RedisMode::standalone) {
     const Endpoint ep = config_.nodes.empty() ? Endpoint{config_.host, config_.port}
                                               : Endpoint{config_.nodes[0].host, config_.nodes[0].port};
-    link_ = RedisLink::create(executor_, link_options(config_, options_, timeout_, [ep] { return ep; }, "redis"));
+    auto o = RedisLink::node_options(config_, options_.tls, [ep] { return ep; }, "redis");
+    o.on_error = options_.on_error;
+    link_ = RedisLink::create(executor_, std::move(o));
     return;
   }
   if (!topology_) {
@@ -273,7 +261,9 @@ void RedisClient::start() {
   }
   auto topology = topology_;
   if (config_.mode == config::RedisMode::sentinel) {
-    auto o = link_options(config_, options_, timeout_, [topology] { return topology->primary(); }, "redis primary");
+    auto o = RedisLink::node_options(config_, options_.tls, [topology] { return topology->primary(); },
+                                     "redis primary");
+    o.on_error = options_.on_error;
     // A lost primary may mean a failover the subscription has not told us about.
     o.on_failed = [topology](std::string_view) { topology->refresh(); };
     link_ = RedisLink::create(executor_, std::move(o));
@@ -302,18 +292,9 @@ void RedisClient::topology_changed() {
   Cluster& c = *cluster_;
   std::vector<Cluster::Node> next;
   next.reserve(map->primaries.size());
-  std::weak_ptr<RedisTopology> weak_topology = topology_;
   for (const auto& ep : map->primaries) {
     const auto have = c.find(ep);
-    if (have != Cluster::kNone) {
-      next.push_back(c.nodes[have]);
-      continue;
-    }
-    auto o = link_options(config_, options_, timeout_, [ep] { return ep; }, "cluster node");
-    o.on_failed = [weak_topology](std::string_view) {
-      if (auto t = weak_topology.lock()) t->refresh();
-    };
-    next.push_back({ep, RedisLink::create(executor_, std::move(o))});
+    next.push_back(have != Cluster::kNone ? c.nodes[have] : Cluster::Node{ep, make_node_link(ep)});
   }
   // Links to nodes that serve no slot any more are stopped once their
   // commands had time to be answered (or to time out).
@@ -455,13 +436,7 @@ net::awaitable<Reply> RedisClient::run_command(std::shared_ptr<RedisClient> self
         if (index == Cluster::kNone) {
           // A node the map does not have yet (a new primary): connect now and
           // let the command wait for it within its deadline.
-          auto o = link_options(self->config_, self->options_, self->timeout_,
-                                [ep = redirect->to] { return ep; }, "cluster node");
-          std::weak_ptr<RedisTopology> weak_topology = self->topology_;
-          o.on_failed = [weak_topology](std::string_view) {
-            if (auto t = weak_topology.lock()) t->refresh();
-          };
-          auto created = RedisLink::create(self->executor_, std::move(o));
+          auto created = self->make_node_link(redirect->to);
           std::lock_guard lock(c.mu);
           c.nodes.push_back({redirect->to, created});
           index = static_cast<std::uint16_t>(c.nodes.size() - 1);

@@ -23,9 +23,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -175,6 +173,7 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
                                                    std::string_view op);
   void start();
   void topology_changed();
+  std::shared_ptr<RedisLink> make_node_link(const Endpoint& ep);  // Cluster: a link to one node
 
   Executor executor_;
   config::RedisConfig config_;

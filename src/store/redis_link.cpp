@@ -164,6 +164,26 @@ std::string RedisLink::encode(const std::vector<std::string>& argv) {
   return cmd;
 }
 
+RedisLink::Options RedisLink::node_options(const config::RedisConfig& config, std::shared_ptr<ssl::context> tls,
+                                           std::function<Endpoint()> endpoint, std::string role) {
+  const auto timeout = std::max(config.timeout, std::chrono::milliseconds(1));
+  Options o;
+  o.endpoint = std::move(endpoint);
+  o.username = config.username;
+  o.password = config.password_value;
+  o.db = config.mode == config::RedisMode::cluster ? 0 : config.db;
+  if (config.tls) o.tls = std::move(tls);
+  o.tls_verify = config.tls_verify;
+  // A connection attempt (resolve, TCP, TLS, AUTH, SELECT) gets far longer
+  // than one round trip: redis.timeout is sized for a warm connection.
+  o.connect_timeout = std::max(RedisClient::kMinConnectTimeout, 10 * timeout);
+  // Late replies are normal (a slow Redis answers after our timeout), but a
+  // connection whose oldest command is this old has stopped answering.
+  o.stall_limit = std::max(std::chrono::milliseconds(1000), 50 * timeout);
+  o.role = std::move(role);
+  return o;
+}
+
 std::shared_ptr<RedisLink> RedisLink::create(Executor executor, Options options) {
   auto link = std::make_shared<RedisLink>(Private{}, std::move(executor), std::move(options));
   link->start();

@@ -66,6 +66,11 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
     std::string role = "redis";                           // for the log: redis, sentinel, cluster node
   };
 
+  // The options every link to a Redis data node starts from: the config's
+  // user, password, db (0 on a cluster) and TLS, and the deadlines derived
+  // from redis.timeout. Sentinel links change the credentials.
+  static Options node_options(const config::RedisConfig& config, std::shared_ptr<boost::asio::ssl::context> tls,
+                              std::function<Endpoint()> endpoint, std::string role);
   static std::shared_ptr<RedisLink> create(Executor executor, Options options);
   ~RedisLink();
   RedisLink(const RedisLink&) = delete;

@@ -82,20 +82,14 @@ RedisTopology::~RedisTopology() = default;
 
 std::shared_ptr<RedisLink> RedisTopology::make_link(std::function<Endpoint()> endpoint, std::string role,
                                                     std::vector<std::string> setup) {
-  RedisLink::Options o;
-  o.endpoint = std::move(endpoint);
+  auto o = RedisLink::node_options(config_, options_.tls, std::move(endpoint), std::move(role));
   if (config_.mode == config::RedisMode::sentinel) {
+    // The sentinels have their own password (requirepass), no ACL user, no db.
+    o.username.clear();
     o.password = config_.sentinel_password_value;
-  } else {
-    o.username = config_.username;
-    o.password = config_.password_value;
+    o.db = 0;
   }
-  if (config_.tls) o.tls = options_.tls;
-  o.tls_verify = config_.tls_verify;
-  o.connect_timeout = std::max<std::chrono::milliseconds>(RedisClient::kMinConnectTimeout, 10 * config_.timeout);
-  o.stall_limit = std::max<std::chrono::milliseconds>(1000ms, 50 * config_.timeout);
   o.setup = std::move(setup);
-  o.role = std::move(role);
   std::weak_ptr<RedisTopology> weak = shared_from_this();
   o.on_error = [weak](std::string_view) {
     if (auto self = weak.lock(); self && self->options_.on_event) self->options_.on_event(RedisEvent::discovery_error);
@@ -256,7 +250,7 @@ net::awaitable<void> RedisTopology::ask_sentinel(std::shared_ptr<RedisTopology> 
   SentinelAnswer& answer = (*answers)[index];
   const auto deadline = Steady::now() + self->query_timeout_;
   auto link = self->query_links_[index];
-  const std::string where = self->config_.nodes[index].host + ":" + std::to_string(self->config_.nodes[index].port);
+  const std::string where = Endpoint{self->config_.nodes[index].host, self->config_.nodes[index].port}.text();
   if (!co_await link->ready(deadline)) {
     answer.error = link->last_error().empty() ? "sentinel " + where + ": not connected" : link->last_error();
   } else {
@@ -298,11 +292,18 @@ net::awaitable<bool> RedisTopology::ask_sentinels() {
   auto done = std::make_shared<net::steady_timer>(executor_);
   done->expires_at(Steady::time_point::max());
   auto pending = std::make_shared<std::size_t>(n);
+  const auto switches_before = switches_heard_;
   // All at once, each bounded by its own deadline: a dead sentinel costs no
   // more than a live one.
   for (std::size_t i = 0; i < n; ++i) net::co_spawn(executor_, ask_sentinel(self, i, answers, done, pending), net::detached);
   while (*pending > 0 && !stopped_) co_await done->async_wait(kAwait);
   if (stopped_) co_return false;
+  if (switches_heard_ != switches_before) {
+    // A +switch-master arrived while we asked: these answers may predate it
+    // (following them would flip back to the dead primary and forth again).
+    // The message queued another look, which confirms the switch.
+    co_return true;
+  }
 
   const SentinelAnswer* best = nullptr;
   std::string errors;
@@ -338,6 +339,7 @@ void RedisTopology::on_sentinel_message(const Reply& message) {
   if (fields.size() != 5 || fields[0] != config_.master_name) return;
   const auto port = to_port(fields[4]);
   if (!port) return;
+  ++switches_heard_;
   set_primary({std::string(fields[3]), *port}, "+switch-master");
   refresh();  // confirm with every sentinel (the highest epoch wins)
 }

@@ -136,6 +136,9 @@ class RedisTopology : public std::enable_shared_from_this<RedisTopology> {
   boost::asio::steady_timer wake_;
   bool refresh_pending_ = false;
   bool stopped_ = false;
+  // +switch-master messages heard (on our executor): a query in flight when
+  // one arrives answered before that switch, so its answer is discarded.
+  std::uint64_t switches_heard_ = 0;
   std::string logged_error_;
 
   mutable std::mutex mu_;  // guards the snapshot below and watchers_
