@@ -196,6 +196,17 @@ net::awaitable<bool> dispatch(Worker& worker, const std::shared_ptr<const Runtim
   co_return co_await handle_own(worker, ctx);
 }
 
+// One request read and answered. Its own frame: while the session waits for
+// the next request, nothing of this one (the parsed request, its fields and
+// body) is held.
+net::awaitable<bool> serve_one(Worker& worker, const std::shared_ptr<const Runtime>& rt, beast::tcp_stream& stream,
+                               beast::flat_buffer& buffer, const std::string& peer_ip) {
+  std::optional<http::request<http::string_body>> req = co_await read_request(stream, buffer, rt->config->server);
+  // Two statements: g++ 12 miscompiles a co_await in the right operand of &&.
+  if (!req) co_return false;
+  co_return co_await dispatch(worker, rt, stream, *req, peer_ip);
+}
+
 }  // namespace
 
 net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
@@ -210,24 +221,33 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
 
   beast::tcp_stream stream(std::move(socket));
   SessionGuard guard(worker, &stream);
-  beast::flat_buffer buffer;
+  beast::flat_buffer buffer = worker.take_buffer();
   for (bool first = true;; first = false) {
     auto rt = worker.runtime();
     const auto& sc = rt->config->server;
     guard.handle.idle = true;
-    buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
     if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;
-    // Between requests the idle timeout applies (a pipelined request is already in the buffer).
+    // Between requests: no buffer and no timer of its own while it waits (a
+    // pipelined request is already in the buffer). The worker's sweep closes
+    // it past idle_timeout; readable, it takes a buffer and reads.
     if (!first && buffer.size() == 0) {
-      stream.expires_after(sc.idle_timeout);
+      worker.give_buffer(std::move(buffer));
+      worker.idle_started(&guard.handle, sc.idle_timeout);
+      stream.expires_never();
+      auto [wec] = co_await stream.socket().async_wait(net::ip::tcp::socket::wait_read, kTuple);
+      if (wec || guard.handle.idle_limit.count() == 0) break;  // idle timeout, the client closed, or a drain cut
+      buffer = worker.take_buffer();
+      buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
+      stream.expires_after(sc.header_timeout);
       auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
-      if (rec) break;  // idle timeout, the client closed, or a drain cut
+      if (rec) break;  // closed
       buffer.commit(n);
     }
+    buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
     guard.handle.idle = false;
-    std::optional<http::request<http::string_body>> req = co_await read_request(stream, buffer, sc);
-    if (!req || !co_await dispatch(worker, rt, stream, *req, peer_ip)) break;
+    if (!co_await serve_one(worker, rt, stream, buffer, peer_ip)) break;
   }
+  worker.give_buffer(std::move(buffer));
   stream.expires_after(std::chrono::seconds(1));
   stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
   stream.close();

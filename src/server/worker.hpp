@@ -4,7 +4,11 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <chrono>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <unordered_set>
@@ -17,12 +21,22 @@ namespace canaryd::server {
 struct SessionHandle {
   boost::beast::tcp_stream* stream = nullptr;
   bool idle = true;  // waiting for the next request (safe to close on drain)
+  // While idle between requests: when that began and how long it may last
+  // (server.idle_timeout of its generation); the worker's sweep closes it after.
+  std::chrono::steady_clock::time_point idle_since{};
+  std::chrono::milliseconds idle_limit{0};
 };
 
 class Worker {
  public:
-  Worker(App& app, int index) : app_(app), index_(index) { ctx_.emplace(ioc_.get_executor()); }
-  ~Worker() { ctx_->shutdown(); }
+  Worker(App& app, int index) : app_(app), index_(index) {
+    ctx_.emplace(ioc_.get_executor());
+    idle_timer_.emplace(ioc_.get_executor());
+  }
+  ~Worker() {
+    idle_timer_.reset();
+    ctx_->shutdown();
+  }
 
   boost::asio::io_context& ioc() { return ioc_; }
   App& app() { return app_; }
@@ -34,6 +48,14 @@ class Worker {
   // Drain: close connections that wait for a request; busy ones close after
   // their response. `all` cuts busy ones too (past shutdown_grace).
   std::size_t close_sessions(bool all);
+  // A session waits for its next request without a timer or a read buffer of
+  // its own: this sweep (every kIdleSweep while sessions wait) closes those
+  // idle past their limit, and take_buffer / give_buffer lend read buffers,
+  // so an idle keep-alive connection holds no buffer at all.
+  static constexpr std::chrono::milliseconds kIdleSweep{250};
+  void idle_started(SessionHandle* s, std::chrono::milliseconds limit);
+  boost::beast::flat_buffer take_buffer();
+  void give_buffer(boost::beast::flat_buffer&& buffer);
 
   // The current config generation, through a reference owned by this thread.
   // Every request copies it: had they all copied App::runtime, the two
@@ -52,6 +74,11 @@ class Worker {
   std::optional<proxy::ThreadContext> ctx_;
   boost::asio::io_context ioc_{1};
   std::unordered_set<SessionHandle*> sessions_;
+  std::vector<boost::beast::flat_buffer> spare_buffers_;  // at most kSpareBuffers, each emptied
+  std::optional<boost::asio::steady_timer> idle_timer_;
+  bool idle_armed_ = false;
+  void arm_idle_sweep();
+  void sweep_idle();
   std::shared_ptr<const Runtime> runtime_;
   std::uint64_t runtime_generation_ = 0;
 };

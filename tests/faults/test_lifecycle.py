@@ -5,7 +5,9 @@ requests finish on the old one, a bad file is rejected naming the key)."""
 
 import http.client as http_client
 import json
+import select
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -83,6 +85,56 @@ class DrainTest(unittest.TestCase):
         finally:
             cd.kill()
             cd.cleanup()
+
+
+class IdleKeepAliveTest(unittest.TestCase):
+    """server.idle_timeout closes a keep-alive connection that waits for its
+    next request (the wait holds no buffer or timer of its own: the worker's
+    sweep closes it), and a connection that keeps sending is never cut."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mock = cls.enterClassContext(Mock("idle-mock"))
+
+    def request(self, sock):
+        body = json.dumps(chat_body()).encode()
+        sock.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        out = b""
+        while b"\r\n\r\n" not in out:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "closed before the answer")
+            out += chunk
+        head, rest = out.split(b"\r\n\r\n", 1)
+        length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+
+    def test_idle_connection_closed_after_idle_timeout_busy_one_kept(self):
+        cfg = no_fallback_config(self.mock.base_url, server={"idle_timeout": "600ms"})
+        with Canaryd(cfg) as cd:
+            idle = socket.create_connection(("127.0.0.1", cd.port), timeout=10)
+            busy = socket.create_connection(("127.0.0.1", cd.port), timeout=10)
+            self.request(idle)
+            t0 = time.monotonic()
+            closed_at = None
+            # The busy connection sends every 100 ms for 2 s: well past the
+            # idle timeout in total, never idle that long. Meanwhile: when did
+            # the idle one see the server's EOF?
+            while time.monotonic() - t0 < 2.0:
+                self.request(busy)
+                if closed_at is None and select.select([idle], [], [], 0.1)[0]:
+                    self.assertEqual(idle.recv(1), b"", "the idle connection got bytes, not a close")
+                    closed_at = time.monotonic() - t0
+            self.assertIsNotNone(closed_at, "the idle connection was not closed within 2 s")
+            # After the timeout, and within the sweep's period (250 ms) and some slack of it.
+            self.assertGreaterEqual(closed_at, 0.6)
+            self.assertLess(closed_at, 1.6)
+            self.request(busy)  # still open and serving
+            idle.close()
+            busy.close()
+        print(f"[measured] idle keep-alive closed after {closed_at:.2f}s (idle_timeout 600ms)")
 
 
 class ReloadTest(unittest.TestCase):
