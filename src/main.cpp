@@ -3,32 +3,32 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <cstdlib>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <memory>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "canaryd/config.hpp"
-#include "config/reload.hpp"
-#include "ctl/ctl.hpp"
-#include "simulate/simulate.hpp"
-#include "metrics/metrics.hpp"
-#include "server/app.hpp"
 #include "admin/history.hpp"
+#include "admin/report.hpp"
+#include "canaryd/config.hpp"
 #include "common/access_log.hpp"
 #include "common/log.hpp"
-#include "admin/report.hpp"
+#include "config/reload.hpp"
+#include "ctl/ctl.hpp"
+#include "metrics/metrics.hpp"
 #include "rollout/controller.hpp"
-#include "store/rollout_sync.hpp"
-#include "shadow/shadow.hpp"
+#include "server/app.hpp"
 #include "server/server.hpp"
+#include "shadow/shadow.hpp"
+#include "simulate/simulate.hpp"
+#include "store/rollout_sync.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
 
@@ -94,7 +94,7 @@ int run(const Flags& flags) {
   rollout::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
   app.rollout = &rollout;
   admin::Report report(SystemClock::instance(),
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
+                       std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
   app.report = &report;
   admin::History history(SystemClock::instance());
   app.history = &history;
@@ -127,7 +127,8 @@ int run(const Flags& flags) {
     log::flush();
     return 1;
   }
-  for (std::size_t i = 0; i < srv.workers().size(); ++i) srv.workers()[i]->context().store = stores.for_thread(i, srv.workers()[i]->ioc());
+  for (std::size_t i = 0; i < srv.workers().size(); ++i)
+    srv.workers()[i]->context().store = stores.for_thread(i, srv.workers()[i]->ioc());
   app.stores = &stores;
 
   // With Redis the rollout state is shared; its sync runs on the control thread.
@@ -135,9 +136,9 @@ int run(const Flags& flags) {
   if (cfg->redis) {
     try {
       // With Sentinel or Cluster it follows the same topology watcher as the I/O threads' clients.
-      rollout_sync = store::RolloutSync::create(control.get_executor(), *cfg, rollout,
-                                                 [&metrics](std::string_view op) { metrics.add_redis_error(op); },
-                                                 stores.topology());
+      rollout_sync = store::RolloutSync::create(
+          control.get_executor(), *cfg, rollout, [&metrics](std::string_view op) { metrics.add_redis_error(op); },
+          stores.topology());
     } catch (const std::exception& e) {
       std::cerr << flags.config << ": " << e.what() << "\n";
       return 1;

@@ -8,8 +8,6 @@ namespace canaryd {
 
 enum class Arm : std::uint8_t { control = 0, canary = 1 };
 
-constexpr std::string_view arm_name(Arm arm) {
-  return arm == Arm::canary ? "canary" : "control";
-}
+constexpr std::string_view arm_name(Arm arm) { return arm == Arm::canary ? "canary" : "control"; }
 
 }  // namespace canaryd

@@ -26,7 +26,9 @@ class SystemClock final : public Clock {
 // A clock that only moves when told to; for tests.
 class ManualClock final : public Clock {
  public:
-  ManualClock() : steady_(Steady::time_point{} + std::chrono::hours(1)), wall_(Wall::time_point{} + std::chrono::hours(24 * 365 * 56)) {}
+  ManualClock()
+      : steady_(Steady::time_point{} + std::chrono::hours(1)),
+        wall_(Wall::time_point{} + std::chrono::hours(24 * 365 * 56)) {}
   Steady::time_point now() const override { return steady_; }
   Wall::time_point wall() const override { return wall_; }
   void advance(std::chrono::nanoseconds d) {

@@ -21,43 +21,43 @@ using namespace std::chrono_literals;
 
 struct ServerConfig {
   std::string listen = "0.0.0.0:8080";
-  std::string listen_host = "0.0.0.0";   // resolved from listen
-  std::uint16_t listen_port = 8080;      // resolved from listen (0 = any free port)
-  int threads = 0;                        // 0 = one per core
+  std::string listen_host = "0.0.0.0";  // resolved from listen
+  std::uint16_t listen_port = 8080;     // resolved from listen (0 = any free port)
+  int threads = 0;                      // 0 = one per core
   std::uint64_t max_body_bytes = 10 * 1024 * 1024;
-  std::uint32_t max_header_bytes = 16 * 1024;   // 431 above
-  std::uint32_t max_connections = 10000;        // accepted and closed above
+  std::uint32_t max_header_bytes = 16 * 1024;  // 431 above
+  std::uint32_t max_connections = 10000;       // accepted and closed above
   Duration header_timeout = 10s;
   Duration idle_timeout = 60s;
   Duration drain_delay = 5s;
   Duration shutdown_grace = 30s;
-  std::string client_keys_env;                  // optional
-  std::vector<std::string> client_keys_value;   // secret, from the env var (comma-separated)
-  std::string admin_token_env;                  // optional; unset = /admin/* off
-  std::string admin_token_value;                // secret
-  std::vector<std::string> trusted_proxies;     // CIDRs whose X-Forwarded-For is believed
-  bool access_log = true;                       // one JSON line per request
+  std::string client_keys_env;                 // optional
+  std::vector<std::string> client_keys_value;  // secret, from the env var (comma-separated)
+  std::string admin_token_env;                 // optional; unset = /admin/* off
+  std::string admin_token_value;               // secret
+  std::vector<std::string> trusted_proxies;    // CIDRs whose X-Forwarded-For is believed
+  bool access_log = true;                      // one JSON line per request
 };
 
 struct UpstreamConfig {
-  std::string name;        // the map key; the `provider` metric label
-  std::string base_url;    // "https://api.openai.com/v1"
+  std::string name;      // the map key; the `provider` metric label
+  std::string base_url;  // "https://api.openai.com/v1"
   // resolved from base_url
   bool tls = true;
   std::string host;
   std::uint16_t port = 443;
-  std::string base_path;   // "/v1" (no trailing slash; may be empty)
+  std::string base_path;  // "/v1" (no trailing slash; may be empty)
   std::string api_key_env;
   std::string api_key_value;  // secret
   Duration connect_timeout = 3s;
-  Duration timeout = 30s;             // whole non-streaming call; first byte of a stream
-  Duration stream_idle_timeout = 60s; // max gap between two chunks of a relayed stream
+  Duration timeout = 30s;              // whole non-streaming call; first byte of a stream
+  Duration stream_idle_timeout = 60s;  // max gap between two chunks of a relayed stream
   std::uint32_t max_connections = 256;
-  Duration pool_wait = 1s;            // wait for a free connection, then 503
+  Duration pool_wait = 1s;                              // wait for a free connection, then 503
   std::uint64_t max_response_bytes = 64 * 1024 * 1024;  // non-streaming bodies
   bool tls_verify = true;
   std::string ca_file;
-  std::string proxy;                  // "http://host:3128" (HTTP CONNECT), "" = direct
+  std::string proxy;  // "http://host:3128" (HTTP CONNECT), "" = direct
   // resolved from proxy
   std::string proxy_host;
   std::uint16_t proxy_port = 0;
@@ -69,13 +69,13 @@ struct SplitConfig {
   std::string canary;
   std::vector<std::string> sticky_key = {"header:X-User-ID", "body:user", "client_ip"};
   std::string salt;
-  Duration pin_ttl = 1h;   // 0 = hash only
+  Duration pin_ttl = 1h;  // 0 = hash only
   std::string override_header = "X-Canary";
 };
 
 struct RolloutStep {
-  double weight = 0;       // percent of users on the canary, two decimals
-  Duration pause = 0ms;    // 0 = no pause (the last step has none)
+  double weight = 0;     // percent of users on the canary, two decimals
+  Duration pause = 0ms;  // 0 = no pause (the last step has none)
 };
 
 // The judge's checks (docs/rollout.md, "The judge"). The names are config keys
@@ -96,16 +96,16 @@ enum class CheckId : std::uint8_t {
 inline constexpr std::size_t kCheckCount = 10;
 inline constexpr std::size_t kFirstQualityCheck = 5;
 inline constexpr std::string_view kCheckNames[kCheckCount] = {
-    "error_rate", "critical_error_rate", "duration", "ttfb", "p99_latency",
-    "truncated", "content_filter", "empty", "tool_call_json", "response_json"};
+    "error_rate", "critical_error_rate", "duration", "ttfb",           "p99_latency",
+    "truncated",  "content_filter",      "empty",    "tool_call_json", "response_json"};
 constexpr std::string_view check_name(CheckId id) { return kCheckNames[static_cast<std::size_t>(id)]; }
 constexpr bool is_quality_check(CheckId id) { return static_cast<std::size_t>(id) >= kFirstQualityCheck; }
 
 // rollout.analysis.checks.<name>.
 struct CheckConfig {
   bool enabled = true;
-  bool dry_run = false;         // judged and shown, never acts
-  bool critical = false;        // acts on its first failing look, not after failure_limit
+  bool dry_run = false;   // judged and shown, never acts
+  bool critical = false;  // acts on its first failing look, not after failure_limit
   // Quality checks: H0 "canary odds <= (1 + max_increase) x control's".
   double max_increase = 0.5;
   bool lower_is_worse = false;  // direction: decrease (the share falling is the failure)
@@ -113,7 +113,7 @@ struct CheckConfig {
 
 struct SrmConfig {
   bool enabled = true;
-  double alpha = 0.001;         // per rollout step
+  double alpha = 0.001;  // per rollout step
 };
 
 struct AnalysisConfig {
@@ -125,9 +125,9 @@ struct AnalysisConfig {
   double critical_error_rate = 0.2;  // far above it: fails at once
   Duration max_p99_latency = 0ms;    // 0 = no absolute ceiling
   bool relative_to_control = true;
-  double max_latency_increase = 0.25;  // duration and TTFB against control's
-  Duration latency_tolerance = 10ms;   // ... plus this: a slower canary by less is never a failure
-  std::uint32_t failure_limit = 2;     // consecutive failing looks before acting (critical checks: 1)
+  double max_latency_increase = 0.25;     // duration and TTFB against control's
+  Duration latency_tolerance = 10ms;      // ... plus this: a slower canary by less is never a failure
+  std::uint32_t failure_limit = 2;        // consecutive failing looks before acting (critical checks: 1)
   std::uint32_t inconclusive_limit = 60;  // consecutive inconclusive looks before pausing; 0 = never
   std::array<CheckConfig, kCheckCount> checks{};
   SrmConfig srm;
@@ -158,11 +158,11 @@ struct FallbackConfig {
 // capped (per replica) because every shadow is a paid call.
 struct ShadowConfig {
   bool enabled = false;
-  double percent = 0;                 // of control-served split requests, two decimals
-  double max_per_second = 1;          // token bucket (burst = one second's worth, at least 1)
-  std::uint32_t max_in_flight = 4;    // shadows waiting on the canary at once
-  bool log_bodies = false;            // prompts and both answers to bodies_file (never to stdout)
-  std::string bodies_file;            // required when log_bodies
+  double percent = 0;               // of control-served split requests, two decimals
+  double max_per_second = 1;        // token bucket (burst = one second's worth, at least 1)
+  std::uint32_t max_in_flight = 4;  // shadows waiting on the canary at once
+  bool log_bodies = false;          // prompts and both answers to bodies_file (never to stdout)
+  std::string bodies_file;          // required when log_bodies
 };
 
 // How canaryd finds its Redis (redis.url's scheme, redis.sentinels, redis.cluster).
@@ -187,9 +187,9 @@ struct RedisConfig {
   std::vector<RedisNode> nodes;
   std::string master_name;  // sentinel: the name the sentinels monitor the primary under
   int db = 0;
-  std::string username;     // ACL user; "" = AUTH <password> (the default user)
+  std::string username;  // ACL user; "" = AUTH <password> (the default user)
   std::string password_env;
-  std::string password_value;  // secret
+  std::string password_value;           // secret
   std::string sentinel_password_env;    // sentinel: AUTH <password> to the sentinels themselves
   std::string sentinel_password_value;  // secret
   Duration timeout = 20ms;
@@ -229,7 +229,7 @@ struct Config {
   RolloutConfig rollout;
   FallbackConfig fallback;
   ShadowConfig shadow;
-  std::optional<RedisConfig> redis;   // absent: in-process store, one replica
+  std::optional<RedisConfig> redis;  // absent: in-process store, one replica
   std::map<std::string, Price> pricing;
   MetricsConfig metrics;
   LogConfig log;

@@ -18,23 +18,23 @@ enum class ErrorSource { none, downstream, upstream, internal, store };
 enum class ErrorKind {
   none,
   // downstream (the client)
-  bad_request,          // 400 bad JSON, missing model/messages, smuggling, a bad path
-  unauthorized,         // 401 client key
-  forbidden,            // 403 admin off
-  not_found,            // 404
-  method_not_allowed,   // 405
-  payload_too_large,    // 413
-  header_too_large,     // 431
+  bad_request,         // 400 bad JSON, missing model/messages, smuggling, a bad path
+  unauthorized,        // 401 client key
+  forbidden,           // 403 admin off
+  not_found,           // 404
+  method_not_allowed,  // 405
+  payload_too_large,   // 413
+  header_too_large,    // 431
   // canaryd itself
-  draining,             // 503
-  overloaded,           // 503 pool wait deadline, connection cap
-  internal,             // 500
+  draining,    // 503
+  overloaded,  // 503 pool wait deadline, connection cap
+  internal,    // 500
   // upstream
-  connect_error,        // 502 refused, reset before a response, DNS failure
-  tls_error,            // 502 handshake or verification failure
-  timeout,              // 504
-  bad_response,         // 502 malformed upstream response
-  response_too_large,   // 502 upstream body over the cap
+  connect_error,       // 502 refused, reset before a response, DNS failure
+  tls_error,           // 502 handshake or verification failure
+  timeout,             // 504
+  bad_response,        // 502 malformed upstream response
+  response_too_large,  // 502 upstream body over the cap
   // the assignment / rollout store (never answered to a client: canaryd decides by hash)
   store_unavailable,
 };

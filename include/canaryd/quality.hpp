@@ -13,7 +13,7 @@
 namespace canaryd {
 
 enum class QualitySignal : std::uint8_t {
-  truncated,       // finish_reason "length" (Responses API: incomplete, max_output_tokens) / answers with a finish reason
+  truncated,  // finish_reason "length" (Responses API: incomplete, max_output_tokens) / answers with a finish reason
   content_filter,  // finish_reason "content_filter" (Responses API: incomplete, content_filter) / the same population
   empty,           // no text and no tool call / finished chat, completion and Responses answers
   tool_call_json,  // a tool call whose arguments do not parse as JSON / answers with tool calls

@@ -40,11 +40,11 @@ using Verb = rollout::RolloutController::Verb;
 // /admin/rollout/<verb>: the verb, or nullopt when there is no such verb.
 std::optional<Verb> parse_verb(std::string_view verb) {
   static constexpr std::array<std::pair<std::string_view, Verb>, 6> kVerbs{{{"pause", Verb::pause},
-                                                                           {"resume", Verb::resume},
-                                                                           {"promote", Verb::promote},
-                                                                           {"abort", Verb::abort},
-                                                                           {"retry", Verb::retry},
-                                                                           {"weight", Verb::weight}}};
+                                                                            {"resume", Verb::resume},
+                                                                            {"promote", Verb::promote},
+                                                                            {"abort", Verb::abort},
+                                                                            {"retry", Verb::retry},
+                                                                            {"weight", Verb::weight}}};
   for (const auto& [name, v] : kVerbs) {
     if (name == verb) return v;
   }

@@ -40,8 +40,8 @@ struct Request {
 };
 
 struct Answer {
-  Error error;            // answer with canaryd's error (status from the error table)
-  nlohmann::json body;    // else this JSON, 200
+  Error error;               // answer with canaryd's error (status from the error table)
+  nlohmann::json body;       // else this JSON, 200
   bool status_page = false;  // else the status page (status_page_html, with status_page_csp)
 };
 

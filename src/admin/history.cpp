@@ -29,8 +29,8 @@ History::History(const Clock& clock, std::chrono::nanoseconds interval, std::chr
     : clock_(clock),
       interval_(interval.count() > 0 ? interval : kDefaultInterval),
       span_(span.count() > 0 ? span : kDefaultSpan),
-      capacity_(std::max<std::size_t>(1, static_cast<std::size_t>((span_.count() + interval_.count() - 1) /
-                                                                   interval_.count()))),
+      capacity_(std::max<std::size_t>(
+          1, static_cast<std::size_t>((span_.count() + interval_.count() - 1) / interval_.count()))),
       last_time_(clock.now()) {}
 
 void History::sample(const nlohmann::json& rollout_status, const nlohmann::json& report) {
@@ -62,8 +62,8 @@ void History::sample(const nlohmann::json& rollout_status, const nlohmann::json&
     const double requests = increase(current.requests, last_[i].requests);
     const double cost = increase(current.cost, last_[i].cost);
     a["requests_per_second"] = have_counters && elapsed > 0 ? nlohmann::json(requests / elapsed) : nlohmann::json();
-    a["cost_per_1k_requests_usd"] = have_counters && requests > 0 ? nlohmann::json(cost / requests * 1000)
-                                                                  : nlohmann::json();
+    a["cost_per_1k_requests_usd"] =
+        have_counters && requests > 0 ? nlohmann::json(cost / requests * 1000) : nlohmann::json();
     last_[i] = current;
 
     const auto& window_requests = member(w, "requests");

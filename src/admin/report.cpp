@@ -32,9 +32,9 @@ struct Report::ArmAccount {
   std::atomic<std::uint64_t> prompt_tokens{0};
   std::atomic<std::uint64_t> completion_tokens{0};
   std::atomic<std::uint64_t> cost_nano_total{0};
-  rollout::ArmWindow ttfb;              // TTFB samples (error flag unused)
-  rollout::CounterWindow requests;      // attempts in the window
-  rollout::CounterWindow cost_nano;     // nano-USD in the window
+  rollout::ArmWindow ttfb;           // TTFB samples (error flag unused)
+  rollout::CounterWindow requests;   // attempts in the window
+  rollout::CounterWindow cost_nano;  // nano-USD in the window
 };
 
 Report::Report(const Clock& clock, std::chrono::nanoseconds window)
@@ -64,8 +64,8 @@ nlohmann::json Report::build(const nlohmann::json& rollout_arms) const {
   const auto now = clock_.now();
   // The span the window's counts come from: the whole window once canaryd has
   // run that long, else the time since start (never 0, so rates stay finite).
-  const double covered = std::max(1e-3, seconds(std::min(window_, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                                      now - started_))));
+  const double covered =
+      std::max(1e-3, seconds(std::min(window_, std::chrono::duration_cast<std::chrono::nanoseconds>(now - started_))));
   nlohmann::json out;
   out["window_seconds"] = seconds(window_);
   out["covered_seconds"] = covered;
@@ -83,8 +83,8 @@ nlohmann::json Report::build(const nlohmann::json& rollout_arms) const {
     const std::string name(arm_name(arm));
     nlohmann::json j = nlohmann::json::object();
     // Requests, errors and latency over the window: the rollout's own view.
-    nlohmann::json ro = rollout_arms.is_object() && rollout_arms.contains(name) ? rollout_arms[name]
-                                                                                : nlohmann::json::object();
+    nlohmann::json ro =
+        rollout_arms.is_object() && rollout_arms.contains(name) ? rollout_arms[name] : nlohmann::json::object();
     j["requests"] = ro.value("requests", std::uint64_t{0});
     j["errors"] = ro.value("errors", std::uint64_t{0});
     j["error_rate"] = ro.value("error_rate", 0.0);
@@ -136,8 +136,8 @@ nlohmann::json Report::build(const nlohmann::json& rollout_arms) const {
     out["projected_monthly_cost_all_control_usd"] = all_control;
     out["projected_monthly_cost_all_canary_usd"] = all_canary;
     out["projected_monthly_saving_usd"] = all_control - all_canary;
-    out["saving_percent"] = all_control > 0 ? nlohmann::json((all_control - all_canary) / all_control * 100)
-                                            : nlohmann::json(nullptr);
+    out["saving_percent"] =
+        all_control > 0 ? nlohmann::json((all_control - all_canary) / all_control * 100) : nlohmann::json(nullptr);
   } else {
     // Without a request on each arm there is nothing to compare yet.
     out["projected_monthly_saving_usd"] = nullptr;

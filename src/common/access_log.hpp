@@ -23,18 +23,18 @@ struct AccessRecord {
   std::string_view request_id;
   std::string_view method;
   std::string_view path;
-  std::string_view arm;        // "" for canaryd's own endpoints
+  std::string_view arm;  // "" for canaryd's own endpoints
   std::string_view provider;
   std::string_view model;
   int status = 0;
   double latency_ms = 0;
-  double ttfb_ms = -1;         // < 0: none
+  double ttfb_ms = -1;  // < 0: none
   double overhead_ms = -1;
   std::uint64_t prompt_tokens = 0;
   std::uint64_t completion_tokens = 0;
-  double cost_usd = -1;        // < 0: no usage reported
-  std::string_view fallback;   // reason, "" when none
-  std::string_view error;      // canaryd's error code, "" when none
+  double cost_usd = -1;       // < 0: no usage reported
+  std::string_view fallback;  // reason, "" when none
+  std::string_view error;     // canaryd's error code, "" when none
   std::string_view sticky_source;
   bool stream = false;
   bool pinned = false;

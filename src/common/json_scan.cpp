@@ -155,9 +155,7 @@ class Scanner {
   }
 
   static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-  static bool is_hex(char c) {
-    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-  }
+  static bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
   bool number() {
     if (peek() == '-') ++i_;
@@ -245,8 +243,8 @@ void append_utf8(std::string& out, std::uint32_t cp) {
 
 }  // namespace
 
-std::string scan_object(std::string_view doc, const std::string_view* keys,
-                        std::optional<Span>* values, std::size_t count) {
+std::string scan_object(std::string_view doc, const std::string_view* keys, std::optional<Span>* values,
+                        std::size_t count) {
   for (std::size_t k = 0; k < count; ++k) values[k].reset();
   return Scanner(doc).run(keys, values, count);
 }
@@ -299,8 +297,7 @@ std::optional<std::string> decode_string(std::string_view lit) {
         append_utf8(out, cp);
         break;
       }
-      default:
-        return std::nullopt;
+      default: return std::nullopt;
     }
   }
   return out;

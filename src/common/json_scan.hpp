@@ -29,8 +29,8 @@ struct Lookup {
 // Returns an empty string on success, else what is wrong ("expected ':' at
 // offset 12"); a key listed in `keys` appearing twice is an error too (parsers
 // disagree on which copy wins, so neither is trusted).
-std::string scan_object(std::string_view doc, const std::string_view* keys,
-                        std::optional<Span>* values, std::size_t count);
+std::string scan_object(std::string_view doc, const std::string_view* keys, std::optional<Span>* values,
+                        std::size_t count);
 
 template <std::size_t N>
 std::string scan_object(std::string_view doc, Lookup<N>& lookup) {

@@ -7,10 +7,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
-#include <spdlog/spdlog.h>
 
 #include "canaryd/clock.hpp"
 

@@ -105,8 +105,7 @@ class Loader {
 
   bool boolean(const Field& f) const {
     bool b = false;
-    if (!f.value.IsScalar() || !YAML::convert<bool>::decode(f.value, b))
-      fail(f, "expected true or false" + got(f));
+    if (!f.value.IsScalar() || !YAML::convert<bool>::decode(f.value, b)) fail(f, "expected true or false" + got(f));
     return b;
   }
 
@@ -130,8 +129,7 @@ class Loader {
     auto res = std::from_chars(s.data(), s.data() + s.size(), v);
     const bool ok = !s.empty() && res.ec == std::errc{} && res.ptr == s.data() + s.size() && std::isfinite(v);
     if (!ok) fail(f, "expected a number" + got(f));
-    if (v < min || v > max)
-      fail(f, "must be between " + format_number(min) + " and " + format_number(max) + got(f));
+    if (v < min || v > max) fail(f, "must be between " + format_number(min) + " and " + format_number(max) + got(f));
     return v;
   }
 
@@ -193,7 +191,10 @@ class Section {
         std::string_view best;
         std::size_t best_d = std::string::npos;
         for (auto k : known) {
-          if (auto d = detail::edit_distance(key, k); d < best_d) { best_d = d; best = k; }
+          if (auto d = detail::edit_distance(key, k); d < best_d) {
+            best_d = d;
+            best = k;
+          }
         }
         if (!best.empty() && best_d <= std::max<std::size_t>(2, key.size() / 3))
           what += " (did you mean \"" + std::string(best) + "\"?)";
@@ -240,10 +241,10 @@ bool valid_upstream_name(std::string_view name) {
 }
 
 void load_server(const Loader& l, const Field& f, ServerConfig& s) {
-  Section sec(l, f,
-              {"listen", "threads", "max_body_bytes", "max_header_bytes", "max_connections", "header_timeout",
-               "idle_timeout", "drain_delay", "shutdown_grace", "client_keys_env", "admin_token_env",
-               "trusted_proxies", "access_log"});
+  Section sec(
+      l, f,
+      {"listen", "threads", "max_body_bytes", "max_header_bytes", "max_connections", "header_timeout", "idle_timeout",
+       "drain_delay", "shutdown_grace", "client_keys_env", "admin_token_env", "trusted_proxies", "access_log"});
   sec.with("listen", [&](const Field& v) {
     s.listen = l.nonempty_text(v);
     try {
@@ -261,9 +262,8 @@ void load_server(const Loader& l, const Field& f, ServerConfig& s) {
   sec.with("max_header_bytes", [&](const Field& v) {
     s.max_header_bytes = static_cast<std::uint32_t>(l.integer(v, 1024, 16 * 1024 * 1024));
   });
-  sec.with("max_connections", [&](const Field& v) {
-    s.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 10'000'000));
-  });
+  sec.with("max_connections",
+           [&](const Field& v) { s.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 10'000'000)); });
   sec.with("header_timeout", [&](const Field& v) { s.header_timeout = l.duration(v, false); });
   sec.with("idle_timeout", [&](const Field& v) { s.idle_timeout = l.duration(v, false); });
   sec.with("drain_delay", [&](const Field& v) { s.drain_delay = l.duration(v, true); });
@@ -305,7 +305,8 @@ void load_upstream(const Loader& l, const std::string& name, const Field& f, Ups
     }
     if (url.scheme != "http" && url.scheme != "https")
       l.fail(v, "scheme must be http:// or https://, got \"" + url.scheme + "://\"");
-    if (url.has_userinfo) l.fail(v, "credentials in the URL are not allowed: name an environment variable in api_key_env");
+    if (url.has_userinfo)
+      l.fail(v, "credentials in the URL are not allowed: name an environment variable in api_key_env");
     u.tls = url.scheme == "https";
     u.host = url.host;
     u.port = url.port.value_or(u.tls ? 443 : 80);
@@ -316,9 +317,8 @@ void load_upstream(const Loader& l, const std::string& name, const Field& f, Ups
   sec.with("connect_timeout", [&](const Field& v) { u.connect_timeout = l.duration(v, false); });
   sec.with("timeout", [&](const Field& v) { u.timeout = l.duration(v, false); });
   sec.with("stream_idle_timeout", [&](const Field& v) { u.stream_idle_timeout = l.duration(v, false); });
-  sec.with("max_connections", [&](const Field& v) {
-    u.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 1'000'000));
-  });
+  sec.with("max_connections",
+           [&](const Field& v) { u.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 1'000'000)); });
   sec.with("pool_wait", [&](const Field& v) { u.pool_wait = l.duration(v, true); });
   sec.with("max_response_bytes", [&](const Field& v) {
     u.max_response_bytes = static_cast<std::uint64_t>(l.integer(v, 1, std::numeric_limits<std::int64_t>::max()));
@@ -334,7 +334,8 @@ void load_upstream(const Loader& l, const std::string& name, const Field& f, Ups
     } catch (const std::invalid_argument& e) {
       l.fail(v, std::string(e.what()) + " (expected \"http://host:port\")");
     }
-    if (url.scheme != "http") l.fail(v, "only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
+    if (url.scheme != "http")
+      l.fail(v, "only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
     if (url.has_userinfo) l.fail(v, "proxy credentials are not supported");
     if (!url.path.empty() && url.path != "/") l.fail(v, "a proxy URL has no path (expected \"http://host:port\")");
     if (!url.port) l.fail(v, "missing port (expected \"http://host:port\")");
@@ -381,8 +382,7 @@ void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s
 
 double load_weight(const Loader& l, const Field& v) {
   const double w = l.number(v, 0, 100);
-  if (std::abs(w * 100 - std::round(w * 100)) > 1e-6)
-    l.fail(v, "at most two decimals allowed" + Loader::got(v));
+  if (std::abs(w * 100 - std::round(w * 100)) > 1e-6) l.fail(v, "at most two decimals allowed" + Loader::got(v));
   return std::round(w * 100) / 100;
 }
 
@@ -404,17 +404,20 @@ void load_check(const Loader& l, const Field& f, CheckId id, CheckConfig& c) {
   sec.with("direction", [&](const Field& v) {
     if (!is_quality_check(id)) l.fail(v, "applies to the quality checks only");
     const std::string d = l.text(v);
-    if (d == "increase") c.lower_is_worse = false;
-    else if (d == "decrease") c.lower_is_worse = true;
-    else l.fail(v, "expected increase (a higher share is worse) or decrease" + Loader::got(v));
+    if (d == "increase")
+      c.lower_is_worse = false;
+    else if (d == "decrease")
+      c.lower_is_worse = true;
+    else
+      l.fail(v, "expected increase (a higher share is worse) or decrease" + Loader::got(v));
   });
 }
 
 void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
   Section a(l, v,
-            {"interval", "window", "min_requests", "alpha", "max_error_rate", "critical_error_rate",
-             "max_p99_latency", "relative_to_control", "max_latency_increase", "latency_tolerance", "failure_limit",
-             "inconclusive_limit", "checks", "srm"});
+            {"interval", "window", "min_requests", "alpha", "max_error_rate", "critical_error_rate", "max_p99_latency",
+             "relative_to_control", "max_latency_increase", "latency_tolerance", "failure_limit", "inconclusive_limit",
+             "checks", "srm"});
   a.with("interval", [&](const Field& x) { an.interval = l.duration(x, false); });
   a.with("window", [&](const Field& x) { an.window = l.duration(x, false); });
   a.with("min_requests", [&](const Field& x) {
@@ -427,22 +430,22 @@ void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
   a.with("max_error_rate", [&](const Field& x) { an.max_error_rate = l.number(x, 0, 1); });
   a.with("critical_error_rate", [&](const Field& x) {
     an.critical_error_rate = l.number(x, 0, 1);
-    if (an.critical_error_rate <= 0) l.fail(x, "must be above 0 (turn the check off with checks.critical_error_rate.enabled: false)" + Loader::got(x));
+    if (an.critical_error_rate <= 0)
+      l.fail(x, "must be above 0 (turn the check off with checks.critical_error_rate.enabled: false)" + Loader::got(x));
   });
   a.with("max_p99_latency", [&](const Field& x) { an.max_p99_latency = l.duration(x, true); });
   a.with("relative_to_control", [&](const Field& x) { an.relative_to_control = l.boolean(x); });
   a.with("max_latency_increase", [&](const Field& x) { an.max_latency_increase = l.number(x, 0, 100); });
   a.with("latency_tolerance", [&](const Field& x) { an.latency_tolerance = l.duration(x, true); });
-  a.with("failure_limit", [&](const Field& x) { an.failure_limit = static_cast<std::uint32_t>(l.integer(x, 1, 1000)); });
-  a.with("inconclusive_limit", [&](const Field& x) {
-    an.inconclusive_limit = static_cast<std::uint32_t>(l.integer(x, 0, 1000000));
-  });
+  a.with("failure_limit",
+         [&](const Field& x) { an.failure_limit = static_cast<std::uint32_t>(l.integer(x, 1, 1000)); });
+  a.with("inconclusive_limit",
+         [&](const Field& x) { an.inconclusive_limit = static_cast<std::uint32_t>(l.integer(x, 0, 1000000)); });
   a.with("checks", [&](const Field& x) {
     Section checks(l, x, std::vector<std::string_view>(std::begin(kCheckNames), std::end(kCheckNames)));
     for (std::size_t i = 0; i < kCheckCount; ++i) {
-      checks.with(std::string(kCheckNames[i]), [&](const Field& c) {
-        load_check(l, c, static_cast<CheckId>(i), an.checks[i]);
-      });
+      checks.with(std::string(kCheckNames[i]),
+                  [&](const Field& c) { load_check(l, c, static_cast<CheckId>(i), an.checks[i]); });
     }
   });
   a.with("srm", [&](const Field& x) {
@@ -457,8 +460,7 @@ void load_analysis(const Loader& l, const Field& v, AnalysisConfig& an) {
   if (const Field* c = a.get("critical_error_rate"); c && an.critical_error_rate < an.max_error_rate) {
     l.fail(*c, "must not be below rollout.analysis.max_error_rate (" + format_number(an.max_error_rate) + ")" +
                    Loader::got(*c));
-  } else if (!c && an.critical_error_rate < an.max_error_rate &&
-             an.check(CheckId::critical_error_rate).enabled) {
+  } else if (!c && an.critical_error_rate < an.max_error_rate && an.check(CheckId::critical_error_rate).enabled) {
     // The default 0.2 under a max_error_rate set above it: the critical check
     // follows the guard instead of failing canaries the guard allows.
     an.critical_error_rate = an.max_error_rate;
@@ -480,9 +482,12 @@ void load_rollout(const Loader& l, const Field& f, RolloutConfig& r) {
   sec.with("analysis", [&](const Field& v) { load_analysis(l, v, r.analysis); });
   sec.with("on_failure", [&](const Field& v) {
     const std::string s = l.text(v);
-    if (s == "rollback") r.on_failure = OnFailure::rollback;
-    else if (s == "pause") r.on_failure = OnFailure::pause;
-    else l.fail(v, "expected rollback or pause" + Loader::got(v));
+    if (s == "rollback")
+      r.on_failure = OnFailure::rollback;
+    else if (s == "pause")
+      r.on_failure = OnFailure::pause;
+    else
+      l.fail(v, "expected rollback or pause" + Loader::got(v));
   });
   sec.with("auto_promote", [&](const Field& v) { r.auto_promote = l.boolean(v); });
 }
@@ -510,15 +515,15 @@ void load_shadow(const Loader& l, const Field& f, ShadowConfig& s) {
   sec.with("enabled", [&](const Field& v) { s.enabled = l.boolean(v); });
   sec.with("percent", [&](const Field& v) { s.percent = load_weight(l, v); });
   sec.with("max_per_second", [&](const Field& v) { s.max_per_second = l.number(v, 0.01, 1e6); });
-  sec.with("max_in_flight", [&](const Field& v) {
-    s.max_in_flight = static_cast<std::uint32_t>(l.integer(v, 1, 100000));
-  });
+  sec.with("max_in_flight",
+           [&](const Field& v) { s.max_in_flight = static_cast<std::uint32_t>(l.integer(v, 1, 100000)); });
   sec.with("log_bodies", [&](const Field& v) { s.log_bodies = l.boolean(v); });
   sec.with("bodies_file", [&](const Field& v) { s.bodies_file = l.text(v); });
   if (s.enabled && s.percent <= 0) {
     const Field* v = sec.get("percent");
     if (v) l.fail(*v, "must be above 0 when shadow.enabled is true" + Loader::got(*v));
-    l.fail(f.key_line, f.path + ".percent", "is required when shadow.enabled is true (percent of control requests to mirror)");
+    l.fail(f.key_line, f.path + ".percent",
+           "is required when shadow.enabled is true (percent of control requests to mirror)");
   }
   if (s.log_bodies && s.bodies_file.empty()) {
     l.fail(sec.get("log_bodies") ? sec.get("log_bodies")->key_line : f.key_line, f.path + ".bodies_file",
@@ -547,18 +552,21 @@ struct RedisUrl {
 RedisUrl parse_redis_url(const std::string& text) {
   RedisUrl out;
   const auto sep = text.find("://");
-  if (sep == std::string::npos || sep == 0) throw std::invalid_argument("not a URL (expected scheme://host[:port][/path])");
+  if (sep == std::string::npos || sep == 0)
+    throw std::invalid_argument("not a URL (expected scheme://host[:port][/path])");
   std::string scheme = text.substr(0, sep);
   std::transform(scheme.begin(), scheme.end(), scheme.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   static const std::map<std::string, std::pair<RedisMode, bool>> kSchemes = {
-      {"redis", {RedisMode::standalone, false}},         {"rediss", {RedisMode::standalone, true}},
-      {"redis+sentinel", {RedisMode::sentinel, false}},  {"rediss+sentinel", {RedisMode::sentinel, true}},
-      {"redis+cluster", {RedisMode::cluster, false}},    {"rediss+cluster", {RedisMode::cluster, true}}};
+      {"redis", {RedisMode::standalone, false}},        {"rediss", {RedisMode::standalone, true}},
+      {"redis+sentinel", {RedisMode::sentinel, false}}, {"rediss+sentinel", {RedisMode::sentinel, true}},
+      {"redis+cluster", {RedisMode::cluster, false}},   {"rediss+cluster", {RedisMode::cluster, true}}};
   const auto known = kSchemes.find(scheme);
   if (known == kSchemes.end())
-    throw std::invalid_argument("scheme must be redis:// or rediss:// (TLS), redis+sentinel:// or rediss+sentinel://, "
-                                "redis+cluster:// or rediss+cluster://, got \"" + scheme + "://\"");
+    throw std::invalid_argument(
+        "scheme must be redis:// or rediss:// (TLS), redis+sentinel:// or rediss+sentinel://, "
+        "redis+cluster:// or rediss+cluster://, got \"" +
+        scheme + "://\"");
   out.mode = known->second.first;
   out.tls = known->second.second;
   std::string_view rest(text);
@@ -570,8 +578,9 @@ RedisUrl parse_redis_url(const std::string& text) {
   if (const auto at = auth.rfind('@'); at != std::string_view::npos) {
     const std::string_view user = auth.substr(0, at);
     if (user.find(':') != std::string_view::npos)
-      throw std::invalid_argument("a password in the URL is not allowed (secrets come only from the environment): "
-                                  "remove it and name the variable in redis.password_env");
+      throw std::invalid_argument(
+          "a password in the URL is not allowed (secrets come only from the environment): "
+          "remove it and name the variable in redis.password_env");
     if (!valid_redis_name(user)) throw std::invalid_argument("invalid user name before '@'");
     out.username = std::string(user);
     auth.remove_prefix(at + 1);
@@ -602,7 +611,9 @@ RedisUrl parse_redis_url(const std::string& text) {
 
 std::string canonical_redis_url(const RedisConfig& r) {
   std::string url = std::string(r.tls ? "rediss" : "redis") +
-                    (r.mode == RedisMode::sentinel ? "+sentinel" : r.mode == RedisMode::cluster ? "+cluster" : "") +
+                    (r.mode == RedisMode::sentinel  ? "+sentinel"
+                     : r.mode == RedisMode::cluster ? "+cluster"
+                                                    : "") +
                     "://";
   if (!r.username.empty()) url += r.username + "@";
   for (std::size_t i = 0; i < r.nodes.size(); ++i) {
@@ -631,8 +642,9 @@ void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
   RedisUrl url;
   if (sentinels) {
     if (url_field)
-      l.fail(*sentinels, "redis.url is given too: name the sentinels in one place, either here (with "
-                         "redis.master_name) or as redis.url: \"redis+sentinel://host1:26379,host2:26379/<master>\"");
+      l.fail(*sentinels,
+             "redis.url is given too: name the sentinels in one place, either here (with "
+             "redis.master_name) or as redis.url: \"redis+sentinel://host1:26379,host2:26379/<master>\"");
     url.mode = RedisMode::sentinel;
     for (const Field& item : l.elements(*sentinels)) {
       try {
@@ -669,7 +681,8 @@ void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
       if (!url.path.empty() && !url.path[0].empty()) r.db = parse_db(url.path[0], "redis://host:6379/0");
       break;
     case RedisMode::sentinel:
-      if (url.path.size() > 2) l.fail(uf, "expected redis+sentinel://host:26379/<master>[/<db>], got more after the db");
+      if (url.path.size() > 2)
+        l.fail(uf, "expected redis+sentinel://host:26379/<master>[/<db>], got more after the db");
       if (!url.path.empty() && !url.path[0].empty()) {
         if (!valid_redis_name(url.path[0])) l.fail(uf, "invalid master name \"" + url.path[0] + "\"");
         r.master_name = url.path[0];
@@ -692,14 +705,15 @@ void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
     r.master_name = name;
   }
   if (r.mode == RedisMode::sentinel && r.master_name.empty()) {
-    if (sentinels) l.fail(*sentinels, "redis.master_name is required with redis.sentinels (the name the sentinels monitor)");
-    l.fail(uf, "the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], or set "
-               "redis.master_name");
+    if (sentinels)
+      l.fail(*sentinels, "redis.master_name is required with redis.sentinels (the name the sentinels monitor)");
+    l.fail(uf,
+           "the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], or set "
+           "redis.master_name");
   }
   if (cluster) {
     const bool on = l.boolean(*cluster);
-    if (on && r.mode == RedisMode::sentinel)
-      l.fail(*cluster, "Sentinel and Cluster are two topologies: choose one");
+    if (on && r.mode == RedisMode::sentinel) l.fail(*cluster, "Sentinel and Cluster are two topologies: choose one");
     if (!on && r.mode == RedisMode::cluster)
       l.fail(*cluster, "is false, but redis.url is a redis+cluster:// URL: remove one of them");
     if (on && r.mode == RedisMode::standalone) {
@@ -738,7 +752,8 @@ void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
     r.ns = l.nonempty_text(v);
     if (r.ns.find_first_of(" \t\r\n") != std::string::npos) l.fail(v, "must not contain whitespace");
     // The rollout keys are {<namespace>}:rollout...: a brace would change the hash tag.
-    if (r.ns.find_first_of("{}") != std::string::npos) l.fail(v, "must not contain '{' or '}' (Redis Cluster hash tags)");
+    if (r.ns.find_first_of("{}") != std::string::npos)
+      l.fail(v, "must not contain '{' or '}' (Redis Cluster hash tags)");
   });
   sec.with("tls_verify", [&](const Field& v) { r.tls_verify = l.boolean(v); });
   sec.with("ca_file", [&](const Field& v) { r.ca_file = l.file_path(v); });
@@ -782,10 +797,9 @@ Config load_root(const Loader& l, const YAML::Node& root, const std::string& nam
     Section m(l, v, {"prefix"});
     m.with("prefix", [&](const Field& x) {
       std::string p = l.nonempty_text(x);
-      const bool ok = (std::isalpha(static_cast<unsigned char>(p[0])) || p[0] == '_' || p[0] == ':') &&
-                      std::all_of(p.begin(), p.end(), [](unsigned char ch) {
-                        return std::isalnum(ch) || ch == '_' || ch == ':';
-                      });
+      const bool ok =
+          (std::isalpha(static_cast<unsigned char>(p[0])) || p[0] == '_' || p[0] == ':') &&
+          std::all_of(p.begin(), p.end(), [](unsigned char ch) { return std::isalnum(ch) || ch == '_' || ch == ':'; });
       if (!ok) l.fail(x, "\"" + p + "\" is not a valid Prometheus metric name prefix");
       c.metrics.prefix = p;
     });

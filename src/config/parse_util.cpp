@@ -50,14 +50,28 @@ Duration parse_duration(const std::string& raw) {
       if (frac_part.empty()) throw std::invalid_argument(bad);
     }
     if (int_part.empty() && frac_part.empty()) throw std::invalid_argument(bad);
-    if (int_part.size() > 10 || frac_part.size() > 6) throw std::invalid_argument("duration \"" + text + "\" is too large or too precise");
+    if (int_part.size() > 10 || frac_part.size() > 6)
+      throw std::invalid_argument("duration \"" + text + "\" is too large or too precise");
     std::int64_t unit_ms = 0;
     int rank = 0;
-    if (text.compare(i, 2, "ms") == 0) { unit_ms = 1; rank = 0; i += 2; }
-    else if (text.compare(i, 1, "h") == 0) { unit_ms = 3600000; rank = 3; i += 1; }
-    else if (text.compare(i, 1, "m") == 0) { unit_ms = 60000; rank = 2; i += 1; }
-    else if (text.compare(i, 1, "s") == 0) { unit_ms = 1000; rank = 1; i += 1; }
-    else throw std::invalid_argument(bad);
+    if (text.compare(i, 2, "ms") == 0) {
+      unit_ms = 1;
+      rank = 0;
+      i += 2;
+    } else if (text.compare(i, 1, "h") == 0) {
+      unit_ms = 3600000;
+      rank = 3;
+      i += 1;
+    } else if (text.compare(i, 1, "m") == 0) {
+      unit_ms = 60000;
+      rank = 2;
+      i += 1;
+    } else if (text.compare(i, 1, "s") == 0) {
+      unit_ms = 1000;
+      rank = 1;
+      i += 1;
+    } else
+      throw std::invalid_argument(bad);
     if (rank >= last_rank) throw std::invalid_argument(bad);
     last_rank = rank;
     std::int64_t whole = 0;
@@ -81,7 +95,10 @@ std::string format_duration(Duration d) {
   std::int64_t ms = d.count();
   if (ms == 0) return "0s";
   std::string out;
-  if (ms < 0) { out = "-"; ms = -ms; }
+  if (ms < 0) {
+    out = "-";
+    ms = -ms;
+  }
   const std::pair<std::int64_t, const char*> units[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
   for (auto [size, name] : units) {
     if (ms >= size) {
@@ -129,13 +146,14 @@ std::uint16_t parse_port(std::string_view text, bool allow_zero) {
   auto res = std::from_chars(text.data(), text.data() + text.size(), value);
   if (!all_digits(text) || res.ec != std::errc{} || res.ptr != text.data() + text.size() || value > 65535 ||
       (!allow_zero && value == 0))
-    throw std::invalid_argument("invalid port \"" + std::string(text) + "\" (expected " +
-                                (allow_zero ? "0" : "1") + "..65535)");
+    throw std::invalid_argument("invalid port \"" + std::string(text) + "\" (expected " + (allow_zero ? "0" : "1") +
+                                "..65535)");
   return static_cast<std::uint16_t>(value);
 }
 
 // host[:port] or [v6][:port]; port_required for listen addresses.
-HostPort split_authority(std::string_view auth, bool port_required, bool allow_zero, std::optional<std::uint16_t>* port_out) {
+HostPort split_authority(std::string_view auth, bool port_required, bool allow_zero,
+                         std::optional<std::uint16_t>* port_out) {
   HostPort hp;
   std::string_view port_text;
   bool has_port = false;
@@ -153,7 +171,8 @@ HostPort split_authority(std::string_view auth, bool port_required, bool allow_z
   } else {
     auto colon = auth.rfind(':');
     if (colon != std::string_view::npos) {
-      if (auth.find(':') != colon) throw std::invalid_argument("an IPv6 address must be written in brackets, e.g. \"[::1]:8080\"");
+      if (auth.find(':') != colon)
+        throw std::invalid_argument("an IPv6 address must be written in brackets, e.g. \"[::1]:8080\"");
       hp.host = std::string(auth.substr(0, colon));
       port_text = auth.substr(colon + 1);
       has_port = true;
@@ -178,7 +197,8 @@ HostPort split_authority(std::string_view auth, bool port_required, bool allow_z
 Url parse_url(const std::string& text) {
   Url url;
   auto sep = text.find("://");
-  if (sep == std::string::npos || sep == 0) throw std::invalid_argument("not a URL (expected scheme://host[:port][/path])");
+  if (sep == std::string::npos || sep == 0)
+    throw std::invalid_argument("not a URL (expected scheme://host[:port][/path])");
   url.scheme = text.substr(0, sep);
   std::transform(url.scheme.begin(), url.scheme.end(), url.scheme.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -202,18 +222,19 @@ Url parse_url(const std::string& text) {
   return url;
 }
 
-HostPort parse_host_port(const std::string& text) {
-  return split_authority(text, true, true, nullptr);
-}
+HostPort parse_host_port(const std::string& text) { return split_authority(text, true, true, nullptr); }
 
 std::string normalize_cidr(const std::string& text) {
   auto slash = text.find('/');
   std::string addr = text.substr(0, slash);
   int family_bits = 0;
   in6_addr buf{};
-  if (inet_pton(AF_INET, addr.c_str(), &buf) == 1) family_bits = 32;
-  else if (inet_pton(AF_INET6, addr.c_str(), &buf) == 1) family_bits = 128;
-  else throw std::invalid_argument("invalid IP address \"" + addr + "\" (expected a CIDR such as 10.0.0.0/8 or fd00::/8)");
+  if (inet_pton(AF_INET, addr.c_str(), &buf) == 1)
+    family_bits = 32;
+  else if (inet_pton(AF_INET6, addr.c_str(), &buf) == 1)
+    family_bits = 128;
+  else
+    throw std::invalid_argument("invalid IP address \"" + addr + "\" (expected a CIDR such as 10.0.0.0/8 or fd00::/8)");
   if (slash == std::string::npos) return addr + "/" + std::to_string(family_bits);
   std::string_view len_text(text);
   len_text.remove_prefix(slash + 1);

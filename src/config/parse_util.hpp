@@ -14,12 +14,12 @@
 namespace canaryd::config::detail {
 
 struct Url {
-  std::string scheme;             // lower-cased
-  bool has_userinfo = false;      // "user@" or "user:pass@" (never copied out)
-  bool has_password = false;      // userinfo holds a ':'
-  std::string host;               // IPv6 without brackets
+  std::string scheme;         // lower-cased
+  bool has_userinfo = false;  // "user@" or "user:pass@" (never copied out)
+  bool has_password = false;  // userinfo holds a ':'
+  std::string host;           // IPv6 without brackets
   std::optional<std::uint16_t> port;
-  std::string path;               // "" or starts with '/', as written
+  std::string path;  // "" or starts with '/', as written
 };
 
 // scheme://[userinfo@]host[:port][/path]; rejects query and fragment. The

@@ -8,8 +8,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -55,8 +55,8 @@ bool parse_url(const std::string& url, Url& out) {
 }
 
 // A blocking client is right here: this is a CLI, not an I/O thread.
-int call(const Url& url, const std::string& token, http::verb method, const std::string& path,
-         const std::string& body, nlohmann::json& out, std::string& error) {
+int call(const Url& url, const std::string& token, http::verb method, const std::string& path, const std::string& body,
+         nlohmann::json& out, std::string& error) {
   try {
     net::io_context ioc;
     net::ip::tcp::resolver resolver(ioc);
@@ -184,9 +184,12 @@ void render_checks(std::ostringstream& o, const nlohmann::json& v) {
       if (crit.is_boolean() && crit.get<bool>() && name != "critical_error_rate") label += " (critical)";
       const std::string estimate = member(c, "estimate").is_number() ? num(member(c, "estimate")) + "x" : "-";
       std::string bound;
-      if (name == "p99_latency") bound = secs(member(c, "bound"));
-      else if (rate_bound) bound = pct(member(c, "bound"));
-      else bound = member(c, "bound").is_number() ? num(member(c, "bound")) + "x" : "-";
+      if (name == "p99_latency")
+        bound = secs(member(c, "bound"));
+      else if (rate_bound)
+        bound = pct(member(c, "bound"));
+      else
+        bound = member(c, "bound").is_number() ? num(member(c, "bound")) + "x" : "-";
       std::string evidence;
       if (name == "duration" || name == "ttfb") {
         evidence = "z=" + num(member(c, "statistic")) + " of " + num(member(c, "threshold"));

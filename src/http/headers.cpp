@@ -41,8 +41,8 @@ std::string connection_tokens(const http::fields& in) {
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
   static constexpr std::array<std::string_view, 9> kHop = {
-      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-      "upgrade", "proxy-authorization", "proxy-authenticate"};
+      "connection", "keep-alive",          "proxy-connection",  "te", "trailer", "transfer-encoding",
+      "upgrade",    "proxy-authorization", "proxy-authenticate"};
   for (auto h : kHop) {
     if (iequals(name, h)) return true;
   }
@@ -62,8 +62,7 @@ void upstream_request_headers(const http::fields& in, http::fields& out, const U
       case http::field::accept_encoding:
       case http::field::expect:  // canaryd has the whole body already; a 100 would confuse the relay
         continue;
-      default:
-        break;
+      default: break;
     }
     if (iequals(name, "x-request-id")) continue;
     if (iequals(name, "x-forwarded-for")) {

@@ -17,10 +17,10 @@ namespace http = boost::beast::http;
 bool is_hop_by_hop(std::string_view name, std::string_view connection_value);
 
 struct UpstreamHeaderContext {
-  std::string_view host;           // "api.openai.com" or "127.0.0.1:9101"
-  std::string_view api_key;        // empty: no Authorization sent
+  std::string_view host;     // "api.openai.com" or "127.0.0.1:9101"
+  std::string_view api_key;  // empty: no Authorization sent
   std::string_view request_id;
-  std::string_view client_ip;      // appended to X-Forwarded-For
+  std::string_view client_ip;  // appended to X-Forwarded-For
 };
 
 // Client request headers -> the upstream request's headers. Also drops

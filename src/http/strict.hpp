@@ -15,8 +15,8 @@ enum class HeadStatus { incomplete, complete, bad };
 
 struct HeadCheck {
   HeadStatus status = HeadStatus::incomplete;
-  std::size_t head_size = 0;   // bytes up to and including the blank line (complete)
-  std::string_view reason;     // why it is bad (a static string)
+  std::size_t head_size = 0;  // bytes up to and including the blank line (complete)
+  std::string_view reason;    // why it is bad (a static string)
 };
 
 namespace detail {
@@ -24,11 +24,22 @@ namespace detail {
 inline bool is_tchar(char c) noexcept {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
-    case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
+    default: return false;
   }
 }
 

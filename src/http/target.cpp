@@ -34,20 +34,20 @@ std::string remove_dot_segments(std::string_view in) {
       in.remove_prefix(3);
     } else if (in.substr(0, 2) == "./") {
       in.remove_prefix(2);
-    // B: "/./" or a final "/."
+      // B: "/./" or a final "/."
     } else if (in.substr(0, 3) == "/./") {
       in.remove_prefix(2);
     } else if (in == "/.") {
       in = "/";
-    // C: "/../" or a final "/..": drop the last output segment
+      // C: "/../" or a final "/..": drop the last output segment
     } else if (in.substr(0, 4) == "/../" || in == "/..") {
       in = in.size() == 3 ? std::string_view("/") : in.substr(3);
       auto slash = out.rfind('/');
       out.erase(slash == std::string::npos ? 0 : slash);
-    // D: a lone "." or ".."
+      // D: a lone "." or ".."
     } else if (in == "." || in == "..") {
       in = {};
-    // E: move the first segment (with its leading '/') to the output
+      // E: move the first segment (with its leading '/') to the output
     } else {
       std::size_t next = in.find('/', in.front() == '/' ? 1 : 0);
       if (next == std::string_view::npos) next = in.size();

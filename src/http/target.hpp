@@ -18,9 +18,9 @@ namespace canaryd::wire::target {
 
 struct Target {
   bool ok = false;
-  std::string path;        // normalised, starts with '/' (or "*" for OPTIONS *)
-  std::string_view query;  // from '?' on, as sent ("" when none); a view into the input
-  std::string_view reason; // why it was refused (a static string)
+  std::string path;         // normalised, starts with '/' (or "*" for OPTIONS *)
+  std::string_view query;   // from '?' on, as sent ("" when none); a view into the input
+  std::string_view reason;  // why it was refused (a static string)
 };
 
 Target normalize(std::string_view target);

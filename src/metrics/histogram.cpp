@@ -30,8 +30,7 @@ ShardedHistogram::ShardedHistogram(std::vector<double> bounds)
   }
 }
 
-std::atomic<std::uint64_t>& ShardedHistogram::count_slot(unsigned shard,
-                                                         std::size_t bucket) const noexcept {
+std::atomic<std::uint64_t>& ShardedHistogram::count_slot(unsigned shard, std::size_t bucket) const noexcept {
   return counts_[shard * lines_per_shard_ + bucket / 8].slot[bucket % 8];
 }
 
@@ -39,8 +38,8 @@ void ShardedHistogram::observe(double value) noexcept {
   // A NaN would poison _sum for the life of the process.
   if (std::isnan(value)) return;
   // Bucket i counts bounds_[i-1] < v <= bounds_[i]; index bounds_.size() is +Inf.
-  const auto bucket = static_cast<std::size_t>(
-      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
+  const auto bucket =
+      static_cast<std::size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
   const unsigned shard = this_thread_shard();
   count_slot(shard, bucket).fetch_add(1, std::memory_order_relaxed);
   sums_[shard].value.fetch_add(value, std::memory_order_relaxed);

@@ -63,8 +63,7 @@ Metrics::Metrics(Setup setup)
                        "Duration of one upstream call (each attempt, including a fallback's), in seconds.",
                        kLatencyBuckets),
       ttfb_family_(prefix_ + "_time_to_first_byte_seconds",
-                   "Time from sending an upstream request to its first response byte, in seconds.",
-                   kLatencyBuckets),
+                   "Time from sending an upstream request to its first response byte, in seconds.", kLatencyBuckets),
       overhead_family_(prefix_ + "_overhead_seconds",
                        "Time spent in canaryd itself per request (excluding the upstream call), in seconds.",
                        kOverheadBuckets) {
@@ -167,34 +166,38 @@ Metrics::Metrics(Setup setup)
   // ---- Shadow mode: comparisons of mirrored pairs ----
   auto& shadow_results = prometheus::BuildCounter()
                              .Name(prefix_ + "_shadow_requests_total")
-                             .Help("Shadow comparisons by result (both_succeeded, status_differs, shadow_failed, "
-                                   "both_failed).")
+                             .Help(
+                                 "Shadow comparisons by result (both_succeeded, status_differs, shadow_failed, "
+                                 "both_failed).")
                              .Register(*registry_);
   for (std::size_t i = 0; i < kShadowResults.size(); ++i) {
     shadow_results_[i] = &shadow_results.Add({{"result", std::string(kShadowResults[i])}});
   }
-  auto& shadow_drops = prometheus::BuildCounter()
-                           .Name(prefix_ + "_shadow_dropped_total")
-                           .Help("Shadows not sent (rate, in_flight, rolled_back) or not compared (control_incomplete).")
-                           .Register(*registry_);
+  auto& shadow_drops =
+      prometheus::BuildCounter()
+          .Name(prefix_ + "_shadow_dropped_total")
+          .Help("Shadows not sent (rate, in_flight, rolled_back) or not compared (control_incomplete).")
+          .Register(*registry_);
   for (std::size_t i = 0; i < kShadowDrops.size(); ++i) {
     shadow_drops_[i] = &shadow_drops.Add({{"reason", std::string(kShadowDrops[i])}});
   }
   auto& shadow_cost = prometheus::BuildCounter()
                           .Name(prefix_ + "_shadow_cost_delta_usd_total")
-                          .Help("USD by which the canary's answer cost more (canary_more) or less (canary_less) than "
-                                "control's, summed over shadow pairs; the net delta is canary_more - canary_less.")
+                          .Help(
+                              "USD by which the canary's answer cost more (canary_more) or less (canary_less) than "
+                              "control's, summed over shadow pairs; the net delta is canary_more - canary_less.")
                           .Register(*registry_);
   shadow_cost_more_ = &shadow_cost.Add({{"direction", "canary_more"}});
   shadow_cost_less_ = &shadow_cost.Add({{"direction", "canary_less"}});
   shadow_latency_delta_ = &prometheus::BuildHistogram()
                                .Name(prefix_ + "_shadow_latency_delta_seconds")
-                               .Help("Shadow (canary) latency minus control latency per pair, in seconds (negative: "
-                                     "the canary was faster).")
+                               .Help(
+                                   "Shadow (canary) latency minus control latency per pair, in seconds (negative: "
+                                   "the canary was faster).")
                                .Register(*registry_)
                                .Add({}, prometheus::Histogram::BucketBoundaries{
-                                            -10, -5, -2.5, -1, -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0, 0.01,
-                                            0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+                                            -10,  -5,    -2.5, -1,  -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0,
+                                            0.01, 0.025, 0.05, 0.1, 0.25, 0.5,   1,    2.5,   5,      10});
 
   // ---- Redis topology (issue 16): what canaryd followed, per process ----
   redis_failovers_ = &prometheus::BuildCounter()
@@ -204,15 +207,17 @@ Metrics::Metrics(Setup setup)
                           .Add({});
   auto& redirects = prometheus::BuildCounter()
                         .Name(prefix_ + "_redis_redirects_total")
-                        .Help("Redis Cluster redirections followed, by kind: moved (the slot has moved), ask (it is "
-                              "moving).")
+                        .Help(
+                            "Redis Cluster redirections followed, by kind: moved (the slot has moved), ask (it is "
+                            "moving).")
                         .Register(*registry_);
   redis_redirects_[0] = &redirects.Add({{"kind", "moved"}});
   redis_redirects_[1] = &redirects.Add({{"kind", "ask"}});
   redis_discovery_errors_ = &prometheus::BuildCounter()
                                  .Name(prefix_ + "_redis_discovery_errors_total")
-                                 .Help("Failed queries of (and connections to) the sentinels or cluster nodes asked "
-                                       "where the primaries are.")
+                                 .Help(
+                                     "Failed queries of (and connections to) the sentinels or cluster nodes asked "
+                                     "where the primaries are.")
                                  .Register(*registry_)
                                  .Add({});
 }
@@ -226,14 +231,18 @@ std::string Metrics::reload_conflict(const config::Config& next) const {
   std::set<std::string> upstreams;
   for (const auto& [name, upstream] : next.upstreams) upstreams.insert(name);
   if (upstreams != std::set<std::string>(providers_.begin(), providers_.end())) {
-    return std::string("upstreams: the set of upstream names changed (the metrics' provider labels are fixed at "
-                       "start-up)") + restart;
+    return std::string(
+               "upstreams: the set of upstream names changed (the metrics' provider labels are fixed at "
+               "start-up)") +
+           restart;
   }
   std::set<std::string> priced;
   for (const auto& [model, price] : next.pricing) priced.insert(model);
   if (priced != priced_) {
-    return std::string("pricing: the set of priced models changed (the metrics' model labels are fixed at "
-                       "start-up; changing a price is fine)") + restart;
+    return std::string(
+               "pricing: the set of priced models changed (the metrics' model labels are fixed at "
+               "start-up; changing a price is fine)") +
+           restart;
   }
   return {};
 }
@@ -346,8 +355,9 @@ std::string Metrics::expose() const {
   for (auto& family : collect_process_metrics()) families.push_back(std::move(family));
   prometheus::MetricFamily dropped;
   dropped.name = prefix_ + "_log_dropped_total";
-  dropped.help = "Log lines (access and application) dropped because a log queue was full: stdout did "
-                 "not keep up, and a request never waits for it.";
+  dropped.help =
+      "Log lines (access and application) dropped because a log queue was full: stdout did "
+      "not keep up, and a request never waits for it.";
   dropped.type = prometheus::MetricType::Counter;
   dropped.metric.emplace_back();
   const auto pool = spdlog::thread_pool();
@@ -364,13 +374,15 @@ std::string Metrics::expose() const {
 void Metrics::build_judge_families() {
   auto& answers = prometheus::BuildCounter()
                       .Name(prefix_ + "_quality_answers_total")
-                      .Help("Judged answers (split routes) each LLM quality signal applies to, by provider and signal "
-                            "(truncated, content_filter, empty, tool_call_json, response_json).")
+                      .Help(
+                          "Judged answers (split routes) each LLM quality signal applies to, by provider and signal "
+                          "(truncated, content_filter, empty, tool_call_json, response_json).")
                       .Register(*registry_);
   auto& flagged = prometheus::BuildCounter()
                       .Name(prefix_ + "_quality_flagged_total")
-                      .Help("Judged answers showing the signal (finish_reason length or content_filter, empty, tool-call "
-                            "arguments or a JSON-mode answer that are not JSON), by provider and signal.")
+                      .Help(
+                          "Judged answers showing the signal (finish_reason length or content_filter, empty, tool-call "
+                          "arguments or a JSON-mode answer that are not JSON), by provider and signal.")
                       .Register(*registry_);
   for (const auto& provider : providers_) {
     for (auto signal : kQualitySignalNames) {
@@ -386,8 +398,9 @@ void Metrics::build_judge_families() {
   for (auto kind : kVerdictKinds) verdicts_.push_back(&verdicts.Add({{"kind", std::string(kind)}}));
   auto& checks = prometheus::BuildGauge()
                      .Name(prefix_ + "_analysis_check")
-                     .Help("1 for each analysis check's outcome at the last verdict (pass, fail, inconclusive, "
-                           "skipped); 0 for the others, and for all of a check that is off.")
+                     .Help(
+                         "1 for each analysis check's outcome at the last verdict (pass, fail, inconclusive, "
+                         "skipped); 0 for the others, and for all of a check that is off.")
                      .Register(*registry_);
   for (auto check : config::kCheckNames) {
     for (auto outcome : kCheckOutcomes) {
@@ -396,20 +409,23 @@ void Metrics::build_judge_families() {
   }
   auto& holds = prometheus::BuildCounter()
                     .Name(prefix_ + "_analysis_holds_total")
-                    .Help("Rollouts paused by the analysis, by reason: srm (sample-ratio mismatch), inconclusive "
-                          "(inconclusive_limit looks without a verdict).")
+                    .Help(
+                        "Rollouts paused by the analysis, by reason: srm (sample-ratio mismatch), inconclusive "
+                        "(inconclusive_limit looks without a verdict).")
                     .Register(*registry_);
   for (auto reason : kHoldReasons) holds_.push_back(&holds.Add({{"reason", std::string(reason)}}));
   srm_mismatch_ = &prometheus::BuildGauge()
                        .Name(prefix_ + "_analysis_srm_mismatch")
-                       .Help("1 when the last verdict found a sample-ratio mismatch (users on the canary against the "
-                             "weight), else 0.")
+                       .Help(
+                           "1 when the last verdict found a sample-ratio mismatch (users on the canary against the "
+                           "weight), else 0.")
                        .Register(*registry_)
                        .Add({});
   canary_user_share_ = &prometheus::BuildGauge()
                             .Name(prefix_ + "_analysis_canary_user_share")
-                            .Help("Share of the users seen since the weight took effect that the split put on the "
-                                  "canary (NaN when not checked); compare with the weight.")
+                            .Help(
+                                "Share of the users seen since the weight took effect that the split put on the "
+                                "canary (NaN when not checked); compare with the weight.")
                             .Register(*registry_)
                             .Add({});
   canary_user_share_->Set(std::numeric_limits<double>::quiet_NaN());

@@ -16,9 +16,9 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,8 +37,7 @@ namespace canaryd::metrics {
 // The fixed label values (public so other components and tests share one list).
 inline constexpr std::string_view kOtherLabel = "other";
 inline constexpr std::string_view kStatusNames[] = {"success", "error", "timeout"};
-inline constexpr std::string_view kFallbackReasons[] = {"connect_error", "tls_error", "timeout",
-                                                        "5xx",           "429",       "other"};
+inline constexpr std::string_view kFallbackReasons[] = {"connect_error", "tls_error", "timeout", "5xx", "429", "other"};
 inline constexpr std::string_view kRolloutStates[] = {"progressing", "paused", "promoted", "aborted"};
 inline constexpr std::string_view kRollbackReasons[] = {"error_rate", "latency", "quality", "manual", "other"};
 inline constexpr std::string_view kRedisOps[] = {"pin", "get", "set", "publish", "connect", "rollout", "other"};
@@ -48,8 +47,8 @@ inline constexpr std::string_view kCheckOutcomes[] = {"pass", "fail", "inconclus
 inline constexpr std::string_view kVerdictKinds[] = {"pass", "fail", "inconclusive"};
 inline constexpr std::string_view kHoldReasons[] = {"srm", "inconclusive"};
 
-inline const std::vector<double> kLatencyBuckets = {.005, .01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2,
-                                                    3,    5,   7.5,  10,  15, 20,  30, 45,  60, 90, 120};
+inline const std::vector<double> kLatencyBuckets = {.005, .01, .025, .05, .1, .25, .5, .75, 1,  1.5, 2,
+                                                    3,    5,   7.5,  10,  15, 20,  30, 45,  60, 90,  120};
 inline const std::vector<double> kOverheadBuckets = {.00005, .0001, .00025, .0005, .001, .0025, .005,
                                                      .01,    .025,  .05,    .1,    .25,  1};
 
@@ -107,8 +106,8 @@ class Metrics {
   void set_canary_weight(double percent) noexcept;
   // progressing|paused|promoted|aborted: 1 for it, 0 for the others; unknown is ignored.
   void set_rollout_state(std::string_view state);
-  void add_rollback(std::string_view reason) noexcept;   // error_rate|latency|manual, else "other"
-  void add_redis_error(std::string_view op) noexcept;    // pin|get|set|publish|connect|rollout, else "other"
+  void add_rollback(std::string_view reason) noexcept;  // error_rate|latency|manual, else "other"
+  void add_redis_error(std::string_view op) noexcept;   // pin|get|set|publish|connect|rollout, else "other"
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
 
@@ -128,19 +127,19 @@ class Metrics {
   void add_analysis_hold(std::string_view reason) noexcept;
 
   // ---- Shadow mode (shadow/): comparisons of mirrored pairs ----
-  static constexpr std::array<std::string_view, 4> kShadowResults{"both_succeeded", "status_differs",
-                                                                  "shadow_failed", "both_failed"};
+  static constexpr std::array<std::string_view, 4> kShadowResults{"both_succeeded", "status_differs", "shadow_failed",
+                                                                  "both_failed"};
   static constexpr std::array<std::string_view, 4> kShadowDrops{"rate", "in_flight", "rolled_back",
                                                                 "control_incomplete"};
-  void add_shadow_result(std::size_t result) noexcept;      // _shadow_requests_total{result}: index into kShadowResults
-  void add_shadow_drop(std::size_t reason) noexcept;        // _shadow_dropped_total{reason}: index into kShadowDrops
+  void add_shadow_result(std::size_t result) noexcept;  // _shadow_requests_total{result}: index into kShadowResults
+  void add_shadow_drop(std::size_t reason) noexcept;    // _shadow_dropped_total{reason}: index into kShadowDrops
   void add_shadow_cost_delta(double canary_minus_control_usd) noexcept;  // _shadow_cost_delta_usd_total{direction}
   void observe_shadow_latency_delta(double seconds) noexcept;            // _shadow_latency_delta_seconds
 
   // ---- Redis topology (issue 16: Sentinel and Cluster) ----
-  void add_redis_failover() noexcept;                      // ai_proxy_redis_failovers_total
+  void add_redis_failover() noexcept;                       // ai_proxy_redis_failovers_total
   void add_redis_redirect(std::string_view kind) noexcept;  // ai_proxy_redis_redirects_total{kind}: moved|ask
-  void add_redis_discovery_error() noexcept;               // ai_proxy_redis_discovery_errors_total
+  void add_redis_discovery_error() noexcept;                // ai_proxy_redis_discovery_errors_total
 
   // Text format 0.0.4: every family of registry() plus the histograms, process_*
   // metrics and <prefix>_log_dropped_total (log lines spdlog's async queue
@@ -177,15 +176,15 @@ class Metrics {
   HistogramFamily overhead_family_;
 
   // Indexed by pm(provider, model) (× status / × token type).
-  std::vector<prometheus::Counter*> requests_;        // [pm * 3 + status]
-  std::vector<ShardedHistogram*> duration_;           // [pm]
-  std::vector<ShardedHistogram*> ttfb_;               // [pm]
-  std::vector<prometheus::Counter*> tokens_;          // [pm * 2 + (0 prompt | 1 completion)]
-  std::vector<prometheus::Counter*> cost_;            // [pm]
-  std::vector<prometheus::Counter*> fallbacks_;       // [(from * P + to) * reasons + reason], null for from == to
-  std::vector<prometheus::Counter*> rollbacks_;       // by kRollbackReasons
-  std::vector<prometheus::Counter*> redis_errors_;    // by kRedisOps
-  std::vector<prometheus::Gauge*> rollout_state_;     // by kRolloutStates
+  std::vector<prometheus::Counter*> requests_;      // [pm * 3 + status]
+  std::vector<ShardedHistogram*> duration_;         // [pm]
+  std::vector<ShardedHistogram*> ttfb_;             // [pm]
+  std::vector<prometheus::Counter*> tokens_;        // [pm * 2 + (0 prompt | 1 completion)]
+  std::vector<prometheus::Counter*> cost_;          // [pm]
+  std::vector<prometheus::Counter*> fallbacks_;     // [(from * P + to) * reasons + reason], null for from == to
+  std::vector<prometheus::Counter*> rollbacks_;     // by kRollbackReasons
+  std::vector<prometheus::Counter*> redis_errors_;  // by kRedisOps
+  std::vector<prometheus::Gauge*> rollout_state_;   // by kRolloutStates
   prometheus::Gauge* canary_weight_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Counter* random_keys_ = nullptr;
@@ -193,9 +192,9 @@ class Metrics {
   void build_judge_families();
   std::vector<prometheus::Counter*> quality_answers_;  // [provider * kQualitySignals + signal]
   std::vector<prometheus::Counter*> quality_flagged_;
-  std::vector<prometheus::Counter*> verdicts_;         // by kVerdictKinds
-  std::vector<prometheus::Gauge*> check_outcomes_;     // [check * 4 + outcome]
-  std::vector<prometheus::Counter*> holds_;            // by kHoldReasons
+  std::vector<prometheus::Counter*> verdicts_;      // by kVerdictKinds
+  std::vector<prometheus::Gauge*> check_outcomes_;  // [check * 4 + outcome]
+  std::vector<prometheus::Counter*> holds_;         // by kHoldReasons
   prometheus::Gauge* srm_mismatch_ = nullptr;
   prometheus::Gauge* canary_user_share_ = nullptr;
   std::array<prometheus::Counter*, 4> shadow_results_{};

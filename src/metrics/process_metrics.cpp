@@ -82,8 +82,7 @@ std::optional<double> count_open_fds() {
   return count;
 }
 
-prometheus::MetricFamily single(std::string name, std::string help, prometheus::MetricType type,
-                                double value) {
+prometheus::MetricFamily single(std::string name, std::string help, prometheus::MetricType type, double value) {
   prometheus::MetricFamily family;
   family.name = std::move(name);
   family.help = std::move(help);
@@ -113,10 +112,8 @@ std::vector<prometheus::MetricFamily> collect_process_metrics() {
   }
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
-    const double max_fds =
-        limit.rlim_cur == RLIM_INFINITY ? -1.0 : static_cast<double>(limit.rlim_cur);
-    out.push_back(single("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge,
-                         max_fds));
+    const double max_fds = limit.rlim_cur == RLIM_INFINITY ? -1.0 : static_cast<double>(limit.rlim_cur);
+    out.push_back(single("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge, max_fds));
   }
   if (stat) {
     out.push_back(single("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
@@ -124,9 +121,8 @@ std::vector<prometheus::MetricFamily> collect_process_metrics() {
     out.push_back(single("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge,
                          stat->resident_bytes));
     if (auto boot = read_boot_time()) {
-      out.push_back(single("process_start_time_seconds",
-                           "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
-                           *boot + stat->start_ticks / static_cast<double>(sysconf(_SC_CLK_TCK))));
+      out.push_back(single("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+                           MetricType::Gauge, *boot + stat->start_ticks / static_cast<double>(sysconf(_SC_CLK_TCK))));
     }
   }
   return out;

@@ -36,8 +36,11 @@ void ActiveRequest::account_attempt(const Error& error, int status, bool client_
   if (error && !client_gone) {
     // The access log says which kind; this line says why (the TLS error, the address refused).
     log::at(error_info(error.kind).log_level, "upstream attempt failed",
-            {{"request_id", r_.request_id}, {"arm", arm_name(arm_)}, {"provider", up_->name},
-             {"error", error_name(error.kind)}, {"detail", error.message}});
+            {{"request_id", r_.request_id},
+             {"arm", arm_name(arm_)},
+             {"provider", up_->name},
+             {"error", error_name(error.kind)},
+             {"detail", error.message}});
   }
   const auto end = o ? o->done : Clock::now();
   const std::optional<upstream::Usage> usage = o ? o->usage : std::nullopt;
@@ -65,7 +68,8 @@ void ActiveRequest::account_attempt(const Error& error, int status, bool client_
     // Quality only from an answer relayed in full (a client that left saw none).
     if (o && !counts && !client_gone) obs.quality = o->quality;
     ro->record(arm_, obs, r_.rollout_epoch);
-    if (auto* m = r_.services.metrics; m && obs.quality.eligible) m->add_quality(m->provider_index(up_->name), obs.quality);
+    if (auto* m = r_.services.metrics; m && obs.quality.eligible)
+      m->add_quality(m->provider_index(up_->name), obs.quality);
   }
   if (auto* report = r_.services.report) {
     const std::uint64_t prompt = usage ? usage->prompt : 0;
@@ -131,11 +135,11 @@ net::awaitable<bool> ActiveRequest::answer_error() {
   http::fields extra;
   add_arm_headers(extra);
   leave_inflight();
-  const bool written = co_await send_error(r_.client, 11, r_.keep_alive, e.kind, e.message, extra,
-                                           cfg_.server.idle_timeout);
+  const bool written =
+      co_await send_error(r_.client, 11, r_.keep_alive, e.kind, e.message, extra, cfg_.server.idle_timeout);
   log_access(http_status(e.kind), error_name(e.kind));
   report_to_shadow(e, 0);
-  co_return written && r_.keep_alive;
+  co_return written&& r_.keep_alive;
 }
 
 // Leaves the in-flight count with the accounting, before the client can see

@@ -55,13 +55,13 @@ struct Decision {
 
 // How the relay ended (relay).
 struct Outcome {
-  Error error;                 // canaryd-made failure (no upstream answer relayed whole)
-  int status = 0;              // status sent to the client
-  bool relayed = false;        // an upstream response (or part of it) reached the client
+  Error error;           // canaryd-made failure (no upstream answer relayed whole)
+  int status = 0;        // status sent to the client
+  bool relayed = false;  // an upstream response (or part of it) reached the client
   bool keep_alive = false;
   bool client_gone = false;
   std::optional<upstream::Usage> usage;
-  QualityFlags quality;        // the answer's LLM quality signals (split routes, 2xx; issue 14)
+  QualityFlags quality;            // the answer's LLM quality signals (split routes, 2xx; issue 14)
   Clock::time_point done;          // the upstream finished (or the relay stopped)
   Clock::duration client_write{};  // time spent writing to the client after the upstream finished
   // The last write to the client, left to the driver so that the metrics
@@ -123,7 +123,7 @@ class ActiveRequest {
   Arm arm_ = Arm::control;
   const config::UpstreamConfig* up_ = nullptr;
   std::string sent_model_;
-  std::string fallback_;               // reason of the fallback taken, "" when none
+  std::string fallback_;                // reason of the fallback taken, "" when none
   Clock::duration earlier_upstream_{};  // failed attempts' upstream time: not canaryd's overhead
   std::optional<upstream::Exchange> ex_;
   std::optional<Outcome> outcome_;

@@ -61,8 +61,8 @@ std::shared_ptr<upstream::Pool> ThreadContext::pool(const Runtime& rt, const con
   }
   auto it = pools_.find(up.name);
   if (it != pools_.end()) return it->second;
-  std::uint32_t share = (up.max_connections + static_cast<std::uint32_t>(threads) - 1) /
-                        static_cast<std::uint32_t>(threads);
+  std::uint32_t share =
+      (up.max_connections + static_cast<std::uint32_t>(threads) - 1) / static_cast<std::uint32_t>(threads);
   std::shared_ptr<boost::asio::ssl::context> tls;
   if (auto t = rt.tls.find(up.name); t != rt.tls.end()) tls = t->second;
   auto pool = std::make_shared<upstream::Pool>(executor_, up, tls, share);

@@ -30,7 +30,7 @@ namespace canaryd::log {
 class AccessLog;
 class AccessBatch;
 struct AccessRecord;
-}
+}  // namespace canaryd::log
 namespace canaryd::admin {
 class Report;
 }
@@ -48,9 +48,9 @@ struct Services {
   metrics::Metrics* metrics = nullptr;
   rollout::RolloutController* rollout = nullptr;
   log::AccessLog* access_log = nullptr;
-  admin::Report* report = nullptr;  // per-arm tokens/cost/TTFB for /admin/report
+  admin::Report* report = nullptr;   // per-arm tokens/cost/TTFB for /admin/report
   shadow::Shadow* shadow = nullptr;  // mirrored control requests to the canary (null: shadow off)
-  int threads = 1;  // I/O threads (pools divide max_connections among them)
+  int threads = 1;                   // I/O threads (pools divide max_connections among them)
   std::atomic<std::int64_t> inflight{0};
 };
 

@@ -62,8 +62,8 @@ net::awaitable<void> ActiveRequest::decide() {
   HeaderView headers(r_.req);
   const std::uint32_t threshold = ro ? ro->threshold() : 0;
   const bool rolled_back = !ro || ro->rolled_back() || threshold == 0;
-  if (auto early = split::decide_before_hash(split::parse_override(headers.get(cfg_.split.override_header)),
-                                             rolled_back)) {
+  if (auto early =
+          split::decide_before_hash(split::parse_override(headers.get(cfg_.split.override_header)), rolled_back)) {
     apply(decision_, *early);
     co_return;
   }

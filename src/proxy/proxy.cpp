@@ -56,7 +56,8 @@ net::awaitable<bool> ActiveRequest::run() {
     // after the upstream finished (the last write to the socket is the
     // kernel's); observed, like everything else, before the client sees the end.
     if (r_.services.metrics) {
-      r_.services.metrics->observe_overhead(std::chrono::duration<double>(overhead_before() + (Clock::now() - o.done)).count());
+      r_.services.metrics->observe_overhead(
+          std::chrono::duration<double>(overhead_before() + (Clock::now() - o.done)).count());
     }
     leave_inflight();
     co_await finish_write();

@@ -9,11 +9,11 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
 
-#include "upstream/quality.hpp"
 #include "http/headers.hpp"
 #include "http/wire.hpp"
 #include "proxy/active.hpp"
 #include "shadow/shadow.hpp"
+#include "upstream/quality.hpp"
 
 namespace canaryd::proxy {
 namespace {
@@ -120,7 +120,8 @@ net::awaitable<void> ActiveRequest::relay_stream() {
     ures.body().data = buf;
     ures.body().size = sizeof buf;
     ex.conn->tcp().expires_after(up_->stream_idle_timeout);
-    auto [ec, n] = co_await ex.conn->visit([&](auto& s) { return http::async_read_some(s, ex.conn->buffer, p, kTuple); });
+    auto [ec, n] =
+        co_await ex.conn->visit([&](auto& s) { return http::async_read_some(s, ex.conn->buffer, p, kTuple); });
     const std::size_t got = sizeof buf - ures.body().size;
     if (ec && ec != http::error::need_buffer) {
       upstream_ok = false;

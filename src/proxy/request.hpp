@@ -33,8 +33,8 @@ struct Request {
   http::request<http::string_body>& req;
   std::string peer_ip;
   std::string request_id;
-  std::string path;        // the target's path, normalised (http/target.hpp)
-  std::string_view query;  // the target's query from '?' on, as sent (a view into req)
+  std::string path;                                // the target's path, normalised (http/target.hpp)
+  std::string_view query;                          // the target's query from '?' on, as sent (a view into req)
   std::chrono::steady_clock::time_point received;  // request fully read
   bool keep_alive = true;
   std::uint64_t rollout_epoch = 0;  // the rollout epoch the request was split under (set by proxy())
@@ -48,8 +48,7 @@ net::awaitable<bool> proxy(Request& r, RouteKind route);
 // headers), keep-alive or Connection: close. Returns whether the write
 // succeeded.
 net::awaitable<bool> send_error(beast::tcp_stream& stream, unsigned version, bool keep_alive, ErrorKind kind,
-                                std::string_view message, const http::fields& extra,
-                                std::chrono::milliseconds timeout);
+                                std::string_view message, const http::fields& extra, std::chrono::milliseconds timeout);
 
 // send_error for a request canaryd answers itself (a bad body, an unknown
 // route, the admin API's refusals), with its access log line.

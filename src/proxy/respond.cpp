@@ -45,7 +45,7 @@ net::awaitable<bool> write_error(Request& r, ErrorKind kind, std::string_view me
   const bool written = co_await send_error(r.client, r.req.version(), r.keep_alive, kind, message, extra,
                                            r.rt->config->server.idle_timeout);
   log_refusal(r, kind);
-  co_return written && r.keep_alive;
+  co_return written&& r.keep_alive;
 }
 
 }  // namespace canaryd::proxy

@@ -95,16 +95,11 @@ nlohmann::json to_json(const CheckResult& c) {
 }
 
 nlohmann::json to_json(const SrmResult& s) {
-  return nlohmann::json{{"outcome", outcome_name(s.outcome)},
-                        {"canary_users", s.canary_users},
-                        {"control_users", s.control_users},
-                        {"sampled", s.sampled},
-                        {"expected_share", s.expected_share},
-                        {"user_share", number(s.user_share)},
-                        {"request_share", number(s.request_share)},
-                        {"log_e", number(s.log_e)},
-                        {"threshold", number(s.threshold)},
-                        {"detail", s.detail}};
+  return nlohmann::json{{"outcome", outcome_name(s.outcome)},       {"canary_users", s.canary_users},
+                        {"control_users", s.control_users},         {"sampled", s.sampled},
+                        {"expected_share", s.expected_share},       {"user_share", number(s.user_share)},
+                        {"request_share", number(s.request_share)}, {"log_e", number(s.log_e)},
+                        {"threshold", number(s.threshold)},         {"detail", s.detail}};
 }
 
 nlohmann::json to_json(const Verdict& v) {

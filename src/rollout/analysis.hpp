@@ -30,12 +30,12 @@ struct CheckResult {
   static constexpr double kNone = std::numeric_limits<double>::quiet_NaN();
   config::CheckId id = config::CheckId::error_rate;
   Outcome outcome = Outcome::skipped;
-  bool acting = true;       // enabled and not dry_run: its failures act
+  bool acting = true;  // enabled and not dry_run: its failures act
   bool dry_run = false;
   bool critical = false;
   std::uint32_t failing_looks = 0;  // consecutive failing looks, this one included
   std::uint32_t failure_limit = 1;  // failing looks in a row before it acts
-  double canary = kNone;     // the value per arm: a rate or share (0..1), or seconds (median)
+  double canary = kNone;            // the value per arm: a rate or share (0..1), or seconds (median)
   double control = kNone;
   double estimate = kNone;   // canary against control: odds ratio, latency ratio
   double bound = kNone;      // what is allowed (a rate, a ratio, seconds)
@@ -50,8 +50,8 @@ struct SrmResult {
   Outcome outcome = Outcome::skipped;  // fail = mismatch
   std::uint64_t canary_users = 0;
   std::uint64_t control_users = 0;
-  double sampled = 1;          // share of users the counts cover
-  double expected_share = 0;   // the weight, 0..1
+  double sampled = 1;         // share of users the counts cover
+  double expected_share = 0;  // the weight, 0..1
   double user_share = CheckResult::kNone;
   double request_share = CheckResult::kNone;  // canary's share of split requests in the window (not tested)
   double log_e = 0;
@@ -78,11 +78,11 @@ struct Verdict {
   // The judge v2.
   std::vector<CheckResult> checks;  // every enabled check, in CheckId order
   std::optional<SrmResult> srm;
-  std::string hold;             // "srm" | "inconclusive": pause the rollout (hold_reason says why); "" none
+  std::string hold;  // "srm" | "inconclusive": pause the rollout (hold_reason says why); "" none
   std::string hold_reason;
-  std::uint64_t look = 0;       // looks since the judge (re)started
+  std::uint64_t look = 0;                // looks since the judge (re)started
   std::uint32_t inconclusive_looks = 0;  // in a row, while progressing
-  double alpha_per_check = 0;   // analysis.alpha / the statistical checks enabled
+  double alpha_per_check = 0;            // analysis.alpha / the statistical checks enabled
 };
 
 std::string_view verdict_kind_name(Verdict::Kind kind);  // "pass" | "fail" | "inconclusive"

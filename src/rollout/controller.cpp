@@ -2,16 +2,16 @@
 
 #include <algorithm>
 #include <array>
-#include <limits>
 #include <charconv>
+#include <limits>
 
+#include "common/log.hpp"
 #include "metrics/metrics.hpp"
 #include "rollout/analysis.hpp"
 #include "rollout/fallback_budget.hpp"
 #include "rollout/judge.hpp"
 #include "rollout/state_machine.hpp"
 #include "rollout/window.hpp"
-#include "common/log.hpp"
 #include "split/split.hpp"
 
 namespace canaryd::rollout {
@@ -45,19 +45,18 @@ class RolloutState {
   // goes (at most ~160 KB each; one per reload that changes analysis.window
   // and per retry: operator actions, rare).
   void replace_windows(config::Duration window) {
-    built.push_back(
-        std::make_unique<rollout::Windows>(std::chrono::duration_cast<std::chrono::nanoseconds>(window)));
+    built.push_back(std::make_unique<rollout::Windows>(std::chrono::duration_cast<std::chrono::nanoseconds>(window)));
     current.store(built.back().get(), std::memory_order_release);
   }
 
-  rollout::Rollout machine;             // under RolloutController::mu_
-  config::AnalysisConfig analysis;      // under mu_
-  std::atomic<rollout::Windows*> current{nullptr};         // lock-free: the recorders' entry
-  std::vector<std::unique_ptr<rollout::Windows>> built;   // under mu_: every Windows made, current last
-  rollout::FallbackBudget budget;       // has its own mutex (rare path)
-  rollout::Judge judge;                 // under mu_: the judge v2 (issue 14)
-  bool pins;                            // under mu_: split.pin_ttl > 0
-  std::vector<RolloutController::Op> pending;  // under mu_: local operations the store has not confirmed
+  rollout::Rollout machine;                              // under RolloutController::mu_
+  config::AnalysisConfig analysis;                       // under mu_
+  std::atomic<rollout::Windows*> current{nullptr};       // lock-free: the recorders' entry
+  std::vector<std::unique_ptr<rollout::Windows>> built;  // under mu_: every Windows made, current last
+  rollout::FallbackBudget budget;                        // has its own mutex (rare path)
+  rollout::Judge judge;                                  // under mu_: the judge v2 (issue 14)
+  bool pins;                                             // under mu_: split.pin_ttl > 0
+  std::vector<RolloutController::Op> pending;            // under mu_: local operations the store has not confirmed
 };
 
 namespace {
@@ -79,7 +78,7 @@ void observe_verdict(metrics::Metrics& m, const rollout::Verdict& v) {
   for (const auto& c : v.checks) outcomes[static_cast<std::size_t>(c.id)] = static_cast<int>(c.outcome);
   const bool mismatch = v.srm && v.srm->outcome == rollout::Outcome::fail;
   const double share = v.srm && v.srm->outcome != rollout::Outcome::skipped ? v.srm->user_share
-                                                                             : std::numeric_limits<double>::quiet_NaN();
+                                                                            : std::numeric_limits<double>::quiet_NaN();
   m.observe_verdict(rollout::verdict_kind_name(v.kind), outcomes, mismatch, share);
 }
 

@@ -37,7 +37,7 @@ namespace canaryd::rollout {
 struct Verdict;
 struct Observation;
 struct Transition;
-}
+}  // namespace canaryd::rollout
 
 namespace canaryd::rollout {
 
@@ -68,8 +68,7 @@ class RolloutController {
   // first byte and the LLM quality signals of its answer.
   void record(Arm arm, const Observation& observation, std::optional<std::uint64_t> epoch = std::nullopt);
   // A call without a separate first byte (tests, old callers): TTFB = latency.
-  void record(Arm arm, bool error, std::chrono::nanoseconds latency,
-              std::optional<std::uint64_t> epoch = std::nullopt);
+  void record(Arm arm, bool error, std::chrono::nanoseconds latency, std::optional<std::uint64_t> epoch = std::nullopt);
   // The split assigned this request's user to `arm` (not forced by the
   // override header): the judge's sample-ratio check. `user_hash` is
   // split::key_hash's user hash. Same epoch rule as record().
@@ -129,7 +128,7 @@ class RolloutController {
 
  private:
   friend class RolloutState;
-  struct Op;  // one local transition, replayable on a newer stored state
+  struct Op;       // one local transition, replayable on a newer stored state
   void publish();  // copies the state machine's weight/state into the atomics and metrics (mutex held)
   // Runs one operation on the state machine; logs and counts a transition
   // (not when replayed on a newer stored state: it was counted already). Mutex held.
@@ -155,8 +154,8 @@ class RolloutController {
   bool loaded_ = false;
   bool lease_ = false;
   bool shared_healthy_ = false;
-  bool dirty_ = false;                        // local state differs from the confirmed stored one
-  std::optional<std::uint64_t> confirmed_;    // the stored version we are based on; nullopt: no key
+  bool dirty_ = false;                      // local state differs from the confirmed stored one
+  std::optional<std::uint64_t> confirmed_;  // the stored version we are based on; nullopt: no key
   std::function<void()> on_change_;
 };
 

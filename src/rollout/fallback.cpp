@@ -21,8 +21,7 @@ std::string_view fallback_reason(const Error& error, int status) {
   return "";
 }
 
-bool may_fall_back(const config::FallbackConfig& fallback, std::string_view reason, Arm arm, bool forced,
-                   int attempt) {
+bool may_fall_back(const config::FallbackConfig& fallback, std::string_view reason, Arm arm, bool forced, int attempt) {
   if (attempt != 0 || arm != Arm::canary || forced || !fallback.enabled || reason.empty()) return false;
   return std::find(fallback.on.begin(), fallback.on.end(), reason) != fallback.on.end();
 }

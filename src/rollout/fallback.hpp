@@ -34,7 +34,6 @@ std::string_view fallback_reason(const Error& error, int status);
 // and it was the first attempt, on the canary, not forced there by the
 // override header (whoever forces an arm wants that arm's answer). The budget
 // is the controller's (RolloutController::take_fallback), asked last.
-bool may_fall_back(const config::FallbackConfig& fallback, std::string_view reason, Arm arm, bool forced,
-                   int attempt);
+bool may_fall_back(const config::FallbackConfig& fallback, std::string_view reason, Arm arm, bool forced, int attempt);
 
 }  // namespace canaryd::rollout

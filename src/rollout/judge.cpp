@@ -239,18 +239,16 @@ CheckResult Judge::latency(CheckId id, const Windows& windows, TimePoint now, do
   const std::string name(label(id));
   if (cmp.canary_samples < kMinLatencySamples || cmp.control_samples < kMinLatencySamples) {
     r.outcome = Outcome::inconclusive;
-    r.detail = name + ": " + std::to_string(cmp.canary_samples) + " canary and " +
-               std::to_string(cmp.control_samples) + " control samples in the window's common slices, " +
-               std::to_string(kMinLatencySamples) + " each needed";
+    r.detail = name + ": " + std::to_string(cmp.canary_samples) + " canary and " + std::to_string(cmp.control_samples) +
+               " control samples in the window's common slices, " + std::to_string(kMinLatencySamples) + " each needed";
     return r;
   }
   const bool slower = cmp.p < level;
   r.outcome = slower ? Outcome::fail : Outcome::pass;
   r.detail = name + " " + num(cmp.ratio, "%.2f") + "x control's (95% " + num(cmp.ratio_lower, "%.2f") + ".." +
              num(cmp.ratio_upper, "%.2f") + "; median " + seconds(r.canary) + " vs " + seconds(r.control) + ")" +
-             (slower ? ", significantly above " : ", allowed ") + num(r.bound, "%.2f") + "x + " +
-             seconds(tolerance) + " (z=" +
-             num(cmp.z, "%.2f") + " of " + num(r.threshold, "%.2f") + ")";
+             (slower ? ", significantly above " : ", allowed ") + num(r.bound, "%.2f") + "x + " + seconds(tolerance) +
+             " (z=" + num(cmp.z, "%.2f") + " of " + num(r.threshold, "%.2f") + ")";
   return r;
 }
 
@@ -285,12 +283,10 @@ CheckResult Judge::quality(std::size_t signal, const Snapshot& canary, const Sna
   r.statistic = monitor.log_e_value();
   r.threshold = -std::log(alpha);
   const std::string name(label(id));
-  const std::string shares = name + ": canary " + percent(r.canary) + " of " +
-                             std::to_string(canary.eligible[signal]) + ", control " + percent(r.control) + " of " +
-                             std::to_string(control.eligible[signal]);
-  const std::string allowed =
-      cfg.lower_is_worse ? "odds at least control's / " + num(r.bound, "%.2f") : "odds up to " + num(r.bound, "%.2f") +
-                                                                                  "x control's";
+  const std::string shares = name + ": canary " + percent(r.canary) + " of " + std::to_string(canary.eligible[signal]) +
+                             ", control " + percent(r.control) + " of " + std::to_string(control.eligible[signal]);
+  const std::string allowed = cfg.lower_is_worse ? "odds at least control's / " + num(r.bound, "%.2f")
+                                                 : "odds up to " + num(r.bound, "%.2f") + "x control's";
   if (monitor.rejects(alpha)) {
     r.outcome = Outcome::fail;
     r.detail = shares + (cfg.lower_is_worse ? ", significantly below " : ", significantly above ") + allowed + " (" +
@@ -340,8 +336,7 @@ SrmResult Judge::srm(Windows& windows, const Snapshot& canary, const Snapshot& c
   const std::string figures = "canary " + percent(r.user_share) + " of " +
                               std::to_string(counts.canary + counts.control) + " users" +
                               (counts.sampled < 1 ? " (a " + num(counts.sampled * 100, "%.3g") + "% sample)" : "") +
-                              " at weight " + num(ctx.weight, "%g") + "%, " + percent(r.request_share) +
-                              " of requests";
+                              " at weight " + num(ctx.weight, "%g") + "%, " + percent(r.request_share) + " of requests";
   if (r.log_e >= r.threshold) {
     r.outcome = Outcome::fail;
     r.detail = "sample ratio mismatch: " + figures + " (" + evidence(r.log_e, r.threshold) + ")";
@@ -431,9 +426,12 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
     if (!r.acting) continue;
     if (r.outcome == Outcome::fail && r.failing_looks >= r.failure_limit) {
       add(failures, r.detail);
-      if (r.id == CheckId::error_rate || r.id == CheckId::critical_error_rate) v.error_rate_failed = true;
-      else if (r.id == CheckId::duration || r.id == CheckId::ttfb || r.id == CheckId::p99_latency) v.latency_failed = true;
-      else v.quality_failed = true;
+      if (r.id == CheckId::error_rate || r.id == CheckId::critical_error_rate)
+        v.error_rate_failed = true;
+      else if (r.id == CheckId::duration || r.id == CheckId::ttfb || r.id == CheckId::p99_latency)
+        v.latency_failed = true;
+      else
+        v.quality_failed = true;
     } else if (r.outcome == Outcome::fail) {
       add(doubt, std::string(config::check_name(r.id)) + " failing (" + std::to_string(r.failing_looks) + " of " +
                      std::to_string(r.failure_limit) + " looks): " + r.detail);

@@ -161,8 +161,7 @@ std::optional<Status> decode(std::string_view text) {
 
 // ---- Rollout --------------------------------------------------------------
 
-Rollout::Rollout(config::RolloutConfig config, const Clock& clock)
-    : config_(std::move(config)), clock_(clock) {
+Rollout::Rollout(config::RolloutConfig config, const Clock& clock) : config_(std::move(config)), clock_(clock) {
   since_ = rfc3339(clock_.wall());
   step_started_ = clock_.now();
   step_started_wall_ = clock_.wall();
@@ -177,8 +176,7 @@ Rollout::Rollout(config::RolloutConfig config, const Clock& clock)
   }
 }
 
-Transition Rollout::change(State to, std::size_t step, double weight, std::string reason,
-                           std::string_view cause) {
+Transition Rollout::change(State to, std::size_t step, double weight, std::string reason, std::string_view cause) {
   Transition t{state_, to, step, weight, reason, cause};
   state_ = to;
   step_ = step;
@@ -230,8 +228,7 @@ std::optional<Transition> Rollout::tick(const Verdict& verdict) {
     // weight, it does not switch off the safety net.
     if (state_ == State::progressing || (state_ == State::paused && rollback_policy && weight_ > 0)) {
       if (rollback_policy) return rollback("rollback: " + verdict.reason, failure_cause(verdict));
-      return change(State::paused, step_, weight_, "paused by analysis: " + verdict.reason,
-                    failure_cause(verdict));
+      return change(State::paused, step_, weight_, "paused by analysis: " + verdict.reason, failure_cause(verdict));
     }
     return std::nullopt;
   }
@@ -248,9 +245,8 @@ std::optional<Transition> Rollout::tick(const Verdict& verdict) {
   }
   const std::size_t step = std::min(step_, config_.steps.size() - 1);
   if (clock_.now() - step_started_ < config_.steps[step].pause) return std::nullopt;
-  return advance(step + 1 < config_.steps.size()
-                     ? "step " + std::to_string(step) + " passed analysis, advancing"
-                     : "last step passed analysis, promoted",
+  return advance(step + 1 < config_.steps.size() ? "step " + std::to_string(step) + " passed analysis, advancing"
+                                                 : "last step passed analysis, promoted",
                  "analysis");
 }
 
@@ -329,8 +325,8 @@ void Rollout::restore(const Status& s) {
   // Carry the step's elapsed time over through the wall clock, the only clock
   // replicas share.
   const auto now_wall = clock_.wall();
-  step_started_wall_ = Clock::Wall::time_point{} +
-                       std::chrono::duration_cast<Clock::Wall::duration>(std::chrono::milliseconds(s.step_started_unix_ms));
+  step_started_wall_ = Clock::Wall::time_point{} + std::chrono::duration_cast<Clock::Wall::duration>(
+                                                       std::chrono::milliseconds(s.step_started_unix_ms));
   if (step_started_wall_ > now_wall) step_started_wall_ = now_wall;
   step_started_ = clock_.now() - std::chrono::duration_cast<Clock::Steady::duration>(now_wall - step_started_wall_);
 }

@@ -51,7 +51,7 @@ struct Status {
   std::size_t step = 0;
   double weight = 0;
   std::vector<config::RolloutStep> steps;
-  std::string since;               // RFC 3339 wall time of the last transition
+  std::string since;  // RFC 3339 wall time of the last transition
   std::string reason;
   std::optional<Verdict> verdict;  // the last verdict tick() saw; none before the first tick
   std::uint64_t version = 0;       // +1 on every transition (not on a mere verdict refresh)

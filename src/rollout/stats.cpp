@@ -308,8 +308,8 @@ struct Grid {
   std::array<double, ErrorRateTest::kGridSize> psi;
   std::array<double, ErrorRateTest::kGridSize> log_psi;
   Grid() {
-    const double step = std::log(ErrorRateTest::kMaxOdds / ErrorRateTest::kMinOdds) /
-                        static_cast<double>(ErrorRateTest::kGridSize - 1);
+    const double step =
+        std::log(ErrorRateTest::kMaxOdds / ErrorRateTest::kMinOdds) / static_cast<double>(ErrorRateTest::kGridSize - 1);
     for (std::size_t k = 0; k < ErrorRateTest::kGridSize; ++k) {
       log_psi[k] = std::log(ErrorRateTest::kMinOdds) + step * static_cast<double>(k);
       psi[k] = std::exp(log_psi[k]);
@@ -462,9 +462,9 @@ MannWhitney mann_whitney_sorted(std::span<const double> xs, std::span<const doub
   r.u = static_cast<double>(twice_r1 - n1 * (n1 + 1)) / 2;
   // The same operations as scipy's _get_mwu_z, in the same order.
   const double mu = static_cast<double>(n1 * n2) / 2;
-  const double s = std::sqrt(static_cast<double>(n1 * n2) / 12 *
-                             (static_cast<double>(n + 1) -
-                              static_cast<double>(tie_term) / static_cast<double>(n * (n - 1))));
+  const double s =
+      std::sqrt(static_cast<double>(n1 * n2) / 12 *
+                (static_cast<double>(n + 1) - static_cast<double>(tie_term) / static_cast<double>(n * (n - 1))));
   double numerator = r.u - mu;
   numerator -= 0.5;
   r.z = numerator / s;
@@ -559,8 +559,8 @@ double hodges_lehmann_shift(std::span<const double> x, std::span<const double> y
   return hodges_lehmann_sorted(xs, ys);
 }
 
-LatencyComparison compare_latency(std::span<const double> canary, std::span<const double> control,
-                                  double max_increase, double confidence) {
+LatencyComparison compare_latency(std::span<const double> canary, std::span<const double> control, double max_increase,
+                                  double confidence) {
   LatencyComparison r;
   r.canary_samples = canary.size();
   r.control_samples = control.size();
@@ -593,8 +593,7 @@ LatencyComparison compare_latency(std::span<const double> canary, std::span<cons
   const std::uint64_t total = n1 * n2;
   const double zq = std::numbers::sqrt2 * boost::math::erfc_inv(1 - confidence, NoThrow());  // z_{(1-conf)/2}
   const double c = std::floor(static_cast<double>(total) / 2 -
-                              zq * std::sqrt(static_cast<double>(total) * static_cast<double>(n1 + n2 + 1) / 12) +
-                              0.5);
+                              zq * std::sqrt(static_cast<double>(total) * static_cast<double>(n1 + n2 + 1) / 12) + 0.5);
   if (c < 1) {
     r.ratio_lower = 0;
     r.ratio_upper = kInf;
@@ -637,8 +636,8 @@ void u_and_variance(std::span<const double> xs, std::span<const double> ys, doub
 }  // namespace
 
 StratifiedLatencyComparison compare_latency_stratified(std::span<const LatencyStratum> strata, double max_increase,
-                                                       double confidence, std::size_t display_samples,
-                                                       bool estimate, double tolerance_seconds) {
+                                                       double confidence, std::size_t display_samples, bool estimate,
+                                                       double tolerance_seconds) {
   StratifiedLatencyComparison r;
   r.z = r.p = r.ratio = r.ratio_lower = r.ratio_upper = kNaN;
   if (!(max_increase > -1) || !(confidence > 0 && confidence < 1)) return r;
@@ -816,8 +815,8 @@ double binomial_bound_log_e(std::uint64_t n, std::uint64_t x, double p0) {
     log_density = std::log(density);
   } else {
     // Far above p0 the density at p0 underflows; take its log directly.
-    const double log_beta = boost::math::lgamma(a, NoThrow()) + boost::math::lgamma(b, NoThrow()) -
-                            boost::math::lgamma(a + b, NoThrow());
+    const double log_beta =
+        boost::math::lgamma(a, NoThrow()) + boost::math::lgamma(b, NoThrow()) - boost::math::lgamma(a + b, NoThrow());
     log_density = static_cast<double>(x) * std::log(p0) + static_cast<double>(n - x) * log_one_minus_p0 - log_beta;
   }
   return std::log(upper) - log_density - log_one_minus_p0;

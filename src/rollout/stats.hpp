@@ -233,8 +233,7 @@ double hodges_lehmann_shift(std::span<const double> x, std::span<const double> y
 // The k-th smallest (1-based) of the n1 n2 floating-point differences x_i - y_j
 // of two samples already sorted ascending (finite values), by the bisection
 // described above: O(64 (n1+n2)). NaN when k is 0 or > n1 n2.
-double kth_pairwise_difference(std::span<const double> x_sorted, std::span<const double> y_sorted,
-                               std::uint64_t k);
+double kth_pairwise_difference(std::span<const double> x_sorted, std::span<const double> y_sorted, std::uint64_t k);
 
 struct LatencyComparison {
   std::size_t canary_samples = 0;
@@ -261,8 +260,8 @@ struct LatencyComparison {
 // unbounded (0, +inf) when C < 1. Latencies are seconds; values below 1e-9
 // are raised to 1e-9 (a 0 from a coarse clock). NaN fields when either sample
 // is empty.
-LatencyComparison compare_latency(std::span<const double> canary, std::span<const double> control,
-                                  double max_increase, double confidence);
+LatencyComparison compare_latency(std::span<const double> canary, std::span<const double> control, double max_increase,
+                                  double confidence);
 
 // One time slice of both arms' latencies (seconds), for the stratified test.
 struct LatencyStratum {
@@ -271,8 +270,8 @@ struct LatencyStratum {
 };
 
 struct StratifiedLatencyComparison {
-  std::size_t strata = 0;           // strata with samples on both sides (the others are left out)
-  std::size_t canary_samples = 0;   // in those strata
+  std::size_t strata = 0;          // strata with samples on both sides (the others are left out)
+  std::size_t canary_samples = 0;  // in those strata
   std::size_t control_samples = 0;
   double z = 0;  // van Elteren's z of the shifted canary log latencies
   double p = 0;  // one-sided, H0: canary <= (1 + max_increase) x control in every stratum

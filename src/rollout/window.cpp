@@ -96,18 +96,14 @@ nlohmann::json to_json(const Snapshot& s) {
   for (std::size_t i = 0; i < kQualitySignals; ++i) {
     quality[std::string(kQualitySignalNames[i])] = {{"answers", s.eligible[i]}, {"flagged", s.flagged[i]}};
   }
-  return nlohmann::json{{"requests", s.requests},
-                        {"errors", s.errors},
-                        {"error_rate", s.error_rate},
-                        {"p50_seconds", s.p50_seconds()},
-                        {"p99_seconds", s.p99_seconds()},
-                        {"covered_seconds", std::chrono::duration<double>(s.covered).count()},
-                        {"quality", std::move(quality)}};
+  return nlohmann::json{
+      {"requests", s.requests},         {"errors", s.errors},
+      {"error_rate", s.error_rate},     {"p50_seconds", s.p50_seconds()},
+      {"p99_seconds", s.p99_seconds()}, {"covered_seconds", std::chrono::duration<double>(s.covered).count()},
+      {"quality", std::move(quality)}};
 }
 
-nanoseconds slice_for(nanoseconds window) {
-  return std::max<nanoseconds>(std::chrono::seconds(1), window / 60);
-}
+nanoseconds slice_for(nanoseconds window) { return std::max<nanoseconds>(std::chrono::seconds(1), window / 60); }
 
 // ---- ArmWindow ------------------------------------------------------------
 

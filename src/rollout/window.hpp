@@ -50,9 +50,9 @@ struct LatencyBuckets {
 // What one upstream attempt on a split route tells the judge.
 struct Observation {
   bool error = false;
-  std::chrono::nanoseconds duration{0};             // the whole call (a stream: to its last byte)
-  std::optional<std::chrono::nanoseconds> ttfb;     // none when no byte came
-  QualityFlags quality;                             // what the response scan found (none for errors)
+  std::chrono::nanoseconds duration{0};          // the whole call (a stream: to its last byte)
+  std::optional<std::chrono::nanoseconds> ttfb;  // none when no byte came
+  QualityFlags quality;                          // what the response scan found (none for errors)
 };
 
 // Counts of one arm since its window was made; they never slide, so the
@@ -76,10 +76,10 @@ struct LatencySlice {
 struct Snapshot {
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
-  double error_rate = 0;          // errors / requests, 0 without requests
+  double error_rate = 0;            // errors / requests, 0 without requests
   std::chrono::nanoseconds p50{0};  // 0 without requests
   std::chrono::nanoseconds p99{0};
-  std::chrono::nanoseconds covered{0};  // span of time the data comes from (<= window)
+  std::chrono::nanoseconds covered{0};                    // span of time the data comes from (<= window)
   std::array<std::uint64_t, kQualitySignals> eligible{};  // quality signals in the window
   std::array<std::uint64_t, kQualitySignals> flagged{};
 

@@ -7,11 +7,11 @@
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
 
-#include "metrics/metrics.hpp"
-#include "http/headers.hpp"
 #include "admin/api.hpp"
-#include "rollout/controller.hpp"
 #include "admin/ui.hpp"
+#include "http/headers.hpp"
+#include "metrics/metrics.hpp"
+#include "rollout/controller.hpp"
 #include "store/store.hpp"
 #include "store/stores.hpp"
 
@@ -26,8 +26,7 @@ namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 
-net::awaitable<bool> respond(Request& ctx, http::status status, std::string_view content_type,
-                             std::string body) {
+net::awaitable<bool> respond(Request& ctx, http::status status, std::string_view content_type, std::string body) {
   http::response<http::string_body> res{status, ctx.req.version()};
   res.set(http::field::content_type, content_type);
   res.set("X-Request-ID", ctx.request_id);
@@ -45,7 +44,6 @@ net::awaitable<bool> respond_json(Request& ctx, http::status status, const nlohm
                              j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
 
-
 nlohmann::json health(App& app, Request& ctx) {
   const auto& cfg = *ctx.rt->config;
   nlohmann::json j;
@@ -59,7 +57,8 @@ nlohmann::json health(App& app, Request& ctx) {
                 {"override_header", cfg.split.override_header}};
   if (app.rollout) {
     nlohmann::json st = app.rollout->status();
-    j["rollout"] = {{"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
+    j["rollout"] = {
+        {"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
     if (st.contains("arms")) {
       for (auto& [arm, a] : st["arms"].items()) {
         j["error_rates"][arm] = a.value("error_rate", 0.0);
@@ -105,10 +104,13 @@ net::awaitable<bool> handle_api(Request& ctx) {
   const auto& sc = ctx.rt->config->server;
   if (!sc.client_keys_value.empty() &&
       !wire::client_key_ok(ctx.req[http::field::authorization], sc.client_keys_value)) {
-    co_return co_await proxy::write_error(ctx, ErrorKind::unauthorized,
-                                   "Incorrect API key provided. canaryd expects one of its client keys as a Bearer token.");
+    co_return co_await proxy::write_error(
+        ctx, ErrorKind::unauthorized,
+        "Incorrect API key provided. canaryd expects one of its client keys as a Bearer token.");
   }
-  co_return co_await proxy::proxy(ctx, rollout::RolloutController::judged_route(ctx.path) ? proxy::RouteKind::split : proxy::RouteKind::control_only);
+  co_return co_await proxy::proxy(ctx, rollout::RolloutController::judged_route(ctx.path)
+                                           ? proxy::RouteKind::split
+                                           : proxy::RouteKind::control_only);
 }
 
 net::awaitable<bool> handle_own(Worker& worker, Request& ctx) {
@@ -128,15 +130,16 @@ net::awaitable<bool> handle_own(Worker& worker, Request& ctx) {
   }
   if (path.rfind("/admin/", 0) == 0 || path == "/admin") {
     const admin::Services services{app.rollout, app.report, app.history, app.shadow};
-    admin::Answer answer = admin::handle(services, *ctx.rt->config,
-                                         {ctx.req.method_string(), path, ctx.req.body(),
-                                          ctx.req[http::field::authorization]});
+    admin::Answer answer =
+        admin::handle(services, *ctx.rt->config,
+                      {ctx.req.method_string(), path, ctx.req.body(), ctx.req[http::field::authorization]});
     if (answer.error) co_return co_await proxy::write_error(ctx, answer.error.kind, answer.error.message);
     if (answer.status_page) co_return co_await status_page(ctx);
     co_return co_await respond_json(ctx, http::status::ok, answer.body);
   }
-  co_return co_await proxy::write_error(ctx, ErrorKind::not_found, "Unknown request URL: " + std::string(ctx.req.method_string()) +
-                                                                " " + path + ". canaryd serves /v1/*, /health, /ready, /metrics and /admin/*.");
+  co_return co_await proxy::write_error(ctx, ErrorKind::not_found,
+                                        "Unknown request URL: " + std::string(ctx.req.method_string()) + " " + path +
+                                            ". canaryd serves /v1/*, /health, /ready, /metrics and /admin/*.");
 }
 
 }  // namespace canaryd::server

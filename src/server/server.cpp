@@ -40,8 +40,8 @@ void Server::listen(const config::ServerConfig& sc) {
 
 void Server::start() {
   for (auto& w : workers_) {
-    guards_.push_back(std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(
-        w->ioc().get_executor()));
+    guards_.push_back(
+        std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(w->ioc().get_executor()));
     threads_.emplace_back([w = w.get()] { w->ioc().run(); });
   }
   net::co_spawn(control_, accept_loop(), net::detached);
@@ -85,9 +85,9 @@ net::awaitable<void> Server::drain(std::function<void(std::size_t)> done) {
   co_await timer.async_wait(kTuple);
   beast::error_code ec;
   acceptor_.close(ec);
-  log::info("listener closed; waiting for in-flight requests",
-            {{"connections", app_.connections.load()}, {"inflight", app_.inflight.load()},
-             {"shutdown_grace_ms", sc.shutdown_grace.count()}});
+  log::info("listener closed; waiting for in-flight requests", {{"connections", app_.connections.load()},
+                                                                {"inflight", app_.inflight.load()},
+                                                                {"shutdown_grace_ms", sc.shutdown_grace.count()}});
   for (auto& w : workers_) net::post(w->ioc(), [w = w.get()] { w->close_sessions(false); });
   auto deadline = std::chrono::steady_clock::now() + sc.shutdown_grace;
   while (app_.connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {

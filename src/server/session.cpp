@@ -7,11 +7,11 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
-#include "server/endpoints.hpp"
-#include "proxy/request.hpp"
 #include "http/headers.hpp"
 #include "http/strict.hpp"
 #include "http/target.hpp"
+#include "proxy/request.hpp"
+#include "server/endpoints.hpp"
 
 namespace canaryd::server {
 
@@ -179,8 +179,17 @@ net::awaitable<bool> dispatch(Worker& worker, const std::shared_ptr<const Runtim
                               http::request<http::string_body>& req, const std::string& peer_ip) {
   App& app = worker.app();
   wire::target::Target target = wire::target::normalize(req.target());
-  proxy::Request ctx{app, worker.context(), rt, stream, req, peer_ip, wire::request_id_from(req["X-Request-ID"]), {}, {},
-                     std::chrono::steady_clock::now(), req.keep_alive()};
+  proxy::Request ctx{app,
+                     worker.context(),
+                     rt,
+                     stream,
+                     req,
+                     peer_ip,
+                     wire::request_id_from(req["X-Request-ID"]),
+                     {},
+                     {},
+                     std::chrono::steady_clock::now(),
+                     req.keep_alive()};
   if (app.draining.load(std::memory_order_relaxed)) ctx.keep_alive = false;
   ctx.path = std::move(target.path);
   ctx.query = target.query;

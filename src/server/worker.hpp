@@ -8,10 +8,10 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
-#include <vector>
 #include <memory>
 #include <optional>
 #include <unordered_set>
+#include <vector>
 
 #include "proxy/context.hpp"
 #include "server/app.hpp"

@@ -33,7 +33,8 @@ void summarize_value(const json& doc, AnswerSummary& out) {
   if (const json* choices = member(doc, "choices"); choices && choices->is_array() && !choices->empty()) {
     const json& c0 = (*choices)[0];
     out.finish_reason = text_of(member(c0, "finish_reason"));
-    if (const json* text = member(c0, "text"); text && text->is_string()) out.content_chars += text->get_ref<const std::string&>().size();
+    if (const json* text = member(c0, "text"); text && text->is_string())
+      out.content_chars += text->get_ref<const std::string&>().size();
     if (const json* msg = member(c0, "message"); msg && msg->is_object()) {
       if (const json* content = member(*msg, "content"); content && content->is_string()) {
         out.content_chars += content->get_ref<const std::string&>().size();
@@ -56,7 +57,8 @@ void summarize_value(const json& doc, AnswerSummary& out) {
         add_tool(out, &item);
       } else if (const json* content = member(item, "content"); type == "message" && content && content->is_array()) {
         for (const json& part : *content) {
-          if (const json* t = member(part, "text"); t && t->is_string()) out.content_chars += t->get_ref<const std::string&>().size();
+          if (const json* t = member(part, "text"); t && t->is_string())
+            out.content_chars += t->get_ref<const std::string&>().size();
         }
       }
     }
@@ -99,7 +101,8 @@ void StreamSummarizer::event(std::string_view data) {
   if (!choices || !choices->is_array() || choices->empty()) return;
   const json& c0 = (*choices)[0];
   if (std::string reason = text_of(member(c0, "finish_reason")); !reason.empty()) finish_reason_ = reason;
-  if (const json* text = member(c0, "text"); text && text->is_string()) content_chars_ += text->get_ref<const std::string&>().size();
+  if (const json* text = member(c0, "text"); text && text->is_string())
+    content_chars_ += text->get_ref<const std::string&>().size();
   const json* delta = member(c0, "delta");
   if (!delta || !delta->is_object()) return;
   if (const json* content = member(*delta, "content"); content && content->is_string()) {

@@ -19,14 +19,14 @@
 namespace canaryd::shadow {
 
 struct AnswerSummary {
-  int status = 0;             // HTTP status (0: no response at all)
-  bool failed = false;        // transport failure, timeout, or a non-2xx status
-  std::string error;          // why, when failed
-  double latency_seconds = 0; // send → last byte
+  int status = 0;              // HTTP status (0: no response at all)
+  bool failed = false;         // transport failure, timeout, or a non-2xx status
+  std::string error;           // why, when failed
+  double latency_seconds = 0;  // send → last byte
   std::optional<double> ttfb_seconds;
   std::optional<upstream::Usage> usage;
-  bool json_valid = true;     // the body (or every stream event) parsed as JSON
-  std::string finish_reason;  // of the first choice ("" when absent)
+  bool json_valid = true;               // the body (or every stream event) parsed as JSON
+  std::string finish_reason;            // of the first choice ("" when absent)
   std::vector<std::string> tool_names;  // the tool calls' function names, in order
   bool tool_arguments_valid = true;     // every tool call's arguments parse as JSON
   std::size_t content_chars = 0;        // UTF-8 bytes of the generated text
@@ -73,16 +73,16 @@ enum class ShadowResult { both_succeeded, status_differs, shadow_failed, both_fa
 
 struct Comparison {
   ShadowResult result = ShadowResult::both_succeeded;
-  double latency_delta_seconds = 0;               // shadow − control
-  std::optional<double> ttfb_delta_seconds;       // when both had a first byte
+  double latency_delta_seconds = 0;          // shadow − control
+  std::optional<double> ttfb_delta_seconds;  // when both had a first byte
   std::int64_t prompt_tokens_delta = 0;
   std::int64_t completion_tokens_delta = 0;
   double control_cost_usd = 0;
   double shadow_cost_usd = 0;
   bool status_equal = false;
-  std::optional<bool> finish_reason_equal;        // only when both succeeded
-  std::optional<bool> tool_names_equal;           // likewise
-  std::optional<double> length_ratio;             // shadow / control content; when both succeeded and control > 0
+  std::optional<bool> finish_reason_equal;  // only when both succeeded
+  std::optional<bool> tool_names_equal;     // likewise
+  std::optional<double> length_ratio;       // shadow / control content; when both succeeded and control > 0
   bool shadow_json_valid = false;
   bool shadow_tool_arguments_valid = false;
 };

@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,13 +12,12 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
-#include "metrics/metrics.hpp"
-#include "common/access_log.hpp"
-#include "upstream/exchange.hpp"
-#include "common/log.hpp"
 #include "admin/report.hpp"
+#include "common/access_log.hpp"
+#include "common/log.hpp"
+#include "metrics/metrics.hpp"
+#include "upstream/exchange.hpp"
 #include "upstream/usage.hpp"
 
 namespace canaryd::shadow {
@@ -89,7 +89,8 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
       res.body().data = buf;
       res.body().size = sizeof buf;
       ex.conn->tcp().expires_after(up.stream_idle_timeout);
-      auto [ec, n] = co_await ex.conn->visit([&](auto& st) { return http::async_read_some(st, ex.conn->buffer, p, kTuple); });
+      auto [ec, n] =
+          co_await ex.conn->visit([&](auto& st) { return http::async_read_some(st, ex.conn->buffer, p, kTuple); });
       const std::size_t got = sizeof buf - res.body().size;
       total += got;
       if ((ec && ec != http::error::need_buffer) || total > up.max_response_bytes) {
@@ -124,7 +125,8 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
 
 // ---------------------------------------------------------------------------- ShadowPair
 
-ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> cfg) : config(std::move(cfg)), owner_(owner) {}
+ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> cfg)
+    : config(std::move(cfg)), owner_(owner) {}
 
 ShadowPair::~ShadowPair() = default;
 
@@ -314,8 +316,10 @@ void Shadow::record(const ShadowPair& pair, const Comparison& c) {
     b["control_model"] = pair.control_model;
     b["shadow_model"] = pair.shadow_model;
     b["request"] = as_json_or_text(pair.request_body);
-    b["control"] = {{"status", pair.control.status}, {"answer", pair.stream ? nlohmann::json(pair.control_text) : as_json_or_text(pair.control_text)}};
-    b["shadow"] = {{"status", pair.shadow.status}, {"answer", pair.stream ? nlohmann::json(pair.shadow_text) : as_json_or_text(pair.shadow_text)}};
+    b["control"] = {{"status", pair.control.status},
+                    {"answer", pair.stream ? nlohmann::json(pair.control_text) : as_json_or_text(pair.control_text)}};
+    b["shadow"] = {{"status", pair.shadow.status},
+                   {"answer", pair.stream ? nlohmann::json(pair.shadow_text) : as_json_or_text(pair.shadow_text)}};
     b["comparison"] = line;
     bodies->info(b.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
@@ -342,7 +346,8 @@ nlohmann::json Shadow::report(const config::ShadowConfig& cfg) const {
                       {"tool_arguments_valid", rate(t.shadow_tool_arguments_valid, t.shadow_answered)}};
   auto deltas = [](const std::deque<double>& recent, double sum, std::uint64_t n) {
     if (n == 0 || recent.empty()) return nlohmann::json{{"mean", nullptr}, {"p50", nullptr}, {"p99", nullptr}};
-    return nlohmann::json{{"mean", sum / static_cast<double>(n)}, {"p50", quantile(recent, 0.5)}, {"p99", quantile(recent, 0.99)}};
+    return nlohmann::json{
+        {"mean", sum / static_cast<double>(n)}, {"p50", quantile(recent, 0.5)}, {"p99", quantile(recent, 0.99)}};
   };
   j["latency_delta_seconds"] = deltas(latency_deltas_, t.latency_delta_sum, t.pairs);
   j["ttfb_delta_seconds"] = deltas(ttfb_deltas_, t.ttfb_delta_sum, t.ttfb_deltas);
@@ -351,7 +356,8 @@ nlohmann::json Shadow::report(const config::ShadowConfig& cfg) const {
   j["tokens"] = {{"control", {{"prompt", t.tokens[0][0]}, {"completion", t.tokens[0][1]}}},
                  {"canary", {{"prompt", t.tokens[1][0]}, {"completion", t.tokens[1][1]}}}};
   j["cost_usd"] = {{"control", t.cost[0]}, {"canary", t.cost[1]}, {"delta", t.cost[1] - t.cost[0]}};
-  j["cost_delta_percent"] = t.cost[0] > 0 ? nlohmann::json(100.0 * (t.cost[1] - t.cost[0]) / t.cost[0]) : nlohmann::json(nullptr);
+  j["cost_delta_percent"] =
+      t.cost[0] > 0 ? nlohmann::json(100.0 * (t.cost[1] - t.cost[0]) / t.cost[0]) : nlohmann::json(nullptr);
   return j;
 }
 

@@ -80,11 +80,11 @@ class ShadowPair {
   std::string shadow_model;
   bool stream = false;
   bool log_bodies = false;
-  std::string request_body;   // only with log_bodies
+  std::string request_body;  // only with log_bodies
   AnswerSummary control;
   AnswerSummary shadow;
   StreamSummarizer control_stream;
-  std::string control_text;   // only with log_bodies: the body, or the stream's events (bounded)
+  std::string control_text;  // only with log_bodies: the body, or the stream's events (bounded)
   std::string shadow_text;
 
  private:
@@ -153,7 +153,7 @@ class Shadow {
     std::uint64_t both_succeeded_compared = 0;  // denominators of the next two
     std::uint64_t finish_reason_equal = 0;
     std::uint64_t tool_names_equal = 0;
-    std::uint64_t shadow_answered = 0;          // denominator of the json rates
+    std::uint64_t shadow_answered = 0;  // denominator of the json rates
     std::uint64_t shadow_json_valid = 0;
     std::uint64_t shadow_tool_arguments_valid = 0;
     double length_ratio_sum = 0;
@@ -167,7 +167,6 @@ class Shadow {
   static constexpr std::size_t kRecent = 1024;  // the quantiles are over the last kRecent pairs
   std::deque<double> latency_deltas_;
   std::deque<double> ttfb_deltas_;
-
 };
 
 }  // namespace canaryd::shadow

@@ -73,10 +73,10 @@ class Reader {
   std::string file_;
 };
 
-const std::set<std::string> kArmKeys = {
-    "error_rate",  "latency_median", "latency_sigma",         "ttfb_median", "ttfb_sigma",
-    "latency_factor", "finish_length", "finish_content_filter", "empty",  "tool_calls",
-    "tool_call_invalid", "json_mode", "json_invalid"};
+const std::set<std::string> kArmKeys = {"error_rate",  "latency_median", "latency_sigma",     "ttfb_median",
+                                        "ttfb_sigma",  "latency_factor", "finish_length",     "finish_content_filter",
+                                        "empty",       "tool_calls",     "tool_call_invalid", "json_mode",
+                                        "json_invalid"};
 
 ArmOverride read_arm(const Reader& r, const YAML::Node& n, const std::string& path) {
   r.keys(n, path, kArmKeys);
@@ -102,9 +102,8 @@ ArmOverride read_arm(const Reader& r, const YAML::Node& n, const std::string& pa
   return o;
 }
 
-const std::set<std::string> kScenarioKeys = {"name",    "duration", "rate",    "users",   "split_factor",
-                                             "measure_from", "control", "canary", "both", "changes",
-                                             "variants"};
+const std::set<std::string> kScenarioKeys = {"name",    "duration", "rate", "users",   "split_factor", "measure_from",
+                                             "control", "canary",   "both", "changes", "variants"};
 
 // Applies one mapping of scenario keys on top of `s` (the top level, or a variant).
 void apply(const Reader& r, const YAML::Node& n, const std::string& path, Scenario& s, bool top) {

@@ -181,15 +181,16 @@ RunResult run_once(const config::Config& config, const Scenario& scenario, std::
     // The weight the request path would see (RolloutController::publish).
     const bool off = machine.state() == rollout::State::aborted;
     const std::uint32_t threshold = off ? 0 : split::weight_to_threshold(machine.weight());
-    const auto effective = static_cast<std::uint32_t>(
-        std::min<double>(split::kBuckets, std::round(threshold * scenario.split_factor)));
+    const auto effective =
+        static_cast<std::uint32_t>(std::min<double>(split::kBuckets, std::round(threshold * scenario.split_factor)));
     const auto base = clock.now();
     std::poisson_distribution<std::uint64_t> arrivals(rate * seconds_of(dt));
     const std::uint64_t n = arrivals(rng);
     const auto step = std::chrono::duration_cast<nanoseconds>(dt);
     for (std::uint64_t k = 0; k < n; ++k) {
-      const auto at = base + nanoseconds(static_cast<std::int64_t>((static_cast<double>(k) + rng.uniform()) /
-                                                                   static_cast<double>(n) * static_cast<double>(step.count())));
+      const auto at =
+          base + nanoseconds(static_cast<std::int64_t>((static_cast<double>(k) + rng.uniform()) /
+                                                       static_cast<double>(n) * static_cast<double>(step.count())));
       const auto user = static_cast<std::uint32_t>(rng() % scenario.users);
       const Arm arm = split::hash_arm(buckets[user], effective);
       windows->record_user(arm, hashes[user]);
@@ -291,9 +292,8 @@ std::string table_row(const Summary& s) {
   char reqs[64];
   std::snprintf(reqs, sizeof reqs, "%.0f / %.0f", s.canary_requests.median, s.canary_requests.p95);
   return "| " + s.scenario + " | " + std::to_string(s.runs) + " | " + share_text(s.rolled_back, s.runs) + " | " +
-         share_text(s.promoted, s.runs) + " | " + share_text(s.paused, s.runs) + " | " +
-         share_text(s.running, s.runs) + " | " +
-         (decided ? duration_text(s.seconds.median) + " / " + duration_text(s.seconds.p95) : "-") + " | " +
+         share_text(s.promoted, s.runs) + " | " + share_text(s.paused, s.runs) + " | " + share_text(s.running, s.runs) +
+         " | " + (decided ? duration_text(s.seconds.median) + " / " + duration_text(s.seconds.p95) : "-") + " | " +
          (decided ? std::string(reqs) : "-") + " | " + (causes.empty() ? "-" : causes) + " |";
 }
 
@@ -367,13 +367,16 @@ int main(int argc, char** argv) {
       const char* v = value(a.c_str());
       if (!v) return 2;
       if (!parse_u64(v, n) || (a != "--seed" && (n == 0 || n > 10000000))) {
-        std::cerr << "canaryd simulate: " << a << ": expected " << (a == "--seed" ? "an integer >= 0" : "an integer >= 1")
-                  << ", got \"" << v << "\"\n";
+        std::cerr << "canaryd simulate: " << a << ": expected "
+                  << (a == "--seed" ? "an integer >= 0" : "an integer >= 1") << ", got \"" << v << "\"\n";
         return 2;
       }
-      if (a == "--runs") options.runs = static_cast<std::uint32_t>(n);
-      else if (a == "--seed") options.seed = n;
-      else options.threads = static_cast<unsigned>(std::min<std::uint64_t>(n, 256));
+      if (a == "--runs")
+        options.runs = static_cast<std::uint32_t>(n);
+      else if (a == "--seed")
+        options.seed = n;
+      else
+        options.threads = static_cast<unsigned>(std::min<std::uint64_t>(n, 256));
     } else if (a == "--json") {
       json = true;
     } else if (a == "--help" || a == "-h") {

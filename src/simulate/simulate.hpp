@@ -30,24 +30,24 @@ using Duration = config::Duration;
 // One arm's traffic.
 struct ArmModel {
   double error_rate = 0.005;
-  Duration latency_median{800};   // duration of a successful call, log-normal
-  double latency_sigma = 0.6;     // of log(duration)
-  Duration ttfb_median{300};      // time to first byte, log-normal, at most the duration
+  Duration latency_median{800};  // duration of a successful call, log-normal
+  double latency_sigma = 0.6;    // of log(duration)
+  Duration ttfb_median{300};     // time to first byte, log-normal, at most the duration
   double ttfb_sigma = 0.6;
-  double latency_factor = 1;      // multiplies both medians (a slower canary)
-  double finish_length = 0.01;    // share of answers cut by max_tokens (finish_reason "length")
+  double latency_factor = 1;    // multiplies both medians (a slower canary)
+  double finish_length = 0.01;  // share of answers cut by max_tokens (finish_reason "length")
   double finish_content_filter = 0.001;
-  double empty = 0.002;           // answers with no text and no tool call
-  double tool_calls = 0.1;        // share of answers with tool calls
+  double empty = 0.002;              // answers with no text and no tool call
+  double tool_calls = 0.1;           // share of answers with tool calls
   double tool_call_invalid = 0.002;  // of those, arguments that are not JSON
-  double json_mode = 0.05;        // share of requests asking for a JSON response_format
-  double json_invalid = 0.002;    // of those, answers that are not JSON
+  double json_mode = 0.05;           // share of requests asking for a JSON response_format
+  double json_invalid = 0.002;       // of those, answers that are not JSON
 };
 
 // A partial ArmModel (what a change or an arm's section sets).
 struct ArmOverride {
-  std::optional<double> error_rate, latency_sigma, ttfb_sigma, latency_factor, finish_length,
-      finish_content_filter, empty, tool_calls, tool_call_invalid, json_mode, json_invalid;
+  std::optional<double> error_rate, latency_sigma, ttfb_sigma, latency_factor, finish_length, finish_content_filter,
+      empty, tool_calls, tool_call_invalid, json_mode, json_invalid;
   std::optional<Duration> latency_median, ttfb_median;
   void apply(ArmModel& arm) const;
 };
@@ -62,10 +62,10 @@ struct Change {
 struct Scenario {
   std::string name;
   Duration duration = std::chrono::hours(2);  // simulated time per run at most
-  double rate = 20;                 // requests per second, both arms
-  std::uint32_t users = 20000;      // population; each request from a uniformly chosen user
-  double split_factor = 1;          // the canary gets factor x weight of the users (1: the split's own)
-  std::optional<Duration> measure_from;  // count time and canary requests from here (default: the start)
+  double rate = 20;                           // requests per second, both arms
+  std::uint32_t users = 20000;                // population; each request from a uniformly chosen user
+  double split_factor = 1;                    // the canary gets factor x weight of the users (1: the split's own)
+  std::optional<Duration> measure_from;       // count time and canary requests from here (default: the start)
   ArmModel control;
   ArmModel canary;
   std::vector<Change> changes;
@@ -84,9 +84,9 @@ std::string_view ending_name(Ending e);  // "rolled_back" | "promoted" | "paused
 
 struct RunResult {
   Ending ending = Ending::running;
-  std::string cause;         // the final transition's cause ("error_rate", "srm", "analysis", ...)
+  std::string cause;  // the final transition's cause ("error_rate", "srm", "analysis", ...)
   std::string reason;
-  double seconds = 0;        // to the decision (from measure_from), or the whole run when running
+  double seconds = 0;                 // to the decision (from measure_from), or the whole run when running
   std::uint64_t canary_requests = 0;  // to the decision (from measure_from)
   std::uint64_t requests = 0;
   std::uint64_t looks = 0;

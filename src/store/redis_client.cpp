@@ -109,9 +109,9 @@ int route_slot(It first, std::size_t argc) {
     return kAnySlot;
   }
   static constexpr std::string_view kKeyless[] = {
-      "PING",   "ECHO",    "INFO",     "TIME",  "DBSIZE", "CLIENT",  "CLUSTER", "SCRIPT", "FLUSHALL", "FLUSHDB",
-      "CONFIG", "COMMAND", "KEYS",     "SCAN",  "AUTH",   "SELECT",  "HELLO",   "ROLE",   "WAIT",     "ACL",
-      "MEMORY", "SLOWLOG", "LATENCY",  "DEBUG", "LASTSAVE", "RANDOMKEY", "PUBLISH", "SUBSCRIBE", "READONLY"};
+      "PING",   "ECHO",    "INFO",    "TIME",  "DBSIZE",   "CLIENT",    "CLUSTER", "SCRIPT",    "FLUSHALL", "FLUSHDB",
+      "CONFIG", "COMMAND", "KEYS",    "SCAN",  "AUTH",     "SELECT",    "HELLO",   "ROLE",      "WAIT",     "ACL",
+      "MEMORY", "SLOWLOG", "LATENCY", "DEBUG", "LASTSAVE", "RANDOMKEY", "PUBLISH", "SUBSCRIBE", "READONLY"};
   for (auto k : kKeyless) {
     if (iequals(name, k)) return kAnySlot;
   }
@@ -181,11 +181,11 @@ class RedisClient::Cluster {
     std::shared_ptr<RedisLink> link;
   };
 
-  std::vector<Node> nodes;      // the map's primaries first, then redirection targets
-  std::size_t map_nodes = 0;    // how many of `nodes` are the map's primaries
+  std::vector<Node> nodes;    // the map's primaries first, then redirection targets
+  std::size_t map_nodes = 0;  // how many of `nodes` are the map's primaries
   std::vector<std::uint16_t> slots = std::vector<std::uint16_t>(RedisTopology::kSlots, kNone);
-  bool known = false;           // a slot map has been applied
-  mutable std::mutex mu;        // nodes, map_nodes, known: written here, read by healthy()
+  bool known = false;     // a slot map has been applied
+  mutable std::mutex mu;  // nodes, map_nodes, known: written here, read by healthy()
 
   std::uint16_t find(const Endpoint& ep) const {
     for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -205,8 +205,7 @@ std::shared_ptr<RedisClient> RedisClient::create(Executor executor, config::Redi
 
 std::shared_ptr<RedisClient> RedisClient::create(Executor executor, config::RedisConfig config, Options options) {
   if (config.tls && !options.tls) options.tls = make_tls_context(config);
-  auto client =
-      std::make_shared<RedisClient>(Private{}, std::move(executor), std::move(config), std::move(options));
+  auto client = std::make_shared<RedisClient>(Private{}, std::move(executor), std::move(config), std::move(options));
   client->start();
   return client;
 }
@@ -235,7 +234,8 @@ RedisClient::RedisClient(Private, Executor executor, config::RedisConfig config,
 RedisClient::~RedisClient() = default;
 
 std::shared_ptr<RedisLink> RedisClient::make_node_link(const Endpoint& ep) {
-  auto o = RedisLink::node_options(config_, options_.tls, [ep] { return ep; }, "cluster node");
+  auto o = RedisLink::node_options(
+      config_, options_.tls, [ep] { return ep; }, "cluster node");
   o.on_error = options_.on_error;
   // A node lost may be a node failed over or removed: ask for the map again.
   std::weak_ptr<RedisTopology> weak_topology = topology_;
@@ -250,7 +250,8 @@ void RedisClient::start() {
   if (config_.mode == config::RedisMode::standalone) {
     const Endpoint ep = config_.nodes.empty() ? Endpoint{config_.host, config_.port}
                                               : Endpoint{config_.nodes[0].host, config_.nodes[0].port};
-    auto o = RedisLink::node_options(config_, options_.tls, [ep] { return ep; }, "redis");
+    auto o = RedisLink::node_options(
+        config_, options_.tls, [ep] { return ep; }, "redis");
     o.on_error = options_.on_error;
     link_ = RedisLink::create(executor_, std::move(o));
     return;
@@ -261,8 +262,8 @@ void RedisClient::start() {
   }
   auto topology = topology_;
   if (config_.mode == config::RedisMode::sentinel) {
-    auto o = RedisLink::node_options(config_, options_.tls, [topology] { return topology->primary(); },
-                                     "redis primary");
+    auto o = RedisLink::node_options(
+        config_, options_.tls, [topology] { return topology->primary(); }, "redis primary");
     o.on_error = options_.on_error;
     // A lost primary may mean a failover the subscription has not told us about.
     o.on_failed = [topology](std::string_view) { topology->refresh(); };
@@ -361,7 +362,8 @@ bool RedisClient::healthy() const {
 bool RedisClient::connected() const {
   if (link_) return link_->connected();
   if (!cluster_ || !cluster_->known) return false;
-  return std::any_of(cluster_->nodes.begin(), cluster_->nodes.begin() + static_cast<std::ptrdiff_t>(cluster_->map_nodes),
+  return std::any_of(cluster_->nodes.begin(),
+                     cluster_->nodes.begin() + static_cast<std::ptrdiff_t>(cluster_->map_nodes),
                      [](const Cluster::Node& n) { return n.link->connected(); });
 }
 
@@ -370,18 +372,15 @@ void RedisClient::report_error(std::string_view op) const {
 }
 
 net::awaitable<Reply> RedisClient::command(const std::vector<std::string>& argv, std::string_view op) {
-  return submit(encode(argv.begin(), argv.size()),
-                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
+  return submit(encode(argv.begin(), argv.size()), cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
 net::awaitable<Reply> RedisClient::command(std::span<const std::string_view> argv, std::string_view op) {
-  return submit(encode(argv.begin(), argv.size()),
-                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
+  return submit(encode(argv.begin(), argv.size()), cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
 net::awaitable<Reply> RedisClient::command(std::initializer_list<std::string_view> argv, std::string_view op) {
-  return submit(encode(argv.begin(), argv.size()),
-                cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
+  return submit(encode(argv.begin(), argv.size()), cluster_ ? route_slot(argv.begin(), argv.size()) : kAnySlot, op);
 }
 
 net::awaitable<Reply> RedisClient::submit(std::string cmd, int slot, std::string_view op) {

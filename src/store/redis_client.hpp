@@ -103,8 +103,7 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   // Builds the client and starts its connect loop on `executor` (nothing runs
   // until that io_context does). `tls` may be shared by every thread's client;
   // null builds one from `config` (throws on an unreadable ca_file).
-  static std::shared_ptr<RedisClient> create(Executor executor, config::RedisConfig config,
-                                             ErrorSink on_error = {},
+  static std::shared_ptr<RedisClient> create(Executor executor, config::RedisConfig config, ErrorSink on_error = {},
                                              std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
 
   struct Options {
@@ -181,8 +180,8 @@ class RedisClient : public std::enable_shared_from_this<RedisClient> {
   std::chrono::milliseconds timeout_;
   std::shared_ptr<RedisTopology> topology_;
   bool owns_topology_ = false;
-  std::shared_ptr<RedisLink> link_;  // standalone, sentinel
-  std::unique_ptr<Cluster> cluster_;       // cluster
+  std::shared_ptr<RedisLink> link_;   // standalone, sentinel
+  std::unique_ptr<Cluster> cluster_;  // cluster
   bool stopped_ = false;
   mutable std::string last_error_;  // for last_error() when no link has one
 };

@@ -59,9 +59,7 @@ Reply convert(const redisReply* r) {
       out.elements.reserve(r->elements);
       for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
       break;
-    default:
-      out.type = Reply::Type::nil;
-      break;
+    default: out.type = Reply::Type::nil; break;
   }
   return out;
 }
@@ -311,8 +309,8 @@ void RedisLink::flush(const std::shared_ptr<Connection>& conn) {
 net::awaitable<void> RedisLink::read_loop(std::shared_ptr<RedisLink> self, std::shared_ptr<Connection> conn) {
   std::array<char, kReadBuffer> buf;
   for (;;) {
-    auto [ec, n] = co_await conn->with_stream(
-        [&](auto& stream) { return stream.async_read_some(net::buffer(buf), kAwait); });
+    auto [ec, n] =
+        co_await conn->with_stream([&](auto& stream) { return stream.async_read_some(net::buffer(buf), kAwait); });
     if (conn->dead) co_return;
     if (ec) {
       self->fail(conn, "connection lost");

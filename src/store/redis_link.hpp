@@ -46,7 +46,7 @@ class RedisLink : public std::enable_shared_from_this<RedisLink> {
     std::function<Endpoint()> endpoint;
     std::string username;  // AUTH [username] password, when password or username is set
     std::string password;
-    int db = 0;            // SELECT unless 0
+    int db = 0;                                      // SELECT unless 0
     std::shared_ptr<boost::asio::ssl::context> tls;  // null = plain TCP
     bool tls_verify = true;
     std::chrono::milliseconds connect_timeout{1000};

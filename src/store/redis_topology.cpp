@@ -295,7 +295,8 @@ net::awaitable<bool> RedisTopology::ask_sentinels() {
   const auto switches_before = switches_heard_;
   // All at once, each bounded by its own deadline: a dead sentinel costs no
   // more than a live one.
-  for (std::size_t i = 0; i < n; ++i) net::co_spawn(executor_, ask_sentinel(self, i, answers, done, pending), net::detached);
+  for (std::size_t i = 0; i < n; ++i)
+    net::co_spawn(executor_, ask_sentinel(self, i, answers, done, pending), net::detached);
   while (*pending > 0 && !stopped_) co_await done->async_wait(kAwait);
   if (stopped_) co_return false;
   if (switches_heard_ != switches_before) {

@@ -71,18 +71,17 @@ class RedisTopology : public std::enable_shared_from_this<RedisTopology> {
 
   // For a sentinel or cluster config (null for standalone). Starts at once
   // on `executor` (nothing runs until its io_context does).
-  static std::shared_ptr<RedisTopology> create(Executor executor, const config::RedisConfig& config,
-                                               Options options);
+  static std::shared_ptr<RedisTopology> create(Executor executor, const config::RedisConfig& config, Options options);
   ~RedisTopology();
   RedisTopology(const RedisTopology&) = delete;
   RedisTopology& operator=(const RedisTopology&) = delete;
 
   // Any thread.
   config::RedisMode mode() const { return config_.mode; }
-  Endpoint primary() const;                          // Sentinel: empty before the first answer
-  std::shared_ptr<const SlotMap> slot_map() const;   // Cluster: null before the first answer
-  std::uint64_t version() const;                     // bumped by every change
-  std::string last_error() const;                    // why the last look failed ("" after a good one)
+  Endpoint primary() const;                         // Sentinel: empty before the first answer
+  std::shared_ptr<const SlotMap> slot_map() const;  // Cluster: null before the first answer
+  std::uint64_t version() const;                    // bumped by every change
+  std::string last_error() const;                   // why the last look failed ("" after a good one)
   // Runs `on_change` on `executor` after every change, as long as `owner` lives.
   void watch(Executor executor, std::weak_ptr<void> owner, std::function<void()> on_change);
   void refresh();

@@ -31,12 +31,12 @@ constexpr std::chrono::milliseconds kMinCommandTimeout{250};
 constexpr int kMaxRounds = 8;  // compare-and-set retries per sync round
 
 // The stored state's version, or nil: shared by the scripts below.
-#define CANARYD_LUA_VERSION_OF \
-  "local function version_of(v)\n" \
-  "  if not v then return nil end\n" \
-  "  local ok, doc = pcall(cjson.decode, v)\n" \
+#define CANARYD_LUA_VERSION_OF                                                  \
+  "local function version_of(v)\n"                                              \
+  "  if not v then return nil end\n"                                            \
+  "  local ok, doc = pcall(cjson.decode, v)\n"                                  \
   "  if ok and type(doc) == 'table' then return tonumber(doc['version']) end\n" \
-  "  return nil\n" \
+  "  return nil\n"                                                              \
   "end\n"
 
 // KEYS: state, lease, events [, the same three in the layout before issue 16,
@@ -281,7 +281,7 @@ net::awaitable<bool> RolloutSync::copy_legacy_state() {
 net::awaitable<bool> RolloutSync::renew_lease() {
   const auto argv = lease_args();
   Reply r = co_await client_->command(argv, kOp);
-  co_return r.ok() && r.type == Reply::Type::integer && r.integer == 1;
+  co_return r.ok() && r.type == Reply::Type::integer&& r.integer == 1;
 }
 
 net::awaitable<void> RolloutSync::sync_once() {
@@ -337,8 +337,7 @@ net::awaitable<void> RolloutSync::sync_once() {
     } else {
       argv = cas_args(*write);
       r = co_await client_->command(argv, kOp);
-      if (!r.ok() || r.type != Reply::Type::array || r.elements.empty() ||
-          r.elements[0].type != Reply::Type::integer) {
+      if (!r.ok() || r.type != Reply::Type::array || r.elements.empty() || r.elements[0].type != Reply::Type::integer) {
         if (r.ok()) client_->report_error(kOp);
         controller_.set_shared_healthy(false);
         co_return;

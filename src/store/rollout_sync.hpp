@@ -109,8 +109,8 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   bool both_layouts_ = true;
   bool legacy_checked_ = false;  // cluster: the old layout's state was looked for
   std::string replica_id_;
-  std::shared_ptr<store::RedisClient> client_;  // state, lease
-  std::shared_ptr<store::RedisClient> events_;  // XREAD BLOCK only
+  std::shared_ptr<store::RedisClient> client_;   // state, lease
+  std::shared_ptr<store::RedisClient> events_;   // XREAD BLOCK only
   std::shared_ptr<RedisTopology> own_topology_;  // when no process watcher was given
   boost::asio::steady_timer wake_timer_;
   boost::asio::steady_timer events_timer_;

@@ -61,8 +61,7 @@ std::shared_ptr<ssl::context> make_tls_context(const config::UpstreamConfig& cfg
     beast::error_code ec;
     ctx->load_verify_file(cfg.ca_file, ec);
     if (ec) {
-      throw std::runtime_error("upstreams." + cfg.name + ".ca_file: cannot load " + cfg.ca_file + ": " +
-                               ec.message());
+      throw std::runtime_error("upstreams." + cfg.name + ".ca_file: cannot load " + cfg.ca_file + ": " + ec.message());
     }
   }
   ctx->set_verify_mode(cfg.tls_verify ? ssl::verify_peer : ssl::verify_none);
@@ -141,8 +140,8 @@ net::awaitable<Pool::Lease> Pool::acquire(bool fresh) {
       break;
     }
   }
-  co_return Lease{fail(ErrorKind::overloaded, "all " + std::to_string(cap_) + " connections to upstream '" +
-                                                  cfg_.name + "' are busy (pool_wait exceeded)"),
+  co_return Lease{fail(ErrorKind::overloaded, "all " + std::to_string(cap_) + " connections to upstream '" + cfg_.name +
+                                                  "' are busy (pool_wait exceeded)"),
                   nullptr, false};
 }
 
@@ -174,9 +173,9 @@ net::awaitable<Pool::Lease> Pool::connect() {
       co_return Lease{fail(ErrorKind::timeout, "connecting to " + host + ":" + std::to_string(port) + " timed out"),
                       nullptr, false};
     }
-    co_return Lease{fail(ErrorKind::connect_error,
-                         "cannot connect to " + host + ":" + std::to_string(port) + ": " + cec.message()),
-                    nullptr, false};
+    co_return Lease{
+        fail(ErrorKind::connect_error, "cannot connect to " + host + ":" + std::to_string(port) + ": " + cec.message()),
+        nullptr, false};
   }
   tcp_stream.socket().set_option(tcp::no_delay(true));
 
@@ -201,8 +200,7 @@ net::awaitable<Pool::Lease> Pool::connect() {
                       nullptr, false};
     }
     if (conn->buffer.size() > 0) {
-      co_return Lease{fail(ErrorKind::bad_response, "egress proxy sent data before the tunnel opened"), nullptr,
-                      false};
+      co_return Lease{fail(ErrorKind::bad_response, "egress proxy sent data before the tunnel opened"), nullptr, false};
     }
   }
 

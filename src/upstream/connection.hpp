@@ -32,8 +32,7 @@ class Connection {
   using Tls = beast::ssl_stream<beast::tcp_stream>;
 
   explicit Connection(const net::any_io_executor& ex) : stream_(std::in_place_type<Plain>, ex) {}
-  Connection(const net::any_io_executor& ex, net::ssl::context& tls)
-      : stream_(std::in_place_type<Tls>, ex, tls) {}
+  Connection(const net::any_io_executor& ex, net::ssl::context& tls) : stream_(std::in_place_type<Tls>, ex, tls) {}
 
   beast::tcp_stream& tcp() {
     if (auto* t = std::get_if<Tls>(&stream_)) return beast::get_lowest_layer(*t);
@@ -57,8 +56,8 @@ class Connection {
   bool stale() const;
   void close();
 
-  beast::flat_buffer buffer;        // read buffer, kept across responses
-  std::uint64_t requests = 0;       // responses completed on this connection
+  beast::flat_buffer buffer;   // read buffer, kept across responses
+  std::uint64_t requests = 0;  // responses completed on this connection
   std::chrono::steady_clock::time_point idle_since{};
 
  private:

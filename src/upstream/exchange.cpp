@@ -40,12 +40,13 @@ std::string upstream_target(const config::UpstreamConfig& up, std::string_view p
   return t;
 }
 
-std::string upstream_head(const http::request<http::string_body>& req, std::string_view target,
-                          std::size_t body_size, const UpstreamTarget& to) {
+std::string upstream_head(const http::request<http::string_body>& req, std::string_view target, std::size_t body_size,
+                          const UpstreamTarget& to) {
   http::fields fields;
   const std::string host = host_header(*to.up);
   wire::upstream_request_headers(req, fields, {host, to.up->api_key_value, to.request_id, to.client_ip});
-  if (body_size > 0 || method_has_body(req.method())) fields.set(http::field::content_length, std::to_string(body_size));
+  if (body_size > 0 || method_has_body(req.method()))
+    fields.set(http::field::content_length, std::to_string(body_size));
   std::string head;
   head.reserve(512);
   wire::append_request_head(head, req.method(), target, fields);
@@ -58,21 +59,21 @@ bool is_stream_response(const http::fields& f) {
 }
 
 Error classify(const beast::error_code& ec, std::string_view what, const config::UpstreamConfig& up) {
-  if (ec == beast::error::timeout) return {ErrorKind::timeout, "upstream '" + up.name + "' timed out " + std::string(what)};
+  if (ec == beast::error::timeout)
+    return {ErrorKind::timeout, "upstream '" + up.name + "' timed out " + std::string(what)};
   // A close or a reset before the answer: the upstream may have closed an idle
   // pooled connection just as it was reused, so the request may be sent again.
-  const bool closed = ec == http::error::end_of_stream || ec == net::error::eof ||
-                      ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-                      ec == net::ssl::error::stream_truncated;
+  const bool closed = ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+                      ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated;
   if (ec.category() == net::error::get_ssl_category() || ec == net::ssl::error::stream_truncated) {
-    return {ErrorKind::tls_error, "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message(),
-            closed};
+    return {ErrorKind::tls_error,
+            "TLS error with upstream '" + up.name + "' " + std::string(what) + ": " + ec.message(), closed};
   }
   if (ec == http::error::body_limit) {
     return {ErrorKind::response_too_large, "response from upstream '" + up.name + "' is over max_response_bytes"};
   }
-  if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
-      ec != http::error::partial_message) {
+  if (ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message) {
     return {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + ec.message()};
   }
   return {ErrorKind::connect_error, "upstream '" + up.name + "' failed " + std::string(what) + ": " + ec.message(),
@@ -82,8 +83,8 @@ Error classify(const beast::error_code& ec, std::string_view what, const config:
 namespace {
 
 struct FinalHead {
-  beast::error_code ec;         // transport or parse failure
-  std::string_view refused;     // a head canaryd will not relay (static text), else empty
+  beast::error_code ec;      // transport or parse failure
+  std::string_view refused;  // a head canaryd will not relay (static text), else empty
 };
 
 // Reads response heads until a final one (upstream/response.hpp: interim heads
@@ -143,7 +144,8 @@ net::awaitable<Exchange> start_exchange(std::shared_ptr<upstream::Pool> pool, co
     if (!ec && !refused.empty()) {
       ex.status = 0;
       ex.release(false);
-      ex.error = {ErrorKind::bad_response, "malformed response from upstream '" + up.name + "': " + std::string(refused)};
+      ex.error = {ErrorKind::bad_response,
+                  "malformed response from upstream '" + up.name + "': " + std::string(refused)};
       co_return ex;
     }
     if (!ec) {

@@ -35,8 +35,8 @@ struct Exchange {
   Clock::time_point sent;        // before acquiring a connection
   Clock::time_point first_byte;  // response header read
   int status = 0;
-  bool head_only = false;        // a HEAD request: the answer is bodiless whatever the upstream sends
-  int interim = 0;               // 1xx interim responses read and dropped before the final one
+  bool head_only = false;                    // a HEAD request: the answer is bodiless whatever the upstream sends
+  int interim = 0;                           // 1xx interim responses read and dropped before the final one
   upstream::Connection** current = nullptr;  // the caller's "connection in use", cleared on release
 
   // The connection may carry another request (upstream::reusable_after:
@@ -58,8 +58,8 @@ struct UpstreamTarget {
   std::string_view request_id;
   std::string_view client_ip;
 };
-std::string upstream_head(const http::request<http::string_body>& req, std::string_view target,
-                          std::size_t body_size, const UpstreamTarget& to);
+std::string upstream_head(const http::request<http::string_body>& req, std::string_view target, std::size_t body_size,
+                          const UpstreamTarget& to);
 
 // "/v1/chat/completions?x" -> the upstream's base path + the rest.
 std::string upstream_target(const config::UpstreamConfig& up, std::string_view path, std::string_view query);

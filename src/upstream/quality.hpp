@@ -42,11 +42,11 @@ bool is_json_object(std::string_view text);
 
 class QualityScanner {
  public:
-  static constexpr std::size_t kMaxText = 1 << 20;        // answer text kept for the JSON check
+  static constexpr std::size_t kMaxText = 1 << 20;         // answer text kept for the JSON check
   static constexpr std::size_t kMaxToolCalls = 32;         // tool calls whose arguments are checked
   static constexpr std::size_t kMaxArguments = 256 << 10;  // per tool call
-  static constexpr std::size_t kMaxChoices = 4;       // choices whose tool calls are checked
-  static constexpr std::size_t kSlotsPerChoice = 8;  // kMaxChoices x kSlotsPerChoice = kMaxToolCalls
+  static constexpr std::size_t kMaxChoices = 4;            // choices whose tool calls are checked
+  static constexpr std::size_t kSlotsPerChoice = 8;        // kMaxChoices x kSlotsPerChoice = kMaxToolCalls
 
   explicit QualityScanner(AnswerApi api = AnswerApi::none, bool json_expected = false);
 
@@ -77,11 +77,11 @@ class QualityScanner {
   bool finished_ = false;
   bool truncated_ = false;
   bool filtered_ = false;
-  bool other_finish_ = false;    // stop, tool_calls, ...: a normal end
-  bool has_text_ = false;        // some non-whitespace text
+  bool other_finish_ = false;  // stop, tool_calls, ...: a normal end
+  bool has_text_ = false;      // some non-whitespace text
   bool refusal_ = false;
   bool text_overflow_ = false;
-  std::string text_;             // choice 0's text, only when json_expected
+  std::string text_;  // choice 0's text, only when json_expected
   struct ToolCall {
     bool used = false;
     bool overflow = false;

@@ -52,14 +52,14 @@ bool reusable_after(const ResponseParser& parser, int status, bool head_only, bo
 
 // The rules on bytes in memory, fed `step` bytes at a time (0 = all at once).
 struct ParsedResponse {
-  int status = 0;                  // the final head's status (0: none)
-  int interim = 0;                 // interim heads dropped
+  int status = 0;   // the final head's status (0: none)
+  int interim = 0;  // interim heads dropped
   HeadKind kind = HeadKind::final;
-  boost::beast::error_code ec;     // parse error, body_limit, or partial_message
+  boost::beast::error_code ec;  // parse error, body_limit, or partial_message
   std::uint64_t body_bytes = 0;
-  bool complete = false;           // the final response ended by its framing
-  bool reusable = false;           // the connection could carry another request
-  std::size_t leftover = 0;        // bytes after the end of the response
+  bool complete = false;     // the final response ended by its framing
+  bool reusable = false;     // the connection could carry another request
+  std::size_t leftover = 0;  // bytes after the end of the response
 };
 ParsedResponse parse_response(std::string_view wire, std::uint64_t max_body, bool head_only, std::size_t step = 0,
                               bool peer_closed = true);

@@ -37,7 +37,7 @@ class SseScanner {
   void feed(std::string_view bytes);
   const std::optional<Usage>& usage() const { return usage_; }
   std::size_t events() const { return events_; }
-  bool done() const { return done_; }   // saw "data: [DONE]"
+  bool done() const { return done_; }  // saw "data: [DONE]"
   // Called with each complete event's data (not "[DONE]"), when set. Only
   // shadowed requests set it (to summarize the answer for the comparison).
   std::function<void(std::string_view)> on_data;
@@ -50,9 +50,9 @@ class SseScanner {
   void dispatch();
   void stop();
 
-  std::string partial_;   // an incomplete line
-  std::string data_;      // data lines of the current event, joined by '\n'
-  bool after_cr_ = false; // the last byte fed was '\r' (a following '\n' belongs to it)
+  std::string partial_;    // an incomplete line
+  std::string data_;       // data lines of the current event, joined by '\n'
+  bool after_cr_ = false;  // the last byte fed was '\r' (a following '\n' belongs to it)
   bool overflow_ = false;
   bool done_ = false;
   std::size_t events_ = 0;

@@ -12,8 +12,8 @@
 #include "http/strict.hpp"
 
 namespace http = boost::beast::http;
-using canaryd::wire::strict::HeadStatus;
 using canaryd::wire::strict::check_request_head;
+using canaryd::wire::strict::HeadStatus;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -25,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto whole = parse_response(wire, limit, head_only, 0);
   auto pieces = parse_response(wire, limit, head_only, step);
   if (whole.status != pieces.status || whole.interim != pieces.interim || whole.kind != pieces.kind ||
-      whole.complete != pieces.complete || whole.reusable != pieces.reusable ||
-      whole.body_bytes != pieces.body_bytes || whole.leftover != pieces.leftover) {
+      whole.complete != pieces.complete || whole.reusable != pieces.reusable || whole.body_bytes != pieces.body_bytes ||
+      whole.leftover != pieces.leftover) {
     std::abort();
   }
   if (whole.reusable && (!whole.complete || whole.leftover != 0 || head_only)) std::abort();

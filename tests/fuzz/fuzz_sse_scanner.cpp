@@ -28,8 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   if (whole.events() != pieces.events() || whole.done() != pieces.done()) std::abort();
   if (whole.usage().has_value() != pieces.usage().has_value()) std::abort();
-  if (whole.usage() && (whole.usage()->prompt != pieces.usage()->prompt ||
-                        whole.usage()->completion != pieces.usage()->completion)) {
+  if (whole.usage() &&
+      (whole.usage()->prompt != pieces.usage()->prompt || whole.usage()->completion != pieces.usage()->completion)) {
     std::abort();
   }
   // The quality signals too are the same whatever the chunking.

@@ -13,7 +13,7 @@ namespace {
 
 constexpr std::string_view kContent = "This is a mock response from mock-upstream.";
 // Stream deltas; concatenated they spell kContent when chunks == 8.
-constexpr std::array<std::string_view, 8> kWords = {"This", " is", " a", " mock", " response", " from",
+constexpr std::array<std::string_view, 8> kWords = {"This",           " is", " a", " mock", " response", " from",
                                                     " mock-upstream", "."};
 // Exactly representable in float32, so the float and base64 encodings agree.
 constexpr std::array<float, 8> kEmbedding = {0.125f, -0.25f, 0.5f, 0.0625f, -0.75f, 0.375f, 1.0f, -0.5f};
@@ -29,15 +29,15 @@ StatusText status_text(int status) {
     case 400: return {"Invalid request", "invalid_request_error", "invalid_request"};
     case 401: return {"Incorrect API key provided", "invalid_request_error", "invalid_api_key"};
     case 403: return {"You are not allowed to access this resource", "invalid_request_error", "permission_denied"};
-    case 404: return {"The model does not exist or you do not have access to it", "invalid_request_error",
-                      "model_not_found"};
+    case 404:
+      return {"The model does not exist or you do not have access to it", "invalid_request_error", "model_not_found"};
     case 408: return {"Request timed out", "invalid_request_error", "timeout"};
     case 413: return {"Request too large", "invalid_request_error", "request_too_large"};
     case 429: return {"Rate limit reached", "requests", "rate_limit_exceeded"};
     case 500: return {"The server had an error while processing your request", "server_error", "server_error"};
     case 502: return {"Bad gateway", "server_error", "bad_gateway"};
-    case 503: return {"The engine is currently overloaded, please try again later", "server_error",
-                      "service_unavailable"};
+    case 503:
+      return {"The engine is currently overloaded, please try again later", "server_error", "service_unavailable"};
     case 504: return {"Gateway timeout", "server_error", "gateway_timeout"};
     default:
       return status >= 500 ? StatusText{"mock server error", "server_error", "mock_status"}
@@ -66,8 +66,8 @@ Responses::Responses(const Options& opts)
                R"(,"refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":)" + usage_tail_ +
                R"(,"system_fingerprint":"fp_mock")" + name_field_ + "}";
   completion_tail_ = R"(,"choices":[{"text":)" + json_str(kContent) +
-                     R"(,"index":0,"logprobs":null,"finish_reason":"stop"}],"usage":)" + usage_tail_ +
-                     name_field_ + "}";
+                     R"(,"index":0,"logprobs":null,"finish_reason":"stop"}],"usage":)" + usage_tail_ + name_field_ +
+                     "}";
 
   std::string floats = "[";
   for (std::size_t i = 0; i < kEmbedding.size(); ++i) {
@@ -82,8 +82,8 @@ Responses::Responses(const Options& opts)
   embedding_base64_ = json_str(std::string_view(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(n)));
 
   nlohmann::json models = {{"object", "list"}, {"data", nlohmann::json::array()}};
-  for (const char* id : {"gpt-4.1", "gpt-4o-mini", "gemini-2.5-flash", "deepseek-v3.2", "claude-sonnet-4.5",
-                         "text-embedding-3-small"}) {
+  for (const char* id :
+       {"gpt-4.1", "gpt-4o-mini", "gemini-2.5-flash", "deepseek-v3.2", "claude-sonnet-4.5", "text-embedding-3-small"}) {
     models["data"].push_back({{"id", id}, {"object", "model"}, {"created", 1700000000}, {"owned_by", "mock"}});
   }
   if (!opts.name.empty()) models["mock_name"] = opts.name;
@@ -94,8 +94,8 @@ Responses::Responses(const Options& opts)
 }
 
 std::string Responses::error(std::string_view message, std::string_view type, std::string_view code) const {
-  return R"({"error":{"message":)" + json_str(message) + R"(,"type":)" + json_str(type) +
-         R"(,"param":null,"code":)" + json_str(code) + "}" + name_field_ + "}";
+  return R"({"error":{"message":)" + json_str(message) + R"(,"type":)" + json_str(type) + R"(,"param":null,"code":)" +
+         json_str(code) + "}" + name_field_ + "}";
 }
 
 std::string Responses::error_for_status(int status) const {
@@ -138,9 +138,8 @@ std::string Responses::embeddings(std::string_view model_json, int inputs, bool 
     if (i) out += ",";
     out += R"({"object":"embedding","index":)" + std::to_string(i) + R"(,"embedding":)" + vec + "}";
   }
-  out += R"(],"model":)" + std::string(model_json) + R"(,"usage":{"prompt_tokens":)" +
-         std::to_string(prompt_tokens_) + R"(,"total_tokens":)" + std::to_string(prompt_tokens_) + "}" +
-         name_field_ + "}";
+  out += R"(],"model":)" + std::string(model_json) + R"(,"usage":{"prompt_tokens":)" + std::to_string(prompt_tokens_) +
+         R"(,"total_tokens":)" + std::to_string(prompt_tokens_) + "}" + name_field_ + "}";
   return out;
 }
 
@@ -148,8 +147,8 @@ std::string Responses::usage_chat() const { return usage_tail_; }
 
 std::string Responses::responses_object(const StreamPlan& p, bool completed) const {
   std::string out = R"({"id":")" + p.id + R"(","object":"response","created_at":)" + std::to_string(p.created) +
-                    R"(,"status":")" + (completed ? "completed" : "in_progress") + R"(","model":)" +
-                    p.model_json + R"(,"output":)";
+                    R"(,"status":")" + (completed ? "completed" : "in_progress") + R"(","model":)" + p.model_json +
+                    R"(,"output":)";
   if (completed) {
     out += R"([{"type":"message","id":"msg_)" + p.id +
            R"(","status":"completed","role":"assistant","content":[{"type":"output_text","text":)" +
@@ -217,16 +216,15 @@ std::string Responses::stream_event(const StreamPlan& p, int i, std::int64_t now
       out += R"([{"index":0,"delta":{)";
       if (i == 0) {
         out += R"("role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_)" + p.id +
-               R"(","type":"function","function":{"name":)" + json_str(p.tool_name) +
-               R"(,"arguments":)" + json_str(args) + "}}]";
+               R"(","type":"function","function":{"name":)" + json_str(p.tool_name) + R"(,"arguments":)" +
+               json_str(args) + "}}]";
       } else {
         out += R"("tool_calls":[{"index":0,"function":{"arguments":)" + json_str(args) + "}}]";
       }
       out += R"(},"logprobs":null,"finish_reason":)" + std::string(last ? R"("tool_calls")" : "null") + "}]";
     } else {
-      out += R"([{"index":0,"delta":{)" + std::string(i == 0 ? R"("role":"assistant",)" : "") +
-             R"("content":)" + json_str(word(i)) + R"(},"logprobs":null,"finish_reason":)" +
-             (last ? R"("stop")" : "null") + "}]";
+      out += R"([{"index":0,"delta":{)" + std::string(i == 0 ? R"("role":"assistant",)" : "") + R"("content":)" +
+             json_str(word(i)) + R"(},"logprobs":null,"finish_reason":)" + (last ? R"("stop")" : "null") + "}]";
     }
   }
   return out + R"(,"system_fingerprint":"fp_mock")" + name_field_ + ts + "}\n\n";

@@ -138,9 +138,7 @@ std::uint64_t splitmix64(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
-const boost::system::error_category& http_category() {
-  return error_code(http::error::end_of_stream).category();
-}
+const boost::system::error_category& http_category() { return error_code(http::error::end_of_stream).category(); }
 
 bool ends_with(std::string_view s, std::string_view suffix) { return s.ends_with(suffix); }
 
@@ -191,7 +189,8 @@ struct Server::Impl {
   explicit Impl(Options o)
       : opts(std::move(o)),
         responses(opts),
-        seed(opts.error_seed ? *opts.error_seed : (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {
+        seed(opts.error_seed ? *opts.error_seed
+                             : (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()) {
     for (int i = 0; i < opts.threads; ++i) {
       contexts.push_back(std::make_unique<net::io_context>(1));
       guards.push_back(net::make_work_guard(*contexts.back()));
@@ -290,8 +289,9 @@ struct Server::Impl {
             ec != http::error::partial_message) {
           // A malformed or oversized request: answer, then close.
           int status = ec == http::error::body_limit ? 413 : ec == http::error::header_limit ? 431 : 400;
-          std::string msg = status == 413 ? "Request too large" : status == 431 ? "Request header fields too large"
-                                                                                  : "Malformed HTTP request: " + ec.message();
+          std::string msg = status == 413   ? "Request too large"
+                            : status == 431 ? "Request header fields too large"
+                                            : "Malformed HTTP request: " + ec.message();
           http::response<http::string_body> res{static_cast<http::status>(status), 11};
           res.set(http::field::content_type, "application/json");
           res.body() = responses.error(msg, "invalid_request_error",
@@ -405,13 +405,9 @@ struct Server::Impl {
         reset_connection(stream);
         co_return false;
       }
-      case Answer::Kind::reset:
-        reset_connection(stream);
-        co_return false;
-      case Answer::Kind::stream:
-        co_return co_await write_stream(stream, answer.plan, b, keep_alive);
-      case Answer::Kind::full:
-        break;
+      case Answer::Kind::reset: reset_connection(stream); co_return false;
+      case Answer::Kind::stream: co_return co_await write_stream(stream, answer.plan, b, keep_alive);
+      case Answer::Kind::full: break;
     }
 
     http::response<http::string_body> res{static_cast<http::status>(answer.status), 11};
@@ -521,8 +517,8 @@ struct Server::Impl {
     if (!opts.require_key.empty()) {
       auto auth = req[http::field::authorization];
       if (auth != "Bearer " + opts.require_key) {
-        return error_answer(401, responses.error("Incorrect API key provided", "invalid_request_error",
-                                                 "invalid_api_key"));
+        return error_answer(401,
+                            responses.error("Incorrect API key provided", "invalid_request_error", "invalid_api_key"));
       }
     }
     if (b.status != 0 && (b.status < 200 || b.status >= 300)) {
@@ -548,8 +544,7 @@ struct Server::Impl {
       endpoint = Endpoint::models;
       want = http::verb::get;
     } else {
-      return error_answer(404, responses.error("Unknown request URL: " + std::string(req.method_string()) + " " +
-                                                   path,
+      return error_answer(404, responses.error("Unknown request URL: " + std::string(req.method_string()) + " " + path,
                                                "invalid_request_error", "unknown_url"));
     }
     if (req.method() != want) {
@@ -570,8 +565,8 @@ struct Server::Impl {
     }
     auto model = j.find("model");
     if (model == j.end() || !model->is_string()) {
-      return error_answer(400, responses.error("you must provide a model parameter", "invalid_request_error",
-                                               "missing_model"));
+      return error_answer(
+          400, responses.error("you must provide a model parameter", "invalid_request_error", "missing_model"));
     }
     std::string model_json = model->dump(-1, ' ', false, json::error_handler_t::replace);
     const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
@@ -587,8 +582,8 @@ struct Server::Impl {
         inputs = tokens ? 1 : static_cast<int>(input->size());
       }
       if (inputs == 0) {
-        return error_answer(400, responses.error("'input' must be a non-empty string or array",
-                                                 "invalid_request_error", "invalid_input"));
+        return error_answer(400, responses.error("'input' must be a non-empty string or array", "invalid_request_error",
+                                                 "invalid_input"));
       }
       if (b.malformed) return malformed_answer();
       auto fmt = j.find("encoding_format");
@@ -623,12 +618,8 @@ struct Server::Impl {
         a.body = tool.empty() ? responses.chat(model_json, id_str, created)
                               : responses.chat_tool_call(model_json, id_str, created, tool);
         break;
-      case Endpoint::completions:
-        a.body = responses.completion(model_json, id_str, created);
-        break;
-      default:
-        a.body = responses.response(model_json, id_str, created);
-        break;
+      case Endpoint::completions: a.body = responses.completion(model_json, id_str, created); break;
+      default: a.body = responses.response(model_json, id_str, created); break;
     }
     return a;
   }

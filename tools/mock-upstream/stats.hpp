@@ -39,8 +39,7 @@ class Stats {
   using Headers = std::vector<std::pair<std::string, std::string>>;
   // Records one API request; returns its sequence number since the last reset
   // (0-based), which drives the deterministic error decision.
-  std::uint64_t on_request(ConnectionMark& conn, const std::string& path, Headers headers,
-                           const std::string& body);
+  std::uint64_t on_request(ConnectionMark& conn, const std::string& path, Headers headers, const std::string& body);
 
   void reset();
   std::string to_json() const;

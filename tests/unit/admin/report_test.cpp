@@ -15,10 +15,10 @@ using namespace std::chrono_literals;
 constexpr double kMonth = 30.0 * 24 * 3600;
 
 nlohmann::json rollout_arms(std::uint64_t control, std::uint64_t canary) {
-  return {{"control", {{"requests", control}, {"errors", 0}, {"error_rate", 0.0}, {"p50_seconds", 0.1},
-                       {"p99_seconds", 0.4}}},
-          {"canary", {{"requests", canary}, {"errors", 1}, {"error_rate", 0.25}, {"p50_seconds", 0.05},
-                      {"p99_seconds", 0.2}}}};
+  return {{"control",
+           {{"requests", control}, {"errors", 0}, {"error_rate", 0.0}, {"p50_seconds", 0.1}, {"p99_seconds", 0.4}}},
+          {"canary",
+           {{"requests", canary}, {"errors", 1}, {"error_rate", 0.25}, {"p50_seconds", 0.05}, {"p99_seconds", 0.2}}}};
 }
 
 TEST(CostUsd, PricedAndUnpriced) {
@@ -107,10 +107,10 @@ TEST(Report, WindowSlidesTotalsStay) {
   EXPECT_EQ(c["requests_total"], 10u);
   EXPECT_NEAR(c["cost_usd"].get<double>(), 0.01, 1e-12);
   EXPECT_EQ(c["requests_per_second"], 0.0);
-  EXPECT_EQ(c["projected_monthly_cost_usd"], 0.0);                        // no traffic now
-  EXPECT_NEAR(c["cost_per_1k_requests_usd"].get<double>(), 1.0, 1e-9);   // falls back to since-start
+  EXPECT_EQ(c["projected_monthly_cost_usd"], 0.0);                      // no traffic now
+  EXPECT_NEAR(c["cost_per_1k_requests_usd"].get<double>(), 1.0, 1e-9);  // falls back to since-start
   EXPECT_TRUE(c["ttfb_p50_seconds"].is_null());
-  EXPECT_TRUE(r["projected_monthly_saving_usd"].is_null());               // canary never served
+  EXPECT_TRUE(r["projected_monthly_saving_usd"].is_null());  // canary never served
 }
 
 TEST(Report, ExactUnderManyThreads) {

@@ -37,9 +37,8 @@ TEST(JsonScan, AcceptsValidObjects) {
 }
 
 TEST(JsonScan, TopLevelSpansAreExact) {
-  std::string doc =
-      R"(  { "model" : "gpt-4.1" , "stream":true,"n" : -1.5e+10 ,)"
-      R"("messages":[{"role":"user","content":"hi, {\"model\":1}"}],"o":{"x":"}"},"z":null}  )";
+  std::string doc = R"(  { "model" : "gpt-4.1" , "stream":true,"n" : -1.5e+10 ,)"
+                    R"("messages":[{"role":"user","content":"hi, {\"model\":1}"}],"o":{"x":"}"},"z":null}  )";
   Lookup<7> lk{{"model", "stream", "n", "messages", "o", "z", "absent"}};
   ASSERT_EQ(scan_object(doc, lk), "");
   ASSERT_TRUE(lk.values[0]);
@@ -162,9 +161,7 @@ TEST(JsonScan, RejectsInvalidJson) {
   }
 }
 
-std::string nested_arrays(int depth) {
-  return "{\"a\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
-}
+std::string nested_arrays(int depth) { return "{\"a\":" + std::string(depth, '[') + std::string(depth, ']') + "}"; }
 
 TEST(JsonScan, DepthIsBounded) {
   // The top-level object counts as one level: 128 levels in all are fine.
@@ -253,8 +250,16 @@ TEST(JsonEncode, InvalidUtf8BecomesReplacementCharacters) {
   // The output must always be JSON a strict parser accepts (access log lines
   // carry client-supplied paths and model names).
   const std::string bad[] = {
-      "\xff", "\xc3", "a\xc3(b", "\xe2\x82", "\xed\xa0\x80" /* surrogate */, "\xc0\xaf" /* overlong */,
-      "\xf8\x88\x80\x80\x80", "\xf4\x90\x80\x80" /* > U+10FFFF */, "\x80", "ok\xf0\x9f\x98",
+      "\xff",
+      "\xc3",
+      "a\xc3(b",
+      "\xe2\x82",
+      "\xed\xa0\x80" /* surrogate */,
+      "\xc0\xaf" /* overlong */,
+      "\xf8\x88\x80\x80\x80",
+      "\xf4\x90\x80\x80" /* > U+10FFFF */,
+      "\x80",
+      "ok\xf0\x9f\x98",
   };
   for (const auto& s : bad) {
     std::string lit = encode_string(s);
@@ -262,7 +267,9 @@ TEST(JsonEncode, InvalidUtf8BecomesReplacementCharacters) {
     ASSERT_FALSE(parsed.is_discarded()) << lit;
     EXPECT_NE(parsed.get<std::string>().find("\xef\xbf\xbd"), std::string::npos) << lit;
   }
-  EXPECT_EQ(encode_string("a\xff" "b"), "\"a\\ufffdb\"");
+  EXPECT_EQ(encode_string("a\xff"
+                          "b"),
+            "\"a\\ufffdb\"");
 }
 
 // ---- cross-check against nlohmann::json ------------------------------------
@@ -279,9 +286,9 @@ class Gen {
   }
 
   std::string string_literal() {
-    static const char* kPieces[] = {"a", "model", " ", "x y", "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n",
-                                    "\\r", "\\t", "\\u0041", "\\u00e9", "\\u20ac", "\\ud83d\\ude00",
-                                    "{", "}", "[", "]", ":", ",", "'", "0"};
+    static const char* kPieces[] = {"a",   "model", " ",   "x y", "\\\"",    "\\\\",    "\\/",     "\\b",
+                                    "\\f", "\\n",   "\\r", "\\t", "\\u0041", "\\u00e9", "\\u20ac", "\\ud83d\\ude00",
+                                    "{",   "}",     "[",   "]",   ":",       ",",       "'",       "0"};
     std::string s = "\"";
     int n = pick(6);
     for (int i = 0; i < n; ++i) s += kPieces[pick(24)];
@@ -349,14 +356,16 @@ class Gen {
   }
 
   std::string mutate(std::string doc) {
-    static const std::string kChars = std::string("{}[]\",:\\ 0123456789eE.-+tfnulrasx'/\t\n") +
-                                      std::string("\x01\x1f\x7f\0", 4);
+    static const std::string kChars =
+        std::string("{}[]\",:\\ 0123456789eE.-+tfnulrasx'/\t\n") + std::string("\x01\x1f\x7f\0", 4);
     int edits = 1 + pick(3);
     for (int e = 0; e < edits && !doc.empty(); ++e) {
       std::size_t at = static_cast<std::size_t>(pick(static_cast<int>(doc.size())));
       switch (pick(5)) {
         case 0: doc.erase(at, 1); break;
-        case 1: doc.insert(doc.begin() + static_cast<std::ptrdiff_t>(at), kChars[pick(static_cast<int>(kChars.size()))]); break;
+        case 1:
+          doc.insert(doc.begin() + static_cast<std::ptrdiff_t>(at), kChars[pick(static_cast<int>(kChars.size()))]);
+          break;
         case 2: doc[at] = kChars[pick(static_cast<int>(kChars.size()))]; break;
         case 3: doc.resize(at); break;
         default: {
@@ -428,8 +437,8 @@ TEST(JsonScanCrossCheck, AgreesWithNlohmannOnGeneratedDocuments) {
     ++compared;
   }
   EXPECT_GE(compared, 200);
-  EXPECT_GE(rejected, 50);   // the mutations do break documents...
-  EXPECT_GE(accepted, 90);   // ...but not all of them
+  EXPECT_GE(rejected, 50);  // the mutations do break documents...
+  EXPECT_GE(accepted, 90);  // ...but not all of them
 }
 
 TEST(PlainRun, FindsTheFirstByteThatNeedsALookAtEveryOffset) {
@@ -441,8 +450,9 @@ TEST(PlainRun, FindsTheFirstByteThatNeedsALookAtEveryOffset) {
     return i;
   };
   const char specials[] = {'"', '\\', '\0', '\n', '\x1f'};
-  const char fillers[] = {'a', ' ', '\x7f', static_cast<char>(0x80), static_cast<char>(0xe2), static_cast<char>(0xff),
-                          '!', '#', '[', ']', '\x21', '\x20'};
+  const char fillers[] = {
+      'a', ' ',    '\x7f', static_cast<char>(0x80), static_cast<char>(0xe2), static_cast<char>(0xff), '!', '#', '[',
+      ']', '\x21', '\x20'};
   for (std::size_t len = 0; len <= 40; ++len) {
     for (char fill : fillers) {
       std::string s(len, fill);

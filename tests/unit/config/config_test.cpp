@@ -280,8 +280,9 @@ TEST(ConfigSections, RedisDefaultsWhenSectionEmpty) {
 }
 
 TEST(ConfigSections, RedisSentinelUrl) {
-  Config c = load_string(with("redis:\n  url: \"rediss+sentinel://canaryd@s1:26380,s2,[::1]:26381/mymaster/2\"\n"
-                              "  sentinel_password_env: CANARYD_T_UNSET_SENTINEL_PW\n"));
+  Config c =
+      load_string(with("redis:\n  url: \"rediss+sentinel://canaryd@s1:26380,s2,[::1]:26381/mymaster/2\"\n"
+                       "  sentinel_password_env: CANARYD_T_UNSET_SENTINEL_PW\n"));
   ASSERT_TRUE(c.redis);
   const RedisConfig& r = *c.redis;
   EXPECT_EQ(r.mode, RedisMode::sentinel);
@@ -336,8 +337,9 @@ TEST(ConfigSections, RedisCluster) {
   EXPECT_EQ(r.nodes[2].port, 6379);
   EXPECT_EQ(r.db, 0);
   // redis.cluster: true turns a one-host URL into a seed node; rediss:// keeps TLS.
-  Config k = load_string(with("redis:\n  url: \"rediss://node-1.example.com:6380\"\n  cluster: true\n"
-                              "  username: app\n"));
+  Config k =
+      load_string(with("redis:\n  url: \"rediss://node-1.example.com:6380\"\n  cluster: true\n"
+                       "  username: app\n"));
   EXPECT_EQ(k.redis->mode, RedisMode::cluster);
   EXPECT_TRUE(k.redis->tls);
   ASSERT_EQ(k.redis->nodes.size(), 1u);
@@ -352,15 +354,18 @@ TEST(ConfigSections, RedisCluster) {
 TEST(ConfigErrors, RedisTopologyKeysNameTheKeyAndLine) {
   EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a:1,b:2/0\"\n")),
             "t.yaml:10: redis.url: one host only in a redis:// URL (several: redis+sentinel:// or redis+cluster://)");
-  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1,s2\"\n")),
-            "t.yaml:10: redis.url: the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], "
-            "or set redis.master_name");
-  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1/m/x\"\n")),
-            "t.yaml:10: redis.url: database must be a number, as in redis+sentinel://host:26379/mymaster/0, got \"/x\"");
+  EXPECT_EQ(
+      error_of(with("redis:\n  url: \"redis+sentinel://s1,s2\"\n")),
+      "t.yaml:10: redis.url: the master name is missing: redis+sentinel://host1:26379,host2:26379/<master>[/<db>], "
+      "or set redis.master_name");
+  EXPECT_EQ(
+      error_of(with("redis:\n  url: \"redis+sentinel://s1/m/x\"\n")),
+      "t.yaml:10: redis.url: database must be a number, as in redis+sentinel://host:26379/mymaster/0, got \"/x\"");
   EXPECT_EQ(error_of(with("redis:\n  url: \"redis+sentinel://s1,,s2/m\"\n")),
             "t.yaml:10: redis.url: empty host in the host list");
-  EXPECT_EQ(error_of(with("redis:\n  url: \"redis+cluster://a,b/3\"\n")),
-            "t.yaml:10: redis.url: Redis Cluster has only db 0: write redis+cluster://host1:6379,host2:6379 with no path");
+  EXPECT_EQ(
+      error_of(with("redis:\n  url: \"redis+cluster://a,b/3\"\n")),
+      "t.yaml:10: redis.url: Redis Cluster has only db 0: write redis+cluster://host1:6379,host2:6379 with no path");
   EXPECT_EQ(error_of(with("redis:\n  url: \"redis://a/3\"\n  cluster: true\n")),
             "t.yaml:10: redis.url: Redis Cluster has only db 0, got db 3");
   EXPECT_EQ(error_of(with("redis:\n  url: \"redis+cluster://a\"\n  cluster: false\n")),
@@ -460,8 +465,9 @@ TEST(ConfigErrors, BadEnums) {
             "t.yaml:10: fallback.on[1]: expected one of connect_error, tls_error, timeout, 5xx, 429, got \"404\"");
   EXPECT_EQ(error_of(with("log:\n  level: loud\n")),
             "t.yaml:10: log.level: expected one of trace, debug, info, warn, error, off, got \"loud\"");
-  EXPECT_EQ(error_of(with("  sticky_key: [\"cookie:sid\"]\n")),
-            "t.yaml:9: split.sticky_key[0]: expected \"header:NAME\", \"body:user\" or \"client_ip\", got \"cookie:sid\"");
+  EXPECT_EQ(
+      error_of(with("  sticky_key: [\"cookie:sid\"]\n")),
+      "t.yaml:9: split.sticky_key[0]: expected \"header:NAME\", \"body:user\" or \"client_ip\", got \"cookie:sid\"");
   EXPECT_EQ(error_of(with("  override_header: \"X Canary\"\n")),
             "t.yaml:9: split.override_header: \"X Canary\" is not a valid header name");
   EXPECT_EQ(error_of(with("server:\n  access_log: maybe\n")),
@@ -597,9 +603,11 @@ split:
 
 TEST(ConfigErrors, Urls) {
   auto up = [](const std::string& url) {
-    return "upstreams:\n  a: { base_url: \"" + url + "\" }\n  b: { base_url: \"http://b\" }\nsplit: { control: a, canary: b }\n";
+    return "upstreams:\n  a: { base_url: \"" + url +
+           "\" }\n  b: { base_url: \"http://b\" }\nsplit: { control: a, canary: b }\n";
   };
-  EXPECT_EQ(error_of(up("ftp://x")), "t.yaml:2: upstreams.a.base_url: scheme must be http:// or https://, got \"ftp://\"");
+  EXPECT_EQ(error_of(up("ftp://x")),
+            "t.yaml:2: upstreams.a.base_url: scheme must be http:// or https://, got \"ftp://\"");
   EXPECT_EQ(error_of(up("api.openai.com/v1")),
             "t.yaml:2: upstreams.a.base_url: not a URL (expected scheme://host[:port][/path])");
   EXPECT_EQ(error_of(up("https://::1/v1")),
@@ -620,8 +628,9 @@ TEST(ConfigErrors, ProxyUrl) {
            "\" }\n  b: { base_url: \"http://b\" }\nsplit: { control: a, canary: b }\n";
   };
   EXPECT_EQ(load_string(px("http://[fd00::1]:8888")).upstreams.at("a").proxy_host, "fd00::1");
-  EXPECT_EQ(error_of(px("https://p:3128")),
-            "t.yaml:2: upstreams.a.proxy: only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
+  EXPECT_EQ(
+      error_of(px("https://p:3128")),
+      "t.yaml:2: upstreams.a.proxy: only http:// proxies are supported (HTTP CONNECT), e.g. \"http://proxy:3128\"");
   EXPECT_EQ(error_of(px("http://p")), "t.yaml:2: upstreams.a.proxy: missing port (expected \"http://host:port\")");
 }
 
@@ -815,8 +824,9 @@ TEST(ConfigShadow, OffByDefaultAndParsed) {
 }
 
 TEST(ConfigShadow, ErrorsNameTheKey) {
-  EXPECT_EQ(error_of(with("shadow:\n  enabled: true\n")),
-            "t.yaml:9: shadow.percent: is required when shadow.enabled is true (percent of control requests to mirror)");
+  EXPECT_EQ(
+      error_of(with("shadow:\n  enabled: true\n")),
+      "t.yaml:9: shadow.percent: is required when shadow.enabled is true (percent of control requests to mirror)");
   EXPECT_EQ(error_of(with("shadow:\n  enabled: true\n  percent: 0\n")),
             "t.yaml:11: shadow.percent: must be above 0 when shadow.enabled is true, got \"0\"");
   EXPECT_EQ(error_of(with("shadow:\n  percent: 101\n")),

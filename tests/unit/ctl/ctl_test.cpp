@@ -128,11 +128,17 @@ TEST(RenderStatus, ShowsEveryCheck) {
   EXPECT_THAT(out, HasSubstr("Hold:     srm: sample ratio mismatch: canary 15.00% of 900 users"));
   EXPECT_THAT(out, HasSubstr("CHECK"));
   EXPECT_THAT(out, HasSubstr("error_rate                 pass          0.40%     0.35%     1.14x     1.00%"));
-  EXPECT_THAT(out, HasSubstr("duration                   pass          812ms     790ms     1.03x     1.25x     z=-8.10 of 4.20"));
-  EXPECT_THAT(out, HasSubstr("truncated (dry run)        fail          6.00%     1.00%     6.30x     1.50x     e=1.99e+04 of 898"));
+  EXPECT_THAT(
+      out,
+      HasSubstr("duration                   pass          812ms     790ms     1.03x     1.25x     z=-8.10 of 4.20"));
+  EXPECT_THAT(
+      out,
+      HasSubstr("truncated (dry run)        fail          6.00%     1.00%     6.30x     1.50x     e=1.99e+04 of 898"));
   EXPECT_THAT(out, HasSubstr("3/2"));
   EXPECT_THAT(out, HasSubstr("tool_call_json (critical)  skipped"));
-  EXPECT_THAT(out, HasSubstr("srm (users on the canary)  fail          15.00%    -         -         10.00%    e=3.29e+03 of 992"));
+  EXPECT_THAT(
+      out,
+      HasSubstr("srm (users on the canary)  fail          15.00%    -         -         10.00%    e=3.29e+03 of 992"));
   EXPECT_THAT(out, HasSubstr("135/900 users"));
   // A verdict from before issue 14 has no checks: no table.
   EXPECT_THAT(render_status(sample_status()), Not(HasSubstr("CHECK")));

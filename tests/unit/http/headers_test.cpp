@@ -35,8 +35,8 @@ std::vector<std::string> values(const http::fields& f, std::string_view name) {
 // ---- is_hop_by_hop ----------------------------------------------------------
 
 TEST(HopByHop, StandardNamesAnyCase) {
-  for (const char* n : {"Connection", "keep-alive", "PROXY-CONNECTION", "TE", "Trailer", "Transfer-Encoding",
-                        "Upgrade", "Proxy-Authorization", "proxy-authenticate"}) {
+  for (const char* n : {"Connection", "keep-alive", "PROXY-CONNECTION", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+                        "Proxy-Authorization", "proxy-authenticate"}) {
     EXPECT_TRUE(is_hop_by_hop(n, "")) << n;
   }
   for (const char* n : {"Content-Type", "Authorization", "X-Request-ID", "Trailers", "T", "Connectio", ""}) {
@@ -136,8 +136,8 @@ TEST(UpstreamRequestHeaders, NoClientAddressAddsNothingToForwardedFor) {
 }
 
 TEST(UpstreamRequestHeaders, OneRequestIdAndOneAcceptEncoding) {
-  http::fields in = make({{"X-Request-ID", "a"}, {"x-request-id", "b"}, {"Accept-Encoding", "gzip"},
-                          {"accept-encoding", "br"}});
+  http::fields in =
+      make({{"X-Request-ID", "a"}, {"x-request-id", "b"}, {"Accept-Encoding", "gzip"}, {"accept-encoding", "br"}});
   http::fields out;
   upstream_request_headers(in, out, ctx());
   EXPECT_EQ(values(out, "X-Request-ID"), std::vector<std::string>{"rid-0123456789"});
@@ -147,8 +147,8 @@ TEST(UpstreamRequestHeaders, OneRequestIdAndOneAcceptEncoding) {
 
 TEST(UpstreamRequestHeaders, EveryConnectionHeaderCounts) {
   // Connection may be sent as several header lines; each names hop-by-hop headers.
-  http::fields in = make({{"Connection", "keep-alive"}, {"Connection", "X-Secret"}, {"X-Secret", "s"},
-                          {"X-Kept", "k"}});
+  http::fields in =
+      make({{"Connection", "keep-alive"}, {"Connection", "X-Secret"}, {"X-Secret", "s"}, {"X-Kept", "k"}});
   http::fields out;
   upstream_request_headers(in, out, ctx());
   EXPECT_EQ(out.count("X-Secret"), 0u);
@@ -188,8 +188,7 @@ TEST(ClientResponseHeaders, DropsHopByHopAndLengthKeepsDuplicates) {
 // ---- request_id_from --------------------------------------------------------
 
 bool is_generated(const std::string& id) {
-  return id.size() == 32 &&
-         id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  return id.size() == 32 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 TEST(RequestId, KeepsValidIds) {
@@ -201,17 +200,8 @@ TEST(RequestId, KeepsValidIds) {
 
 TEST(RequestId, ReplacesInvalidIds) {
   const std::string bad[] = {
-      "",
-      std::string(129, 'z'),
-      "has space",
-      " leading",
-      "tab\there",
-      "new\nline",
-      "cr\rlf",
-      std::string("nul\0x", 5),
-      "del\x7f",
-      "caf\xc3\xa9",
-      "\x01",
+      "",       std::string(129, 'z'),    "has space", " leading",    "tab\there", "new\nline",
+      "cr\rlf", std::string("nul\0x", 5), "del\x7f",   "caf\xc3\xa9", "\x01",
   };
   for (const auto& b : bad) {
     std::string id = request_id_from(b);
@@ -243,7 +233,7 @@ TEST(ClientKey, Checks) {
   EXPECT_FALSE(client_key_ok("Bearer sk-client-on", keys));    // a prefix of a key
   EXPECT_FALSE(client_key_ok("Bearer sk-client-onex", keys));  // a key plus one character
   EXPECT_FALSE(client_key_ok("Bearer sk-client-", keys));
-  EXPECT_FALSE(client_key_ok("sk-client-one", keys));          // no scheme
+  EXPECT_FALSE(client_key_ok("sk-client-one", keys));  // no scheme
   EXPECT_FALSE(client_key_ok("Basic sk-client-one", keys));
   EXPECT_FALSE(client_key_ok("Bearer  sk-client-one", keys));
   EXPECT_FALSE(client_key_ok("Bearer\tsk-client-one", keys));
@@ -252,7 +242,7 @@ TEST(ClientKey, Checks) {
   EXPECT_FALSE(client_key_ok("Bearer ", keys));
   EXPECT_FALSE(client_key_ok("Bearer", keys));
   EXPECT_FALSE(client_key_ok("", keys));
-  EXPECT_FALSE(client_key_ok("Bearer SK-CLIENT-ONE", keys));   // keys are case-sensitive
+  EXPECT_FALSE(client_key_ok("Bearer SK-CLIENT-ONE", keys));  // keys are case-sensitive
 
   const std::vector<std::string> none;
   EXPECT_FALSE(client_key_ok("Bearer sk-client-one", none));

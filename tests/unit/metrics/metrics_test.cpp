@@ -152,9 +152,9 @@ TEST(MetricsTest, UnknownModelsMapToOtherAndSeriesStayBounded) {
   EXPECT_EQ(series_count(text, "ai_proxy_tokens_total"), 2u * 4 * 2);
   EXPECT_EQ(series_count(text, "ai_proxy_request_duration_seconds_count"), 2u * 4);
   EXPECT_EQ(text.find("rnd-"), std::string::npos);
-  EXPECT_EQ(value_of(text, "ai_proxy_requests_total",
-                     {{"provider", "openai"}, {"model", "other"}, {"status", "success"}}),
-            1000);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_requests_total", {{"provider", "openai"}, {"model", "other"}, {"status", "success"}}),
+      1000);
   EXPECT_EQ(value_of(text, "ai_proxy_request_duration_seconds_count", {{"provider", "openai"}, {"model", "other"}}),
             1000);
   EXPECT_EQ(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "other"}}), 0);
@@ -200,15 +200,14 @@ TEST(MetricsTest, CostFollowsPricing) {
   metrics.add_tokens(p, metrics.model_index("deepseek-v3.2"), 1000, 2000);    // 0.00042 + 0.0024
   metrics.add_tokens(p, metrics.model_index("unpriced-model"), 1000, 1000);   // no pricing: 0
   const std::string text = metrics.expose();
-  EXPECT_DOUBLE_EQ(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "holysheep"}, {"model", "gpt-4.1"}}),
-                   26.0);
+  EXPECT_DOUBLE_EQ(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "holysheep"}, {"model", "gpt-4.1"}}), 26.0);
   EXPECT_NEAR(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "holysheep"}, {"model", "deepseek-v3.2"}}),
               0.00282, 1e-12);
   EXPECT_EQ(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "holysheep"}, {"model", "unpriced-model"}}), 0);
   EXPECT_EQ(value_of(text, "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "gpt-4.1"}}), 0);
-  EXPECT_EQ(value_of(text, "ai_proxy_tokens_total",
-                     {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "prompt"}}),
-            1'250'000);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_tokens_total", {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "prompt"}}),
+      1'250'000);
   EXPECT_EQ(value_of(text, "ai_proxy_tokens_total",
                      {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "completion"}}),
             500'000);
@@ -239,8 +238,8 @@ TEST(MetricsTest, ReloadMayChangePricesButNotLabelSets) {
   metrics.add_tokens(p, m, 1'000'000, 0);  // 8
   metrics.set_pricing(cheaper.pricing);
   metrics.add_tokens(p, m, 1'000'000, 1'000'000);  // + 2 + 4
-  EXPECT_DOUBLE_EQ(value_of(metrics.expose(), "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "gpt-4.1"}}),
-                   14.0);
+  EXPECT_DOUBLE_EQ(
+      value_of(metrics.expose(), "ai_proxy_cost_usd_total", {{"provider", "openai"}, {"model", "gpt-4.1"}}), 14.0);
   // A model outside the start-up set is ignored ("other" stays free).
   metrics.set_pricing({{"other", {100, 100}}, {"brand-new", {100, 100}}});
   metrics.add_tokens(p, metrics.other_model_index(), 1'000'000, 1'000'000);
@@ -357,8 +356,8 @@ TEST(MetricsTest, EventsLandOnTheirFixedLabels) {
   metrics.inflight_add(3);
   metrics.inflight_add(-1);
   const std::string text = metrics.expose();
-  EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total", {{"from", "holysheep"}, {"to", "openai"}, {"reason", "timeout"}}),
-            1);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_fallbacks_total", {{"from", "holysheep"}, {"to", "openai"}, {"reason", "timeout"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total", {{"from", "holysheep"}, {"to", "openai"}, {"reason", "other"}}),
             1);
   EXPECT_EQ(text.find("nowhere"), std::string::npos);
@@ -379,7 +378,7 @@ TEST(MetricsTest, HistogramBucketsAreInclusiveAndCumulative) {
   const int m = metrics.model_index("gpt-4.1");
   metrics.observe_request(p, m, Metrics::Status::error, 0.005);  // on a bound: counted in le="0.005"
   metrics.observe_request(p, m, Metrics::Status::timeout, 0.3);
-  metrics.observe_request(p, m, Metrics::Status::success, 200);   // past 120: +Inf only
+  metrics.observe_request(p, m, Metrics::Status::success, 200);  // past 120: +Inf only
   metrics.observe_ttfb(p, m, 0.02);
   metrics.observe_overhead(0.00004);
   metrics.observe_overhead(2.0);
@@ -404,9 +403,9 @@ TEST(MetricsTest, HistogramBucketsAreInclusiveAndCumulative) {
   EXPECT_EQ(bucket("ai_proxy_overhead_seconds", {}, "1"), 1);
   EXPECT_EQ(bucket("ai_proxy_overhead_seconds", {}, "+Inf"), 2);
   for (auto status : {"success", "error", "timeout"}) {
-    EXPECT_EQ(value_of(text, "ai_proxy_requests_total",
-                       {{"provider", "openai"}, {"model", "gpt-4.1"}, {"status", status}}),
-              1);
+    EXPECT_EQ(
+        value_of(text, "ai_proxy_requests_total", {{"provider", "openai"}, {"model", "gpt-4.1"}, {"status", status}}),
+        1);
   }
 }
 
@@ -440,9 +439,9 @@ TEST(MetricsTest, ConcurrentIncrementsSumExactly) {
   EXPECT_EQ(value_of(text, "ai_proxy_request_duration_seconds_count", pm), kTotal);
   EXPECT_EQ(value_of(text, "ai_proxy_request_duration_seconds_sum", pm), kTotal * 0.5);
   EXPECT_EQ(value_of(text, "ai_proxy_time_to_first_byte_seconds_sum", pm), kTotal * 0.25);
-  EXPECT_EQ(value_of(text, "ai_proxy_tokens_total",
-                     {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "prompt"}}),
-            kTotal * 3);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_tokens_total", {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "prompt"}}),
+      kTotal * 3);
   EXPECT_EQ(value_of(text, "ai_proxy_tokens_total",
                      {{"provider", "holysheep"}, {"model", "gpt-4.1"}, {"type", "completion"}}),
             kTotal * 5);
@@ -478,8 +477,7 @@ TEST(MetricsTest, ScrapesWhileWritingStayConsistent) {
 TEST(MetricsTest, ProcessMetricsArePlausible) {
   Metrics metrics(test_setup());
   const std::string text = metrics.expose();
-  const double now =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   EXPECT_GT(value_of(text, "process_resident_memory_bytes"), 0);
   EXPECT_GE(value_of(text, "process_virtual_memory_bytes"), value_of(text, "process_resident_memory_bytes"));
   EXPECT_GE(value_of(text, "process_cpu_seconds_total"), 0);

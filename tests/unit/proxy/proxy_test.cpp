@@ -64,14 +64,18 @@ class FakeUpstream {
   using Script = std::function<Reply(int index, const Seen& seen)>;
 
   FakeUpstream(net::io_context& ioc, Script script, std::chrono::milliseconds gap = 0ms)
-      : ioc_(ioc), acceptor_(std::make_shared<tcp::acceptor>(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0))),
-        state_(std::make_shared<State>()), gap_(gap) {
+      : ioc_(ioc),
+        acceptor_(std::make_shared<tcp::acceptor>(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0))),
+        state_(std::make_shared<State>()),
+        gap_(gap) {
     state_->script = std::move(script);
     net::co_spawn(ioc, accept_loop(acceptor_, state_, gap_), net::detached);
   }
   ~FakeUpstream() { acceptor_->close(); }
 
-  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(acceptor_->local_endpoint().port()) + "/v1"; }
+  std::string base_url() const {
+    return "http://127.0.0.1:" + std::to_string(acceptor_->local_endpoint().port()) + "/v1";
+  }
   const std::vector<Seen>& seen() const { return state_->seen; }
   int connections() const { return state_->connections; }
 
@@ -100,7 +104,8 @@ class FakeUpstream {
       Seen seen{connection, buf.substr(0, n), {}};
       buf.erase(0, n);
       std::size_t length = 0;
-      if (auto at = seen.head.find("Content-Length: "); at != std::string::npos) length = std::stoul(seen.head.substr(at + 16));
+      if (auto at = seen.head.find("Content-Length: "); at != std::string::npos)
+        length = std::stoul(seen.head.substr(at + 16));
       while (buf.size() < length) {
         char tmp[4096];
         auto [rec, got] = co_await socket.async_read_some(net::buffer(tmp), kTuple);
@@ -132,10 +137,10 @@ class FakeUpstream {
 };
 
 std::string json_answer(std::string_view tag, int status = 200) {
-  std::string body = R"({"tag":")" + std::string(tag) +
-                     R"(","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})";
-  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string body =
+      R"({"tag":")" + std::string(tag) + R"(","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})";
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
 config::Config test_config(const std::string& control_url, const std::string& canary_url, double weight) {
@@ -267,8 +272,12 @@ class ProxyTest : public ::testing::Test {
     if (!header.empty()) req.set(header, value);
     req.body() = std::move(body);
     req.prepare_payload();
-    Request r{services_, *thread_, rt_, server, req, "127.0.0.1", "req-1", "/v1/chat/completions", "",
-              std::chrono::steady_clock::now(), true};
+    Request r{services_, *thread_,
+              rt_,       server,
+              req,       "127.0.0.1",
+              "req-1",   "/v1/chat/completions",
+              "",        std::chrono::steady_clock::now(),
+              true};
     const bool keep = co_await proxy(r, RouteKind::split);
     EXPECT_TRUE(keep);
 
@@ -295,7 +304,8 @@ const std::string kChat = R"({"model":"gpt-4.1","stream":true,"messages":[{"role
 
 TEST_F(ProxyTest, AStreamWrittenInArbitraryPiecesIsRelayedWholeWithItsUsage) {
   std::string events;
-  for (int i = 0; i < 5; ++i) events += "data: {\"choices\":[{\"delta\":{\"content\":\"w" + std::to_string(i) + "\"}}]}\n\n";
+  for (int i = 0; i < 5; ++i)
+    events += "data: {\"choices\":[{\"delta\":{\"content\":\"w" + std::to_string(i) + "\"}}]}\n\n";
   events += "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":22}}\n\ndata: [DONE]\n\n";
   // The chunked body cut at awkward places: inside a size line, inside an event, inside the final chunk.
   std::string wire = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -305,8 +315,10 @@ TEST_F(ProxyTest, AStreamWrittenInArbitraryPiecesIsRelayedWholeWithItsUsage) {
   std::snprintf(size2, sizeof size2, "%zx\r\n", events.size() - half);
   wire += size1 + events.substr(0, half) + "\r\n" + size2 + events.substr(half) + "\r\n0\r\n\r\n";
   std::vector<std::string> pieces;
-  for (std::size_t at = 0, step = 1; at < wire.size(); at += step, step = step % 37 + 3) pieces.push_back(wire.substr(at, step));
-  FakeUpstream control(ioc_, [&](int, const Seen&) { return Reply{pieces}; }, 1ms);
+  for (std::size_t at = 0, step = 1; at < wire.size(); at += step, step = step % 37 + 3)
+    pieces.push_back(wire.substr(at, step));
+  FakeUpstream control(
+      ioc_, [&](int, const Seen&) { return Reply{pieces}; }, 1ms);
   start(test_config(control.base_url(), control.base_url(), 0));
   Result r = run(ioc_, exchange(kChat));
   EXPECT_EQ(r.status, 200);

@@ -33,7 +33,6 @@ namespace canaryd::redis_harness {
 using namespace std::chrono_literals;
 using Steady = std::chrono::steady_clock;
 
-
 inline int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -172,8 +171,7 @@ inline std::string reply_text(const redisReply* r) {
 // A blocking hiredis connection, for the tests' own checks only: AUTH
 // ([user] password) and SELECT first when given.
 inline std::optional<SyncReply> sync_reply(int port, const std::vector<std::string>& argv,
-                                           const std::string& password = "", int db = 0,
-                                           const std::string& user = "") {
+                                           const std::string& password = "", int db = 0, const std::string& user = "") {
   timeval tv{0, 300000};
   redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
   if (!c || c->err) {
@@ -229,8 +227,8 @@ class Certs {
   }
   // A certificate for `name` with subjectAltName `san` (e.g. "DNS:localhost,IP:127.0.0.1").
   void issue(const std::string& name, const std::string& san) {
-    std::ofstream(dir_ + "/" + name + ".ext") << "subjectAltName=" << san
-                                              << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n";
+    std::ofstream(dir_ + "/" + name + ".ext")
+        << "subjectAltName=" << san << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n";
     sh("openssl req " + kEc + " -subj '/CN=" + name + "' -keyout " + key(name) + " -out " + dir_ + "/" + name + ".csr");
     sh("openssl x509 -req -in " + dir_ + "/" + name + ".csr -CA " + ca() + " -CAkey " + ca_key() +
        " -CAcreateserial -days 2 -extfile " + dir_ + "/" + name + ".ext -out " + cert(name));
@@ -240,14 +238,15 @@ class Certs {
   std::string key(const std::string& name) const { return dir_ + "/" + name + ".key"; }
   // redis-server / redis-sentinel options for a TLS port with the certificate `name`.
   std::vector<std::string> server_args(const std::string& name, int tls_port) const {
-    return {"--tls-port",    std::to_string(tls_port), "--tls-cert-file", cert(name), "--tls-key-file", key(name),
-            "--tls-ca-cert-file", ca(), "--tls-auth-clients", "no"};
+    return {"--tls-port",         std::to_string(tls_port),
+            "--tls-cert-file",    cert(name),
+            "--tls-key-file",     key(name),
+            "--tls-ca-cert-file", ca(),
+            "--tls-auth-clients", "no"};
   }
 
  private:
-  static void sh(const std::string& cmd) {
-    ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd;
-  }
+  static void sh(const std::string& cmd) { ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd; }
   std::string ca_key() const { return dir_ + "/ca.key"; }
   inline static const std::string kEc = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
   std::string dir_;
@@ -276,9 +275,21 @@ class RedisServer {
 
   void start() {
     // shutdown-on-sigterm now: a primary does not wait for its replicas when the test stops it.
-    std::vector<std::string> argv = {"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                     "--save", "", "--appendonly", "no", "--dir", dir_.string(),
-                                     "--daemonize", "no", "--shutdown-on-sigterm", "now"};
+    std::vector<std::string> argv = {"redis-server",
+                                     "--port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--dir",
+                                     dir_.string(),
+                                     "--daemonize",
+                                     "no",
+                                     "--shutdown-on-sigterm",
+                                     "now"};
     argv.insert(argv.end(), extra_.begin(), extra_.end());
     child_ = Child(argv, (dir_ / "redis.log").string());
     bool up = poll_until([&] { return sync_cmd(port_, {"PING"}, password()).has_value(); }, 10s);
@@ -361,26 +372,28 @@ class SentinelSet {
   // The replica is in sync, and every sentinel sees the primary as a
   // master, the replica, and the other sentinels.
   bool wait_ready(std::chrono::milliseconds limit = 20s) {
-    return poll_until([&] {
-      if (replica_) {
-        auto info = replica_->cmd({"INFO", "replication"});
-        if (!info || info->find("master_link_status:up") == std::string::npos) return false;
-      }
-      for (int port : sentinel_ports_) {
-        auto r = sync_reply(port, {"SENTINEL", "MASTER", kMaster});
-        if (!r || r->elements.empty()) return false;
-        auto field = [&](const std::string& k) {
-          for (std::size_t i = 0; i + 1 < r->elements.size(); i += 2) {
-            if (r->elements[i] == k) return r->elements[i + 1];
+    return poll_until(
+        [&] {
+          if (replica_) {
+            auto info = replica_->cmd({"INFO", "replication"});
+            if (!info || info->find("master_link_status:up") == std::string::npos) return false;
           }
-          return std::string();
-        };
-        if (field("flags") != "master") return false;
-        if (field("num-other-sentinels") != std::to_string(options_.sentinels - 1)) return false;
-        if (field("num-slaves") != (options_.replica ? "1" : "0")) return false;
-      }
-      return true;
-    }, limit);
+          for (int port : sentinel_ports_) {
+            auto r = sync_reply(port, {"SENTINEL", "MASTER", kMaster});
+            if (!r || r->elements.empty()) return false;
+            auto field = [&](const std::string& k) {
+              for (std::size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+                if (r->elements[i] == k) return r->elements[i + 1];
+              }
+              return std::string();
+            };
+            if (field("flags") != "master") return false;
+            if (field("num-other-sentinels") != std::to_string(options_.sentinels - 1)) return false;
+            if (field("num-slaves") != (options_.replica ? "1" : "0")) return false;
+          }
+          return true;
+        },
+        limit);
   }
 
   // The port sentinel `i` names as the primary's.
@@ -440,7 +453,7 @@ class ClusterSet {
   explicit ClusterSet(const TempDir& dir, int primaries = 3, const Certs* tls = nullptr,
                       std::vector<std::string> extra = {})
       : tls_(tls) {
-    std::vector<std::string> args = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+    std::vector<std::string> args = {"--cluster-enabled",      "yes", "--cluster-config-file", "nodes.conf",
                                      "--cluster-node-timeout", "2000"};
     if (tls) args.insert(args.end(), {"--tls-cluster", "yes", "--tls-replication", "yes"});
     args.insert(args.end(), extra.begin(), extra.end());
@@ -453,15 +466,17 @@ class ClusterSet {
     create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
     Child cli(create, dir.file("cluster-create.log"));
     EXPECT_EQ(cli.wait_exit(60s), 0) << "redis-cli --cluster create failed; see " << dir.file("cluster-create.log");
-    const bool ok = poll_until([&] {
-      for (const auto& n : nodes_) {
-        auto info = n->cmd({"CLUSTER", "INFO"});
-        if (!info || info->find("cluster_state:ok") == std::string::npos ||
-            info->find("cluster_known_nodes:" + std::to_string(primaries)) == std::string::npos)
-          return false;
-      }
-      return true;
-    }, 30s);
+    const bool ok = poll_until(
+        [&] {
+          for (const auto& n : nodes_) {
+            auto info = n->cmd({"CLUSTER", "INFO"});
+            if (!info || info->find("cluster_state:ok") == std::string::npos ||
+                info->find("cluster_known_nodes:" + std::to_string(primaries)) == std::string::npos)
+              return false;
+          }
+          return true;
+        },
+        30s);
     EXPECT_TRUE(ok) << "the cluster did not reach cluster_state:ok";
   }
 
@@ -511,12 +526,11 @@ class ClusterSet {
     ASSERT_EQ(node(to).cmd({"CLUSTER", "SETSLOT", s, "IMPORTING", from_id}), "OK");
     ASSERT_EQ(node(from).cmd({"CLUSTER", "SETSLOT", s, "MIGRATING", to_id}), "OK");
     for (;;) {
-      auto keys = sync_reply(node(from).port(), {"CLUSTER", "GETKEYSINSLOT", s, std::to_string(batch)},
-                             node(from).password());
+      auto keys =
+          sync_reply(node(from).port(), {"CLUSTER", "GETKEYSINSLOT", s, std::to_string(batch)}, node(from).password());
       ASSERT_TRUE(keys);
       if (keys->elements.empty()) break;
-      std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(data_port(node(to))), "", "0",
-                                          "5000"};
+      std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(data_port(node(to))), "", "0", "5000"};
       if (!node(to).password().empty()) migrate.insert(migrate.end(), {"AUTH", node(to).password()});
       migrate.push_back("KEYS");
       migrate.insert(migrate.end(), keys->elements.begin(), keys->elements.end());

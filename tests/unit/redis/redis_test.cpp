@@ -13,10 +13,10 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -36,10 +36,10 @@
 #include <vector>
 
 #include "metrics/metrics.hpp"
+#include "redis_harness.hpp"
 #include "store/redis_client.hpp"
 #include "store/redis_store.hpp"
 #include "store/stores.hpp"
-#include "redis_harness.hpp"
 
 namespace canaryd::store {
 namespace {
@@ -56,12 +56,14 @@ class RedisTest : public ::testing::Test {
   void TearDown() override {
     for (auto& c : clients_) c->stop();
     // Let every coroutine see the stop and let go of its client.
-    wait_until([&] {
-      for (auto& c : clients_) {
-        if (c.use_count() > 1) return false;
-      }
-      return true;
-    }, 3s);
+    wait_until(
+        [&] {
+          for (auto& c : clients_) {
+            if (c.use_count() > 1) return false;
+          }
+          return true;
+        },
+        3s);
     clients_.clear();
   }
 
@@ -75,7 +77,8 @@ class RedisTest : public ::testing::Test {
   }
 
   std::shared_ptr<RedisClient> make_client(const config::RedisConfig& cfg) {
-    auto client = RedisClient::create(ioc_.get_executor(), cfg, [this](std::string_view op) { ++errors_[std::string(op)]; });
+    auto client =
+        RedisClient::create(ioc_.get_executor(), cfg, [this](std::string_view op) { ++errors_[std::string(op)]; });
     clients_.push_back(client);
     return client;
   }
@@ -119,8 +122,7 @@ class RedisTest : public ::testing::Test {
   }
 
   // Runs one pin step and measures it.
-  std::pair<std::optional<Arm>, std::chrono::milliseconds> timed_pin(AssignmentStore& store, std::string key,
-                                                                     Arm arm) {
+  std::pair<std::optional<Arm>, std::chrono::milliseconds> timed_pin(AssignmentStore& store, std::string key, Arm arm) {
     auto start = Steady::now();
     auto result = run_co(pin(store, std::move(key), arm, 60s));
     return {result, std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start)};
@@ -307,10 +309,13 @@ TEST_F(RedisTest, RedisKilledThenRestartedOnTheSamePort) {
 
   redis.start();  // same port, empty data (no persistence)
   std::optional<Arm> back;
-  ASSERT_TRUE(wait_until([&] {
-    back = run_co(pin(store, "k:r", Arm::control, 60s));
-    return back.has_value();
-  }, 6s)) << client->last_error();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        back = run_co(pin(store, "k:r", Arm::control, 60s));
+        return back.has_value();
+      },
+      6s))
+      << client->last_error();
   EXPECT_EQ(back, Arm::control);
   EXPECT_TRUE(client->healthy());
   EXPECT_EQ(client->connects(), 2u);
@@ -335,8 +340,8 @@ TEST_F(RedisTest, ClientPauseCostsAtMostTheTimeout) {
     net::co_spawn(ioc_, pin(store, "k:p" + std::to_string(i), Arm::control, 60s),
                   [&, start](std::exception_ptr, std::optional<Arm> arm) {
                     EXPECT_EQ(arm, std::nullopt);
-                    slowest = std::max(slowest,
-                                       std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start));
+                    slowest =
+                        std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start));
                     ++finished;
                   });
   }
@@ -354,10 +359,12 @@ TEST_F(RedisTest, ClientPauseCostsAtMostTheTimeout) {
 
   // After the pause the same connection answers again; the late replies were dropped.
   std::optional<Arm> back;
-  ASSERT_TRUE(wait_until([&] {
-    back = run_co(pin(store, "k:p", Arm::control, 60s));
-    return back.has_value();
-  }, 5s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        back = run_co(pin(store, "k:p", Arm::control, 60s));
+        return back.has_value();
+      },
+      5s));
   EXPECT_EQ(back, Arm::canary);
   EXPECT_TRUE(client->healthy());
   EXPECT_EQ(client->connects(), 1u);
@@ -372,10 +379,12 @@ TEST_F(RedisTest, AConnectionThatStopsAnsweringIsReplaced) {
   auto paused_at = Steady::now();
   ASSERT_EQ(sync_cmd(redis.port(), {"CLIENT", "PAUSE", "2500"}), "OK");
   // Keep asking, as live traffic would; past the stall limit the connection is replaced.
-  ASSERT_TRUE(wait_until([&] {
-    (void)run_co(pin(store, "k:s", Arm::canary, 60s));
-    return client->connects() >= 2;
-  }, 2400ms));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        (void)run_co(pin(store, "k:s", Arm::canary, 60s));
+        return client->connects() >= 2;
+      },
+      2400ms));
   EXPECT_GE(Steady::now() - paused_at, 1s);
   ASSERT_TRUE(wait_until([&] { return run_co(pin(store, "k:s", Arm::canary, 60s)).has_value(); }, 5s));
   EXPECT_TRUE(client->healthy());
@@ -396,7 +405,8 @@ net::awaitable<void> double_replying_server(std::shared_ptr<net::ip::tcp::accept
       boost::system::error_code ec;
       std::size_t n = co_await socket.async_read_some(net::buffer(buf), net::redirect_error(net::use_awaitable, ec));
       if (ec || n == 0) break;
-      std::string_view reply = first ? std::string_view("$3\r\nfoo\r\n$4\r\nevil\r\n") : std::string_view("$4\r\ngood\r\n");
+      std::string_view reply =
+          first ? std::string_view("$3\r\nfoo\r\n$4\r\nevil\r\n") : std::string_view("$4\r\ngood\r\n");
       co_await net::async_write(socket, net::buffer(reply), net::redirect_error(net::use_awaitable, ec));
       if (ec) break;
     }
@@ -404,24 +414,24 @@ net::awaitable<void> double_replying_server(std::shared_ptr<net::ip::tcp::accept
 }
 
 TEST_F(RedisTest, AReplyNobodyAskedForDropsTheConnection) {
-  auto acceptor = std::make_shared<net::ip::tcp::acceptor>(
-      ioc_, net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  auto acceptor =
+      std::make_shared<net::ip::tcp::acceptor>(ioc_, net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   auto connections = std::make_shared<int>(0);
   net::co_spawn(ioc_, double_replying_server(acceptor, connections), net::detached);
   auto client = make_client(config_for(acceptor->local_endpoint().port()));
   ASSERT_TRUE(wait_until([&] { return client->connected(); }, 5s)) << client->last_error();
-  auto get = [&] {
-    return run_co(client->command(std::vector<std::string>{"GET", "k"}, "get"));
-  };
+  auto get = [&] { return run_co(client->command(std::vector<std::string>{"GET", "k"}, "get")); };
   Reply first = get();
   ASSERT_TRUE(first.ok()) << first.str;
   EXPECT_EQ(first.str, "foo");
   std::vector<std::string> seen;
-  ASSERT_TRUE(wait_until([&] {
-    Reply r = get();
-    if (r.ok()) seen.push_back(r.str);
-    return r.ok() && r.str == "good";
-  }, 5s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        Reply r = get();
+        if (r.ok()) seen.push_back(r.str);
+        return r.ok() && r.str == "good";
+      },
+      5s));
   for (const auto& s : seen) EXPECT_NE(s, "evil");
   EXPECT_GE(*connections, 2);
   EXPECT_GE(client->connects(), 2u);
@@ -443,9 +453,7 @@ TEST_F(RedisTest, NothingListeningFailsFastAndCountsConnectErrors) {
 
 class RedisTlsTest : public RedisTest {
  protected:
-  static void sh(const std::string& cmd) {
-    ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd;
-  }
+  static void sh(const std::string& cmd) { ASSERT_EQ(std::system((cmd + " >/dev/null 2>&1").c_str()), 0) << cmd; }
 
   // A test CA and, signed by it, a server certificate for `name`.
   void make_certs() {
@@ -454,10 +462,10 @@ class RedisTlsTest : public RedisTest {
     sh("openssl req -x509 " + ec + " -days 2 -subj '/CN=canaryd test CA' -keyout " + d + "/ca.key -out " + d +
        "/ca.crt");
     for (std::string name : {"localhost", "other.example"}) {
-      std::ofstream(d + "/" + name + ".ext") << "subjectAltName=DNS:" << name
-                                             << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
-      sh("openssl req " + ec + " -subj '/CN=" + name + "' -keyout " + d + "/" + name + ".key -out " + d + "/" +
-         name + ".csr");
+      std::ofstream(d + "/" + name + ".ext")
+          << "subjectAltName=DNS:" << name << "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+      sh("openssl req " + ec + " -subj '/CN=" + name + "' -keyout " + d + "/" + name + ".key -out " + d + "/" + name +
+         ".csr");
       sh("openssl x509 -req -in " + d + "/" + name + ".csr -CA " + d + "/ca.crt -CAkey " + d +
          "/ca.key -CAcreateserial -days 2 -extfile " + d + "/" + name + ".ext -out " + d + "/" + name + ".crt");
     }

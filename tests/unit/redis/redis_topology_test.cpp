@@ -45,9 +45,7 @@ using namespace std::chrono_literals;
 using namespace canaryd::redis_harness;
 using Steady = std::chrono::steady_clock;
 
-double ms_since(Steady::time_point t) {
-  return std::chrono::duration<double, std::milli>(Steady::now() - t).count();
-}
+double ms_since(Steady::time_point t) { return std::chrono::duration<double, std::milli>(Steady::now() - t).count(); }
 
 void report(const std::string& what) { std::fprintf(stderr, "[measured] %s\n", what.c_str()); }
 
@@ -84,8 +82,10 @@ class Loop {
     std::promise<T> p;
     auto f = p.get_future();
     net::co_spawn(ioc_, std::move(aw), [&p](std::exception_ptr e, T v) {
-      if (e) p.set_exception(e);
-      else p.set_value(std::move(v));
+      if (e)
+        p.set_exception(e);
+      else
+        p.set_value(std::move(v));
     });
     return f.get();
   }
@@ -124,8 +124,8 @@ class Load {
   }
   int count(bool ok, Steady::time_point since = {}) {
     std::lock_guard lock(mu_);
-    return static_cast<int>(std::count_if(results_.begin(), results_.end(),
-                                          [&](const Result& r) { return r.ok == ok && r.at >= since; }));
+    return static_cast<int>(
+        std::count_if(results_.begin(), results_.end(), [&](const Result& r) { return r.ok == ok && r.at >= since; }));
   }
   // Successes after `since` once no failure followed them: when the client
   // was back for good.
@@ -134,8 +134,10 @@ class Load {
     std::optional<Steady::time_point> first_ok;
     for (const auto& r : results_) {
       if (r.at < since) continue;
-      if (!r.ok) first_ok.reset();
-      else if (!first_ok) first_ok = r.at;
+      if (!r.ok)
+        first_ok.reset();
+      else if (!first_ok)
+        first_ok = r.at;
     }
     return first_ok;
   }
@@ -244,8 +246,7 @@ class TopologyTest : public ::testing::Test {
     return o;
   }
 
-  std::shared_ptr<RedisClient> make_client(Loop& loop, const config::RedisConfig& cfg,
-                                           RedisClient::Options o) {
+  std::shared_ptr<RedisClient> make_client(Loop& loop, const config::RedisConfig& cfg, RedisClient::Options o) {
     auto client = loop.call([&] { return RedisClient::create(loop.executor(), cfg, std::move(o)); });
     clients_.emplace_back(&loop, client);
     return client;
@@ -303,7 +304,8 @@ TEST(RedisKeySlot, CrcAndHashTagsAsRedisComputesThem) {
 
 TEST_F(TopologyTest, KeySlotMatchesTheServer) {
   RedisServer redis(dir_, {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}, nullptr, "node", true);
-  for (std::string key : {"foo", "canaryd:pin:0:0123456789abcdef0123456789abcdef", "{canaryd}:rollout", "a{b}c", "{}x"}) {
+  for (std::string key :
+       {"foo", "canaryd:pin:0:0123456789abcdef0123456789abcdef", "{canaryd}:rollout", "a{b}c", "{}x"}) {
     EXPECT_EQ(redis.cmd({"CLUSTER", "KEYSLOT", key}), std::to_string(RedisClient::key_slot(key))) << key;
   }
 }
@@ -345,11 +347,13 @@ TEST_F(TopologyTest, SentinelSwitchoverMovesEveryThreadsClientThroughOneWatcher)
   ASSERT_TRUE(poll_until([&] { return set.all_name(new_primary); }, 15s)) << "the sentinels did not switch";
   const double switched_ms = ms_since(t_switch);
   // Both threads write to the new primary again.
-  ASSERT_TRUE(poll_until([&] {
-    return load_a.back_since(t_switch) && load_b.back_since(t_switch) &&
-           set.replica().cmd({"EXISTS", load_a.last_ok_key()}) == "1" &&
-           set.replica().cmd({"EXISTS", load_b.last_ok_key()}) == "1";
-  }, 5s));
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return load_a.back_since(t_switch) && load_b.back_since(t_switch) &&
+               set.replica().cmd({"EXISTS", load_a.last_ok_key()}) == "1" &&
+               set.replica().cmd({"EXISTS", load_b.last_ok_key()}) == "1";
+      },
+      5s));
   const auto checked = Steady::now();
   ASSERT_TRUE(poll_until([&] { return load_a.count(true, checked) > 20 && load_b.count(true, checked) > 20; }, 5s));
   load_a.stop();
@@ -386,8 +390,8 @@ TEST_F(TopologyTest, SentinelPrimaryKilledUnderLoadIsFollowedWithinTheFailoverTi
   set.primary().kill9();
   ASSERT_TRUE(poll_until([&] { return set.all_name(new_primary); }, 30s)) << "no failover";
   const double sentinels_ms = ms_since(killed);
-  ASSERT_TRUE(poll_until([&] { return load.back_since(killed).has_value() && load.count(true, Steady::now() - 50ms) > 0; },
-                         10s));
+  ASSERT_TRUE(poll_until(
+      [&] { return load.back_since(killed).has_value() && load.count(true, Steady::now() - 50ms) > 0; }, 10s));
   const auto back = *load.back_since(killed);
   const double follow_ms = std::chrono::duration<double, std::milli>(back - killed).count();
   const double watcher_ms = followed_ms(killed);
@@ -459,9 +463,11 @@ class FakeSentinel {
         for (auto& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         if (name == "SENTINEL") {
           ++state->queries;
-          const std::vector<std::string> fields = {
-              "name", SentinelSet::kMaster, "ip", "127.0.0.1", "port", std::to_string(state->port.load()),
-              "flags", "master", "config-epoch", std::to_string(state->epoch.load())};
+          const std::vector<std::string> fields = {"name",         SentinelSet::kMaster,
+                                                   "ip",           "127.0.0.1",
+                                                   "port",         std::to_string(state->port.load()),
+                                                   "flags",        "master",
+                                                   "config-epoch", std::to_string(state->epoch.load())};
           out += "*" + std::to_string(fields.size()) + "\r\n";
           for (const auto& f : fields) out += bulk(f);
         } else if (name == "SUBSCRIBE") {
@@ -534,8 +540,8 @@ TEST_F(TopologyTest, UnknownMasterNameIsAClearErrorAndNothingConnects) {
   auto cfg = sentinel_config(set);
   cfg.master_name = "no-such-master";
   auto client = make_client(t0, cfg);
-  ASSERT_TRUE(poll_until([&] { return t0.call([&] { return client->last_error(); }).find("No such master") !=
-                                          std::string::npos; }, 5s))
+  ASSERT_TRUE(poll_until(
+      [&] { return t0.call([&] { return client->last_error(); }).find("No such master") != std::string::npos; }, 5s))
       << t0.call([&] { return client->last_error(); });
   EXPECT_FALSE(client->healthy());
   EXPECT_FALSE(cmd(t0, client, {"GET", "k"}).ok());
@@ -563,11 +569,13 @@ TEST_F(TopologyTest, StoresShareOneWatcherAndCountTheFailover) {
   ASSERT_TRUE(poll_until([&] { return set.all_name(set.replica().port()); }, 15s)) << "the sentinels did not switch";
   // Both threads' stores write to the new primary.
   int n = 0;
-  ASSERT_TRUE(poll_until([&] {
-    const std::string ka = "after-a-" + std::to_string(++n), kb = "after-b-" + std::to_string(n);
-    return t0.run(a->pin_canary(ka, 60s)) && t1.run(b->pin_canary(kb, 60s)) &&
-           set.replica().cmd({"EXISTS", ka}) == "1" && set.replica().cmd({"EXISTS", kb}) == "1";
-  }, 5s));
+  ASSERT_TRUE(poll_until(
+      [&] {
+        const std::string ka = "after-a-" + std::to_string(++n), kb = "after-b-" + std::to_string(n);
+        return t0.run(a->pin_canary(ka, 60s)) && t1.run(b->pin_canary(kb, 60s)) &&
+               set.replica().cmd({"EXISTS", ka}) == "1" && set.replica().cmd({"EXISTS", kb}) == "1";
+      },
+      5s));
   EXPECT_TRUE(poll_until([&] { return stores.healthy(); }, 5s));
   const std::string text = metrics.expose();
   EXPECT_TRUE(std::regex_search(text, std::regex(R"(ai_proxy_redis_failovers_total 1\b)"))) << text;
@@ -623,8 +631,9 @@ TEST_F(TopologyTest, ClusterSendsEveryKeyToItsSlotsPrimary) {
   EXPECT_EQ(total, kKeys);
   EXPECT_EQ(event_count(RedisEvent::moved), 0) << "the slot map was not used";
   // A multi-key script on one hash tag runs on the tag's node.
-  Reply r = cmd(t0, client, {"EVAL", "redis.call('SET', KEYS[1], 'x'); return redis.call('SET', KEYS[2], 'y')", "2",
-                             "{canaryd}:rollout", "{canaryd}:rollout:lease"});
+  Reply r = cmd(t0, client,
+                {"EVAL", "redis.call('SET', KEYS[1], 'x'); return redis.call('SET', KEYS[2], 'y')", "2",
+                 "{canaryd}:rollout", "{canaryd}:rollout:lease"});
   EXPECT_TRUE(r.ok()) << r.str;
   EXPECT_EQ(t0.call([&] { return client->connects(); }), cluster.size());
 }
@@ -634,10 +643,12 @@ TEST_F(TopologyTest, ClusterSlotMigratedUnderLoadNoCommandFails) {
   // The client logs in as an ACL user with only what canaryd needs on a
   // cluster (docs/redis.md): ASKING and CLUSTER SLOTS besides the data commands.
   for (std::size_t n = 0; n < cluster.size(); ++n) {
-    ASSERT_EQ(cluster.node(n).cmd({"ACL", "SETUSER", "canaryd", "on", ">canaryd-pw", "resetkeys", "~canaryd:*",
-                                   "~{canaryd}:*", "~{mig}:*", "resetchannels", "-@all", "+get", "+set", "+eval",
-                                   "+evalsha", "+xadd", "+xread", "+pexpire", "+ping", "+asking", "+cluster|slots"}),
-              "OK");
+    ASSERT_EQ(
+        cluster.node(n).cmd(
+            {"ACL",          "SETUSER",  "canaryd",       "on",       ">canaryd-pw", "resetkeys", "~canaryd:*",
+             "~{canaryd}:*", "~{mig}:*", "resetchannels", "-@all",    "+get",        "+set",      "+eval",
+             "+evalsha",     "+xadd",    "+xread",        "+pexpire", "+ping",       "+asking",   "+cluster|slots"}),
+        "OK");
   }
   const int slot = RedisClient::key_slot("mig");
   const std::size_t from = *cluster.owner(slot);
@@ -673,9 +684,9 @@ TEST_F(TopologyTest, ClusterSlotMigratedUnderLoadNoCommandFails) {
   in_slot.stop();
   spread.stop();
   report("slot " + std::to_string(slot) + " migrated under load in " + std::to_string(static_cast<int>(migrate_ms)) +
-         " ms: " + std::to_string(in_slot.count(true)) + " commands on the slot and " + std::to_string(spread.count(true)) +
-         " elsewhere, " + std::to_string(event_count(RedisEvent::ask)) + " ASK and " +
-         std::to_string(event_count(RedisEvent::moved)) + " MOVED followed, " +
+         " ms: " + std::to_string(in_slot.count(true)) + " commands on the slot and " +
+         std::to_string(spread.count(true)) + " elsewhere, " + std::to_string(event_count(RedisEvent::ask)) +
+         " ASK and " + std::to_string(event_count(RedisEvent::moved)) + " MOVED followed, " +
          std::to_string(in_slot.count(false) + spread.count(false)) + " failed");
   for (const auto& [why, n] : in_slot.failure_reasons()) ADD_FAILURE() << "failed: " << why << " x" << n;
   EXPECT_EQ(in_slot.count(false), 0);
@@ -729,10 +740,11 @@ TEST_F(TopologyTest, AclUserWithOnlyCanarydsCommandsAndAWrongPassword) {
       << t0.call([&] { return client->last_error(); });
   EXPECT_EQ(cmd(t0, client, {"GET", "canaryd:pin:0:x"}).str, "canary");
   // The rollout's scripts run with the user's rights: GET, SET, XADD, PEXPIRE inside EVAL.
-  Reply r = cmd(t0, client, {"EVAL",
-                             "redis.call('SET', KEYS[1], 'v'); redis.call('PEXPIRE', KEYS[1], 1000); "
-                             "return redis.call('XADD', KEYS[2], '*', 'version', '1')",
-                             "2", "{canaryd}:rollout:lease", "{canaryd}:rollout:events"});
+  Reply r = cmd(t0, client,
+                {"EVAL",
+                 "redis.call('SET', KEYS[1], 'v'); redis.call('PEXPIRE', KEYS[1], 1000); "
+                 "return redis.call('XADD', KEYS[2], '*', 'version', '1')",
+                 "2", "{canaryd}:rollout:lease", "{canaryd}:rollout:events"});
   EXPECT_TRUE(r.ok()) << r.str;
   EXPECT_TRUE(cmd(t0, client, {"XREAD", "COUNT", "1", "STREAMS", "{canaryd}:rollout:events", "0"}).ok());
   // ... and nothing else.

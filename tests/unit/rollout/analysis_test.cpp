@@ -20,9 +20,9 @@ TEST(TwoProportionZ, MatchesHandComputedValues) {
 }
 
 TEST(TwoProportionZ, DegenerateCases) {
-  EXPECT_EQ(two_proportion_z(0, 100, 0, 100), 0);      // pooled p = 0
-  EXPECT_EQ(two_proportion_z(100, 100, 50, 50), 0);    // pooled p = 1
-  EXPECT_EQ(two_proportion_z(5, 100, 0, 0), 0);        // no control
+  EXPECT_EQ(two_proportion_z(0, 100, 0, 100), 0);    // pooled p = 0
+  EXPECT_EQ(two_proportion_z(100, 100, 50, 50), 0);  // pooled p = 1
+  EXPECT_EQ(two_proportion_z(5, 100, 0, 0), 0);      // no control
   EXPECT_EQ(two_proportion_z(0, 0, 5, 100), 0);
 }
 

@@ -14,8 +14,8 @@
 
 #include "canaryd/clock.hpp"
 #include "canaryd/config.hpp"
-#include "rollout/state_machine.hpp"
 #include "rollout/controller.hpp"
+#include "rollout/state_machine.hpp"
 
 namespace canaryd::rollout {
 namespace {

@@ -13,8 +13,8 @@
 
 #include "canaryd/clock.hpp"
 #include "canaryd/config.hpp"
-#include "rollout/state_machine.hpp"
 #include "rollout/controller.hpp"
+#include "rollout/state_machine.hpp"
 
 namespace canaryd::rollout {
 namespace {
@@ -35,7 +35,9 @@ config::Config make_config() {
 
 class SharedControllerTest : public ::testing::Test {
  protected:
-  SharedControllerTest() : ctl_(cfg_, nullptr, clock_) { ctl_.enable_shared([this] { ++changes_; }); }
+  SharedControllerTest() : ctl_(cfg_, nullptr, clock_) {
+    ctl_.enable_shared([this] { ++changes_; });
+  }
 
   void traffic(int canary_errors, int n = 20) {
     for (int i = 0; i < n; ++i) {

@@ -21,9 +21,9 @@ using config::CheckId;
 // One arm's traffic model.
 struct Arm_ {
   double error_rate = 0.005;
-  double median_seconds = 0.8;     // log-normal duration
+  double median_seconds = 0.8;  // log-normal duration
   double sigma = 0.5;
-  double ttfb_fraction = 0.3;      // TTFB = this x duration
+  double ttfb_fraction = 0.3;  // TTFB = this x duration
   std::array<double, kQualitySignals> eligible{0.9, 0.9, 0.9, 0.1, 0.05};
   std::array<double, kQualitySignals> flagged{0.01, 0.001, 0.002, 0.001, 0.001};
 };
@@ -44,7 +44,8 @@ class Traffic {
       now += step;
       const int user = pick(rng_);
       // The user's arm: a fixed uniform draw per user against the share.
-      const double u = static_cast<double>(mix(static_cast<std::uint64_t>(user) * 7919 + 17) >> 11) / 9007199254740992.0;
+      const double u =
+          static_cast<double>(mix(static_cast<std::uint64_t>(user) * 7919 + 17) >> 11) / 9007199254740992.0;
       const bool on_canary = u < share;
       const Arm_& a = on_canary ? canary : control;
       const Arm arm = on_canary ? Arm::canary : Arm::control;
@@ -220,7 +221,8 @@ TEST(Judge, CriticalErrorRateFailsAtOnceUnlessControlIsAsBad) {
   Windows w2(5min);
   t.run(w2, now, 10, 20, 10, dead, dead);
   const Verdict v2 = both.look(w2, now, {10, true, true});
-  EXPECT_EQ(find(v2, CheckId::critical_error_rate)->outcome, Outcome::pass) << find(v2, CheckId::critical_error_rate)->detail;
+  EXPECT_EQ(find(v2, CheckId::critical_error_rate)->outcome, Outcome::pass)
+      << find(v2, CheckId::critical_error_rate)->detail;
   EXPECT_EQ(find(v2, CheckId::error_rate)->outcome, Outcome::pass);
 }
 

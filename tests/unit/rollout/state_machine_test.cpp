@@ -369,9 +369,12 @@ TEST(Status, DecodeRejectsGarbage) {
   EXPECT_FALSE(decode("not json"));
   EXPECT_FALSE(decode("[]"));
   EXPECT_FALSE(decode(R"({"state":"progressing"})"));
-  EXPECT_FALSE(decode(R"({"state":"flying","step":0,"weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
-  EXPECT_FALSE(decode(R"({"state":"paused","step":"x","weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
-  EXPECT_TRUE(decode(R"({"state":"paused","step":0,"weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
+  EXPECT_FALSE(decode(
+      R"({"state":"flying","step":0,"weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
+  EXPECT_FALSE(decode(
+      R"({"state":"paused","step":"x","weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
+  EXPECT_TRUE(decode(
+      R"({"state":"paused","step":0,"weight":1,"steps":[],"since":"","reason":"","verdict":null,"version":1,"epoch":0})"));
 }
 
 TEST(Status, RestoreCarriesStepTimer) {
@@ -387,7 +390,7 @@ TEST(Status, RestoreCarriesStepTimer) {
   clock.advance(2min);
   EXPECT_FALSE(b.tick(kPass));  // 9 of 10 minutes
   clock.advance(1min);
-  EXPECT_TRUE(b.tick(kPass));   // 10 minutes since the step began on replica a
+  EXPECT_TRUE(b.tick(kPass));  // 10 minutes since the step began on replica a
 }
 
 TEST(Status, RestoreAdoptsStateAndEpoch) {

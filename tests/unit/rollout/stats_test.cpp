@@ -182,7 +182,7 @@ TEST(StatsFnch, SupportEdgesAndNormalisation) {
       EXPECT_GT(log_fnch_pmf(hi, t.n1, t.n2, t.m, lp), -kInf);
     }
   }
-  EXPECT_EQ(log_fnch_pmf(3, 4, 0, 3, 1.0), 0.0);  // one possible table
+  EXPECT_EQ(log_fnch_pmf(3, 4, 0, 3, 1.0), 0.0);    // one possible table
   EXPECT_EQ(log_fnch_pmf(0, 3, 3, 7, 0.0), -kInf);  // m > n1 + n2
 }
 
@@ -213,7 +213,8 @@ TEST(StatsErrorRate, LogLikelihoodRatiosMatchScipy) {
       const double ref = r.log_lr[k];
       const double tol = r.large ? 1e-8 * std::max(1.0, std::abs(ref)) : 1e-9;
       const double err = std::abs(got[k] - ref);
-      (r.large ? worst_large : worst_small) = std::max(r.large ? worst_large : worst_small, err / std::max(1.0, std::abs(ref)));
+      (r.large ? worst_large : worst_small) =
+          std::max(r.large ? worst_large : worst_small, err / std::max(1.0, std::abs(ref)));
       EXPECT_NEAR(got[k], ref, tol) << "x=" << r.x << " n1=" << r.n1 << " n2=" << r.n2 << " m=" << r.m << " k=" << k;
       EXPECT_NEAR(test.log_likelihood_ratios()[k], ref, tol) << "class, k=" << k;
     }
@@ -235,10 +236,10 @@ TEST(StatsErrorRate, SequenceMatchesScipy) {
 
 TEST(StatsErrorRate, UninformativeBatchesChangeNothing) {
   ErrorRateTest test;
-  test.add_batch(20, 0, 180, 0);    // no errors
-  test.add_batch(0, 0, 200, 5);     // no canary
-  test.add_batch(20, 3, 0, 0);      // no control
-  test.add_batch(20, 20, 180, 180); // every request failed: one possible table
+  test.add_batch(20, 0, 180, 0);     // no errors
+  test.add_batch(0, 0, 200, 5);      // no canary
+  test.add_batch(20, 3, 0, 0);       // no control
+  test.add_batch(20, 20, 180, 180);  // every request failed: one possible table
   EXPECT_EQ(test.log_e_value(), 0);
   EXPECT_EQ(test.informative_batches(), 0u);
   EXPECT_TRUE(std::isnan(test.odds_ratio_estimate()));
@@ -317,7 +318,8 @@ TEST(StatsErrorRate, MonteCarloFalseRejectionRateUnderH0) {
   int rejected = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int run = 0; run < kRuns; ++run) {
-    const auto r = simulate_rollout(rng, 300, 200, 0.10, [](int) { return 0.01; }, [](int) { return 0.01; }, kAlpha);
+    const auto r = simulate_rollout(
+        rng, 300, 200, 0.10, [](int) { return 0.01; }, [](int) { return 0.01; }, kAlpha);
     rejected += r.rejected_at >= 0;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -356,7 +358,8 @@ TEST(StatsErrorRate, MonteCarloBadCanaryIsRejectedQuickly) {
   std::vector<int> looks;
   int never = 0;
   for (int run = 0; run < kRuns; ++run) {
-    const auto r = simulate_rollout(rng, 300, 200, 0.10, [](int) { return 0.05; }, [](int) { return 0.001; }, 0.01);
+    const auto r = simulate_rollout(
+        rng, 300, 200, 0.10, [](int) { return 0.05; }, [](int) { return 0.001; }, 0.01);
     if (r.rejected_at < 0) {
       ++never;
       continue;
@@ -368,11 +371,12 @@ TEST(StatsErrorRate, MonteCarloBadCanaryIsRejectedQuickly) {
   std::sort(looks.begin(), looks.end());
   ASSERT_FALSE(canary_requests.empty());
   const auto q = [](const auto& v, double f) { return v[static_cast<std::size_t>(f * (v.size() - 1))]; };
-  std::printf("H1 (5%% vs 0.1%%): %d of %d never rejected; canary requests to rejection median %llu p95 %llu "
-              "max %llu; looks median %d p95 %d\n",
-              never, kRuns, static_cast<unsigned long long>(q(canary_requests, 0.5)),
-              static_cast<unsigned long long>(q(canary_requests, 0.95)),
-              static_cast<unsigned long long>(canary_requests.back()), q(looks, 0.5), q(looks, 0.95));
+  std::printf(
+      "H1 (5%% vs 0.1%%): %d of %d never rejected; canary requests to rejection median %llu p95 %llu "
+      "max %llu; looks median %d p95 %d\n",
+      never, kRuns, static_cast<unsigned long long>(q(canary_requests, 0.5)),
+      static_cast<unsigned long long>(q(canary_requests, 0.95)),
+      static_cast<unsigned long long>(canary_requests.back()), q(looks, 0.5), q(looks, 0.95));
   EXPECT_LE(never, kRuns / 100);
   EXPECT_LE(q(canary_requests, 0.5), 300u);
   EXPECT_LE(q(canary_requests, 0.95), 600u);
@@ -706,11 +710,12 @@ TEST(StatsMonitor, MonteCarloFalseRejectionRateUnderH0) {
   int aa = 0;
   int boundary = 0;
   for (int run = 0; run < kRuns; ++run) {
-    aa += monitor_rollout(rng, 330, 200, 0.1, [](int) { return 0.02; }, [](int) { return 0.02; }, 1.0, kAlpha)
+    aa += monitor_rollout(
+              rng, 330, 200, 0.1, [](int) { return 0.02; }, [](int) { return 0.02; }, 1.0, kAlpha)
               .rejected_at >= 0;
     // odds 1.5 x (0.02/0.98) -> rate 0.0297
-    boundary += monitor_rollout(rng, 330, 200, 0.1, [](int) { return 0.030612 / 1.030612; },
-                                [](int) { return 0.02; }, 1.5, kAlpha)
+    boundary += monitor_rollout(
+                    rng, 330, 200, 0.1, [](int) { return 0.030612 / 1.030612; }, [](int) { return 0.02; }, 1.5, kAlpha)
                     .rejected_at >= 0;
   }
   std::printf("monitor H0: A/A 2%% %d of %d rejected; at psi0 = 1.5 %d of %d\n", aa, kRuns, boundary, kRuns);
@@ -729,7 +734,8 @@ TEST(StatsMonitor, LateChangeIsCaughtQuickly) {
   int missed = 0;
   auto canary = [](int b) { return b >= 240 ? 0.05 : 0.001; };
   for (int run = 0; run < kRuns; ++run) {
-    const auto r = monitor_rollout(rng, 330, 200, 0.1, canary, [](int) { return 0.001; }, 1.0, 0.01 / 9, 240);
+    const auto r = monitor_rollout(
+        rng, 330, 200, 0.1, canary, [](int) { return 0.001; }, 1.0, 0.01 / 9, 240);
     if (r.rejected_at < 240) {
       ++missed;  // never, or (falsely) before the change
       continue;
@@ -739,8 +745,8 @@ TEST(StatsMonitor, LateChangeIsCaughtQuickly) {
   std::sort(late.begin(), late.end());
   ASSERT_FALSE(late.empty());
   const auto median = late[late.size() / 2];
-  std::printf("monitor, change at look 240: %d of %d missed; canary requests after the change: median %llu\n",
-              missed, kRuns, static_cast<unsigned long long>(median));
+  std::printf("monitor, change at look 240: %d of %d missed; canary requests after the change: median %llu\n", missed,
+              kRuns, static_cast<unsigned long long>(median));
   EXPECT_LE(missed, kRuns / 50);
   EXPECT_LE(median, 400u);
 }

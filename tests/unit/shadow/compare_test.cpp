@@ -18,8 +18,10 @@ AnswerSummary ok(int status = 200) {
 
 TEST(SummarizeBody, ChatCompletionText) {
   AnswerSummary a = ok();
-  summarize_body(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],
-                     "usage":{"prompt_tokens":7,"completion_tokens":3}})", a);
+  summarize_body(
+      R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],
+                     "usage":{"prompt_tokens":7,"completion_tokens":3}})",
+      a);
   EXPECT_TRUE(a.json_valid);
   EXPECT_EQ(a.finish_reason, "stop");
   EXPECT_EQ(a.content_chars, 11u);
@@ -34,7 +36,8 @@ TEST(SummarizeBody, ToolCallsNamesAndArguments) {
   summarize_body(R"({"choices":[{"message":{"content":null,"tool_calls":[
       {"id":"1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Hanoi\"}"}},
       {"id":"2","type":"function","function":{"name":"lookup","arguments":"{not json"}}]},
-      "finish_reason":"tool_calls"}]})", a);
+      "finish_reason":"tool_calls"}]})",
+                 a);
   EXPECT_EQ(a.finish_reason, "tool_calls");
   EXPECT_EQ(a.tool_names, (std::vector<std::string>{"get_weather", "lookup"}));
   EXPECT_FALSE(a.tool_arguments_valid);
@@ -45,7 +48,8 @@ TEST(SummarizeBody, ResponsesApiAndLegacyCompletions) {
   AnswerSummary r = ok();
   summarize_body(R"({"object":"response","status":"completed","output":[
       {"type":"message","content":[{"type":"output_text","text":"abc"}]},
-      {"type":"function_call","name":"f","arguments":"{}"}],"usage":{"input_tokens":2,"output_tokens":5}})", r);
+      {"type":"function_call","name":"f","arguments":"{}"}],"usage":{"input_tokens":2,"output_tokens":5}})",
+                 r);
   EXPECT_EQ(r.finish_reason, "completed");
   EXPECT_EQ(r.content_chars, 3u);
   EXPECT_EQ(r.tool_names, (std::vector<std::string>{"f"}));

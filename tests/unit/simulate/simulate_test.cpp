@@ -71,7 +71,8 @@ TEST(Scenario, ErrorsNameTheKey) {
   EXPECT_EQ(error_of("canary: { eror_rate: 0.1 }\n"), "s.yaml:1: canary.eror_rate: unknown key");
   EXPECT_EQ(error_of("changes:\n  - { until: 5m }\n"), "s.yaml:2: changes[0].at: required key missing");
   EXPECT_EQ(error_of("changes:\n  - { at: 5m, until: 1m }\n"), "s.yaml:2: changes[0].until: must be after `at`");
-  EXPECT_EQ(error_of("variants:\n  - { name: x }\n  - { name: x }\n"), "s.yaml:3: variants[1].name: \"x\" is used twice");
+  EXPECT_EQ(error_of("variants:\n  - { name: x }\n  - { name: x }\n"),
+            "s.yaml:3: variants[1].name: \"x\" is used twice");
   EXPECT_EQ(error_of("both: { error_rate: 2 }\n"), "s.yaml:1: both.error_rate: must be between 0 and 1, got \"2\"");
 }
 

@@ -61,13 +61,13 @@ TEST(Bucket, MatchesPythonReferenceVectors) {
       {"salt", "key", 3155},
       {"migration-2026-11", "user-1", 5805},
       {"migration-2026-11", "user-2", 9096},
-      {"migration-2026-11", "", 387},            // empty key
-      {"", "alice", 1535},                       // empty salt
-      {"", "", 4368},                            // both empty: hashes ":"
+      {"migration-2026-11", "", 387},                 // empty key
+      {"", "alice", 1535},                            // empty salt
+      {"", "", 4368},                                 // both empty: hashes ":"
       {"migration-2026-11", "Nguyễn Văn A 👋", 9343},  // UTF-8 bytes, 20 of them
-      {"s", std::string(1000, 'x'), 2075},       // long key
+      {"s", std::string(1000, 'x'), 2075},            // long key
       {"migration-2026-11", "10.1.2.3", 2479},
-      {"exp2", "user-1", 7271},                  // another salt reshuffles
+      {"exp2", "user-1", 7271},  // another salt reshuffles
       {"migration-2026-11", "2001:db8::1", 4172},
   };
   for (const auto& v : vectors) {
@@ -192,8 +192,8 @@ TEST(Cidr, OddPrefixesAndEdgeCases) {
 }
 
 TEST(Cidr, InvalidEntriesThrowNamingTheEntry) {
-  for (std::string bad : {"10.0.0.0/33", "::/129", "10.0.0/8", "banana", "10.0.0.0/", "10.0.0.0/x", "", "[::1]/128",
-                          "1.2.3.4:80"}) {
+  for (std::string bad :
+       {"10.0.0.0/33", "::/129", "10.0.0/8", "banana", "10.0.0.0/", "10.0.0.0/x", "", "[::1]/128", "1.2.3.4:80"}) {
     try {
       CidrSet::parse({"10.0.0.0/8", bad});
       ADD_FAILURE() << "accepted " << bad;

@@ -54,7 +54,8 @@ TEST(Quality, ChatBodyNormalAnswer) {
 TEST(Quality, ChatBodyFinishReasons) {
   EXPECT_TRUE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":"cut"},"finish_reason":"length"}]})")
                   .flagged(S::truncated));
-  const auto cf = body(AnswerApi::chat, R"({"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]})");
+  const auto cf =
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]})");
   EXPECT_TRUE(cf.flagged(S::content_filter));
   EXPECT_TRUE(cf.flagged(S::empty));
   // No finish reason yet (or null): nothing is reported.
@@ -63,19 +64,20 @@ TEST(Quality, ChatBodyFinishReasons) {
 }
 
 TEST(Quality, EmptyAnswers) {
-  EXPECT_TRUE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":""},"finish_reason":"stop"}]})")
-                  .flagged(S::empty));
+  EXPECT_TRUE(
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":""},"finish_reason":"stop"}]})").flagged(S::empty));
   EXPECT_TRUE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":" \n\t"},"finish_reason":"stop"}]})")
                   .flagged(S::empty));
   // A refusal is an answer; so is a tool call without text.
-  EXPECT_FALSE(body(AnswerApi::chat,
-                    R"({"choices":[{"message":{"content":null,"refusal":"I can't"},"finish_reason":"stop"}]})")
-                   .flagged(S::empty));
+  EXPECT_FALSE(
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":null,"refusal":"I can't"},"finish_reason":"stop"}]})")
+          .flagged(S::empty));
   EXPECT_FALSE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":null,"tool_calls":[{"id":"a",
       "type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})")
                    .flagged(S::empty));
   EXPECT_TRUE(body(AnswerApi::completions, R"({"choices":[{"text":"","finish_reason":"stop"}]})").flagged(S::empty));
-  EXPECT_FALSE(body(AnswerApi::completions, R"({"choices":[{"text":" ok","finish_reason":"stop"}]})").flagged(S::empty));
+  EXPECT_FALSE(
+      body(AnswerApi::completions, R"({"choices":[{"text":" ok","finish_reason":"stop"}]})").flagged(S::empty));
 }
 
 TEST(Quality, ToolCallArguments) {
@@ -93,14 +95,17 @@ TEST(Quality, ToolCallArguments) {
 }
 
 TEST(Quality, JsonModeAnswers) {
-  EXPECT_FALSE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":"{\"a\":1}"},"finish_reason":"stop"}]})", true)
-                   .flagged(S::response_json));
-  const auto prose = body(AnswerApi::chat, R"({"choices":[{"message":{"content":"Sure! {\"a\":1}"},"finish_reason":"stop"}]})", true);
+  EXPECT_FALSE(
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":"{\"a\":1}"},"finish_reason":"stop"}]})", true)
+          .flagged(S::response_json));
+  const auto prose =
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":"Sure! {\"a\":1}"},"finish_reason":"stop"}]})", true);
   EXPECT_TRUE(prose.eligible(S::response_json));
   EXPECT_TRUE(prose.flagged(S::response_json));
   // A truncated JSON answer is the truncated check's, not counted twice.
-  EXPECT_FALSE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":"{\"a\":"},"finish_reason":"length"}]})", true)
-                   .eligible(S::response_json));
+  EXPECT_FALSE(
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":"{\"a\":"},"finish_reason":"length"}]})", true)
+          .eligible(S::response_json));
   // Not asked for JSON: not judged.
   EXPECT_FALSE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":"prose"},"finish_reason":"stop"}]})")
                    .eligible(S::response_json));
@@ -108,7 +113,8 @@ TEST(Quality, JsonModeAnswers) {
 
 TEST(Quality, ExpectsJson) {
   EXPECT_TRUE(expects_json(AnswerApi::chat, R"({"model":"m","response_format":{"type":"json_object"}})"));
-  EXPECT_TRUE(expects_json(AnswerApi::chat, R"({"response_format":{"type":"json_schema","json_schema":{"name":"x"}}})"));
+  EXPECT_TRUE(
+      expects_json(AnswerApi::chat, R"({"response_format":{"type":"json_schema","json_schema":{"name":"x"}}})"));
   EXPECT_FALSE(expects_json(AnswerApi::chat, R"({"response_format":{"type":"text"}})"));
   EXPECT_FALSE(expects_json(AnswerApi::chat, R"({"model":"m"})"));
   EXPECT_TRUE(expects_json(AnswerApi::responses, R"({"text":{"format":{"type":"json_schema","name":"x"}}})"));
@@ -127,8 +133,10 @@ TEST(Quality, IsJsonObject) {
 TEST(Quality, ChatStreamWithToolCallFragments) {
   std::string sse = chunk(R"({"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"a",
       "type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null})");
-  sse += chunk(R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]},"finish_reason":null})");
-  sse += chunk(R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"Paris\"}"}}]},"finish_reason":null})");
+  sse += chunk(
+      R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]},"finish_reason":null})");
+  sse += chunk(
+      R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"Paris\"}"}}]},"finish_reason":null})");
   sse += chunk(R"({"index":0,"delta":{},"finish_reason":"tool_calls"})");
   sse += "data: [DONE]\n\n";
   for (std::size_t step : {1u, 5u, 64u, 100000u}) {
@@ -137,7 +145,8 @@ TEST(Quality, ChatStreamWithToolCallFragments) {
     EXPECT_FALSE(f.flagged(S::tool_call_json)) << step;
     EXPECT_FALSE(f.flagged(S::empty)) << step;
   }
-  std::string broken = chunk(R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null})");
+  std::string broken = chunk(
+      R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null})");
   broken += chunk(R"({"index":0,"delta":{},"finish_reason":"tool_calls"})");
   EXPECT_TRUE(stream(AnswerApi::chat, broken).flagged(S::tool_call_json));
 }
@@ -180,8 +189,10 @@ TEST(Quality, ResponsesApi) {
   // Streamed: the final event carries the whole response (on one data line).
   std::string line = done;
   std::erase(line, '\n');
-  const std::string sse = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"{\"}\n\n"
-                          "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":" + line + "}\n\n";
+  const std::string sse =
+      "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"{\"}\n\n"
+      "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":" +
+      line + "}\n\n";
   const auto s = stream(AnswerApi::responses, sse, true, 3);
   EXPECT_TRUE(s.eligible(S::tool_call_json));
   EXPECT_FALSE(s.flagged(S::response_json));
@@ -197,7 +208,8 @@ TEST(Quality, EmbeddingsHaveNoSignal) {
 
 TEST(Quality, BoundedTextAndArguments) {
   const std::string big(QualityScanner::kMaxText + 10, 'a');
-  const auto f = body(AnswerApi::chat, R"({"choices":[{"message":{"content":")" + big + R"("},"finish_reason":"stop"}]})", true);
+  const auto f =
+      body(AnswerApi::chat, R"({"choices":[{"message":{"content":")" + big + R"("},"finish_reason":"stop"}]})", true);
   EXPECT_FALSE(f.eligible(S::response_json)) << "too long to check: not counted";
   EXPECT_FALSE(f.flagged(S::empty));
 }

@@ -69,8 +69,9 @@ TEST(ParseResponse, BodilessByRuleIsNeverReused) {
 }
 
 TEST(ParseResponse, ConnectionCloseAndHttp10AreNotReused) {
-  EXPECT_FALSE(parse_response("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\n" + kBody, kLimit, false)
-                   .reusable);
+  EXPECT_FALSE(
+      parse_response("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\n" + kBody, kLimit, false)
+          .reusable);
   EXPECT_FALSE(parse_response("HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n" + kBody, kLimit, false).reusable);
   auto eof = parse_response("HTTP/1.1 200 OK\r\n\r\n" + kBody, kLimit, false);
   EXPECT_TRUE(eof.complete);  // close-delimited: ended by the peer's close
@@ -98,8 +99,8 @@ TEST(ParseResponse, ShortAndMalformedBodiesAreErrors) {
   auto shorter = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" + kBody, kLimit, false);
   EXPECT_EQ(shorter.ec, http::error::partial_message);
   EXPECT_FALSE(shorter.reusable);
-  auto overflow = parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n" + kBody,
-                                 kLimit, false);
+  auto overflow = parse_response(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n" + kBody, kLimit, false);
   EXPECT_TRUE(overflow.ec);
   EXPECT_FALSE(overflow.reusable);
 }

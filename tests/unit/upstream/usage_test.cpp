@@ -104,8 +104,8 @@ struct Result {
 };
 
 std::ostream& operator<<(std::ostream& os, const Result& r) {
-  return os << "{events=" << r.events << " done=" << r.done << " usage=" << r.has_usage << " " << r.usage.prompt
-            << "/" << r.usage.completion << "}";
+  return os << "{events=" << r.events << " done=" << r.done << " usage=" << r.has_usage << " " << r.usage.prompt << "/"
+            << r.usage.completion << "}";
 }
 
 Result result_of(const SseScanner& s) {
@@ -130,9 +130,7 @@ Result feed_chunks(std::string_view stream, const std::vector<std::size_t>& cuts
 
 const Result kExpected{6, true, true, {9, 3}};
 
-TEST(SseScanner, WholeStream) {
-  EXPECT_EQ(feed_chunks(openai_stream(), {}), kExpected);
-}
+TEST(SseScanner, WholeStream) { EXPECT_EQ(feed_chunks(openai_stream(), {}), kExpected); }
 
 TEST(SseScanner, OneByteAtATime) {
   for (std::string_view eol : {"\n", "\r\n", "\r"}) {
@@ -200,7 +198,8 @@ TEST(SseScanner, CommentsEventAndIdLines) {
   s.feed(":\n\n");
   EXPECT_EQ(s.events(), 0u);
   s.feed("event: response.completed\nid: 7\nretry: 1000\n");
-  s.feed("data: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}\n\n");
+  s.feed(
+      "data: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}}\n\n");
   EXPECT_EQ(s.events(), 1u);
   ASSERT_TRUE(s.usage());
   EXPECT_EQ(s.usage()->prompt, 3u);
