@@ -60,6 +60,8 @@ void Report::record(Arm arm, std::uint64_t prompt_tokens, std::uint64_t completi
   if (ttfb) a.ttfb.record(now, false, std::max(*ttfb, std::chrono::nanoseconds(0)));
 }
 
+// The report, field by field as docs/observability.md lists them: long
+// because it is a flat description of a JSON document.
 nlohmann::json Report::build(const nlohmann::json& rollout_arms) const {
   const auto now = clock_.now();
   // The span the window's counts come from: the whole window once canaryd has

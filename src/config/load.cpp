@@ -626,6 +626,9 @@ std::string canonical_redis_url(const RedisConfig& r) {
   return url;
 }
 
+// Longer than a screen on purpose: the three topologies (a URL, sentinels,
+// cluster nodes) share most keys and cross-check each other, and one body keeps
+// every check next to the key its error names.
 void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
   Section sec(l, f,
               {"url", "username", "password_env", "sentinels", "master_name", "sentinel_password_env", "cluster",

@@ -54,6 +54,8 @@ std::vector<std::string> unique_in_order(std::vector<std::string> names, std::st
 
 }  // namespace
 
+// Every metric family, declared in one place (metrics.hpp's promise): a long
+// list on purpose, one entry per family.
 Metrics::Metrics(Setup setup)
     : prefix_(validated_prefix(std::move(setup.prefix))),
       providers_(unique_in_order(std::move(setup.providers), {})),

@@ -357,8 +357,27 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
   ++look_;
   const Snapshot canary = windows.snapshot(Arm::canary, now);
   const Snapshot control = windows.snapshot(Arm::control, now);
+  feed_sequential_tests(windows);
 
-  // The sequential tests take the look's new requests.
+  Verdict v;
+  v.look = look_;
+  v.canary_requests = canary.requests;
+  v.control_requests = control.requests;
+  v.canary_error_rate = canary.error_rate;
+  v.control_error_rate = control.error_rate;
+  v.canary_p99_seconds = canary.p99_seconds();
+  v.z = two_proportion_z(canary.errors, canary.requests, control.errors, control.requests);
+  v.alpha_per_check = alpha_per_check();
+  run_checks(v, windows, now, canary, control);
+  if (config_.srm.enabled) v.srm = srm(windows, canary, control, ctx);
+  settle(v, canary, control);
+  apply_holds(v, ctx);
+  return v;
+}
+
+// The sequential tests take the look's new requests (the totals' growth since
+// the last look).
+void Judge::feed_sequential_tests(const Windows& windows) {
   const ArmTotals tc = windows.arm_window(Arm::canary).totals();
   const ArmTotals tk = windows.arm_window(Arm::control).totals();
   errors_.look(delta(tc.requests, last_canary_.requests), delta(tc.errors, last_canary_.errors),
@@ -377,18 +396,12 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
   }
   last_canary_ = tc;
   last_control_ = tk;
+}
 
-  Verdict v;
-  v.look = look_;
-  v.canary_requests = canary.requests;
-  v.control_requests = control.requests;
-  v.canary_error_rate = canary.error_rate;
-  v.control_error_rate = control.error_rate;
-  v.canary_p99_seconds = canary.p99_seconds();
-  v.z = two_proportion_z(canary.errors, canary.requests, control.errors, control.requests);
-  const double alpha = alpha_per_check();
-  v.alpha_per_check = alpha;
-
+// Every enabled check on the window, with its failing-looks count.
+void Judge::run_checks(Verdict& v, const Windows& windows, TimePoint now, const Snapshot& canary,
+                       const Snapshot& control) {
+  const double alpha = v.alpha_per_check;
   for (std::size_t i = 0; i < config::kCheckCount; ++i) {
     const auto id = static_cast<CheckId>(i);
     const auto& cfg = config_.checks[i];
@@ -411,8 +424,9 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
     r.failing_looks = failing_[i];
     v.checks.push_back(std::move(r));
   }
-  if (config_.srm.enabled) v.srm = srm(windows, canary, control, ctx);
+}
 
+void Judge::settle(Verdict& v, const Snapshot& canary, const Snapshot& control) const {
   // The outcome: a failing acting check at its limit fails; any other doubt
   // (too few requests, a check's data missing, a check failing below its
   // limit, a sample-ratio mismatch) is inconclusive; else pass.
@@ -460,7 +474,9 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
                "), p99 " + seconds(v.canary_p99_seconds) + " over " + std::to_string(canary.requests) +
                " requests; every check passed";
   }
+}
 
+void Judge::apply_holds(Verdict& v, const LookContext& ctx) {
   // Holds: a mismatch invalidates every comparison; a judge that cannot make
   // up its mind for inconclusive_limit looks hands over to the operator.
   if (ctx.progressing && v.kind == Verdict::Kind::inconclusive) {
@@ -470,7 +486,7 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
   }
   v.inconclusive_looks = inconclusive_looks_;
   if (v.kind != Verdict::Kind::fail) {
-    if (mismatch) {
+    if (v.srm && v.srm->outcome == Outcome::fail) {  // a sample-ratio mismatch
       v.hold = "srm";
       v.hold_reason = v.srm->detail;
     } else if (config_.inconclusive_limit > 0 && inconclusive_looks_ >= config_.inconclusive_limit) {
@@ -478,7 +494,6 @@ Verdict Judge::look(Windows& windows, TimePoint now, const LookContext& ctx) {
       v.hold_reason = "inconclusive for " + std::to_string(inconclusive_looks_) + " looks: " + v.reason;
     }
   }
-  return v;
 }
 
 }  // namespace canaryd::rollout

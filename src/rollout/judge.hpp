@@ -74,6 +74,11 @@ class Judge {
   double alpha_per_check() const;
 
  private:
+  // The steps of a look, in order.
+  void feed_sequential_tests(const Windows& windows);
+  void run_checks(Verdict& v, const Windows& windows, TimePoint now, const Snapshot& canary, const Snapshot& control);
+  void settle(Verdict& v, const Snapshot& canary, const Snapshot& control) const;  // pass / fail / inconclusive
+  void apply_holds(Verdict& v, const LookContext& ctx);                            // srm, inconclusive_limit
   CheckResult error_rate(const Snapshot& canary, const Snapshot& control, double alpha) const;
   CheckResult critical_error_rate(const Snapshot& canary, const Snapshot& control, double alpha) const;
   CheckResult latency(config::CheckId id, const Windows& windows, TimePoint now, double alpha) const;

@@ -104,6 +104,35 @@ struct ScaledProduct {
   double log() const { return log_scale + std::log(value); }
 };
 
+// The mode of a unimodal pmf given by its successive ratios f(y+1)/f(y):
+// from a start near it, step to where the ratio crosses 1.
+template <class Ratio>
+std::uint64_t walk_to_mode(const Ratio& ratio, std::uint64_t mode, const Support& s) {
+  while (mode < s.hi && ratio(mode) >= 1) ++mode;
+  while (mode > s.lo && ratio(mode - 1) < 1) --mode;
+  return mode;
+}
+
+// sum_y f(y) / f(mode), summed outward from the mode by the ratio recursion
+// until the terms are below kCutoff of the sum (Liao & Rosen 2001).
+template <class Ratio>
+double sum_from_mode(const Ratio& ratio, std::uint64_t mode, const Support& s) {
+  double sum = 1;
+  double t = 1;
+  for (std::uint64_t y = mode; y < s.hi; ++y) {
+    t *= ratio(y);
+    sum += t;
+    if (t < kCutoff * sum) break;
+  }
+  t = 1;
+  for (std::uint64_t y = mode; y > s.lo; --y) {
+    t /= ratio(y - 1);
+    sum += t;
+    if (t < kCutoff * sum) break;
+  }
+  return sum;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -126,24 +155,10 @@ double log_fnch_pmf(std::uint64_t x, std::uint64_t n1, std::uint64_t n2, std::ui
                                      static_cast<double>(s.lo), static_cast<double>(s.hi));
     mode = static_cast<std::uint64_t>(std::floor(mu));
     mode = std::clamp(mode, s.lo, s.hi);
-    while (mode < s.hi && ratio(mode) >= 1) ++mode;
-    while (mode > s.lo && ratio(mode - 1) < 1) --mode;
+    mode = walk_to_mode(ratio, mode, s);
   }
 
-  // Sum outward from the mode (Liao & Rosen 2001); terms relative to f(mode).
-  double sum = 1;
-  double t = 1;
-  for (std::uint64_t y = mode; y < s.hi; ++y) {
-    t *= ratio(y);
-    sum += t;
-    if (t < kCutoff * sum) break;
-  }
-  t = 1;
-  for (std::uint64_t y = mode; y > s.lo; --y) {
-    t /= ratio(y - 1);
-    sum += t;
-    if (t < kCutoff * sum) break;
-  }
+  const double sum = sum_from_mode(ratio, mode, s);
 
   // f(x) / f(mode), walked with rescaling (x may be far in a tail).
   ScaledProduct px;
@@ -198,22 +213,8 @@ double log_normaliser_large(std::uint64_t n1, std::uint64_t n2, std::uint64_t m,
 
   if (!(sd > 64)) {
     auto ratio = [&](std::uint64_t y) { return psi * central_ratio(y, n1, n2, m); };
-    auto mode = std::clamp(static_cast<std::uint64_t>(std::floor(mu)), s.lo, s.hi);
-    while (mode < s.hi && ratio(mode) >= 1) ++mode;
-    while (mode > s.lo && ratio(mode - 1) < 1) --mode;
-    double sum = 1;
-    double t = 1;
-    for (std::uint64_t y = mode; y < s.hi; ++y) {
-      t *= ratio(y);
-      sum += t;
-      if (t < kCutoff * sum) break;
-    }
-    t = 1;
-    for (std::uint64_t y = mode; y > s.lo; --y) {
-      t /= ratio(y - 1);
-      sum += t;
-      if (t < kCutoff * sum) break;
-    }
+    const auto mode = walk_to_mode(ratio, std::clamp(static_cast<std::uint64_t>(std::floor(mu)), s.lo, s.hi), s);
+    const double sum = sum_from_mode(ratio, mode, s);
     return log_term(static_cast<double>(mode), dn1, dn2, dm, log_psi) + std::log(sum);
   }
 

@@ -138,6 +138,8 @@ std::string_view ending_name(Ending e) {
   return "running";
 }
 
+// One simulated rollout: the clock ticks, traffic is drawn, the controller
+// looks. One loop on purpose: its state is the simulation's, local here.
 RunResult run_once(const config::Config& config, const Scenario& scenario, std::uint64_t seed) {
   RunResult result;
   ManualClock clock;
@@ -340,6 +342,7 @@ bool parse_u64(const char* s, std::uint64_t& out) {
 
 }  // namespace
 
+// `canaryd simulate`: flags, scenarios, runs across threads, the table.
 int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> scenario_paths;

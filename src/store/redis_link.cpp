@@ -401,6 +401,9 @@ void RedisLink::note_failure(const std::string& why) {
   log::warn("redis: cannot connect", {{"role", options_.role}, {"error", why}});
 }
 
+// A connection's steps in order (resolve, TCP, TLS, AUTH, SELECT, the setup
+// commands), each bounded by the connect deadline and with its own error: long
+// on purpose, as a sequence reads better than a chain of helpers passing it on.
 net::awaitable<std::shared_ptr<RedisLink::Connection>> RedisLink::establish() {
   auto self = shared_from_this();
   auto at = std::make_shared<Attempt>(executor_);

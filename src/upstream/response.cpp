@@ -41,6 +41,7 @@ bool reusable_after(const ResponseParser& parser, int status, bool head_only, bo
   return !unread_bytes;
 }
 
+// (One function, ~80 lines: the framing rules of RFC 9112 §6.3 in order.)
 ParsedResponse parse_response(std::string_view wire, std::uint64_t max_body, bool head_only, std::size_t step,
                               bool peer_closed) {
   ParsedResponse out;
