@@ -79,21 +79,27 @@ def build_rows(r):
         c = g(key + ".cpu_us_per_req")
         return None if not c else 1e6 / c
 
-    for n, label in (("1", "1 thread / 1 worker"), ("2", "2 threads / 2 workers")):
-        ng, cd = g(f"sat{n}.nginx.rps"), g(f"sat{n}.canaryd.rps")
-        rt = ratio(cd, ng)
-        rows.append(("throughput", f"req/s at 64 conns, {label}", g(f"sat{n}.direct.rps"), ng, cd, rt,
-                     ">= 1.0x", None if rt is None else rt >= 1.0))
-        ngc, cdc = per_req_cap(f"sat{n}.nginx"), per_req_cap(f"sat{n}.canaryd")
-        rows.append(("throughput", f"req per proxy CPU-second, {label}", None, ngc, cdc, ratio(cdc, ngc), "", None))
-        rows.append(("throughput", f"proxy CPU busy (cores), {label}", None, g(f"sat{n}.nginx.cpu_util"),
-                     g(f"sat{n}.canaryd.cpu_util"), None, "", None))
-        rows.append(("throughput", f"proxy CPU us per request, {label}", None, g(f"sat{n}.nginx.cpu_us_per_req"),
-                     g(f"sat{n}.canaryd.cpu_us_per_req"),
-                     ratio(g(f"sat{n}.canaryd.cpu_us_per_req"), g(f"sat{n}.nginx.cpu_us_per_req")), "", None))
+    # Headline: both access logs on (canaryd's is on by default), then both off.
+    # Issue 15's targets: req/s >= 1.0x and CPU per request <= 1.0x nginx's, each
+    # with both logs on and with both off.
+    for pre, sec in (("log", "throughput, logs on"), ("", "throughput, logs off")):
+        for n, label in (("1", "1 thread / 1 worker"), ("2", "2 threads / 2 workers")):
+            k = f"sat{n}{pre}"
+            ng, cd = g(f"{k}.nginx.rps"), g(f"{k}.canaryd.rps")
+            rt = ratio(cd, ng)
+            rows.append((sec, f"req/s at 64 conns, {label}", g(f"sat{n}.direct.rps"), ng, cd, rt,
+                         ">= 1.0x", None if rt is None else rt >= 1.0))
+            ngu, cdu = g(f"{k}.nginx.cpu_us_per_req"), g(f"{k}.canaryd.cpu_us_per_req")
+            rc = ratio(cdu, ngu)
+            rows.append((sec, f"proxy CPU us per request, {label}", None, ngu, cdu, rc, "<= 1.0x",
+                         None if rc is None else rc <= 1.0))
+            ngc, cdc = per_req_cap(f"{k}.nginx"), per_req_cap(f"{k}.canaryd")
+            rows.append((sec, f"req per proxy CPU-second, {label}", None, ngc, cdc, ratio(cdc, ngc), "", None))
+            rows.append((sec, f"proxy CPU busy (cores), {label}", None, g(f"{k}.nginx.cpu_util"),
+                         g(f"{k}.canaryd.cpu_util"), None, "", None))
 
-    rows.append(("throughput", "load side alone: wrk+mock on CPU 0 / mock on its own core", g("sat1.direct.rps"),
-                 g("sat1.mock_own_core.rps"), None, None, "", None))
+    rows.append(("throughput, logs off", "load side alone: wrk+mock on CPU 0 / mock on its own core",
+                 g("sat1.direct.rps"), g("sat1.mock_own_core.rps"), None, None, "", None))
     for p in ("p50", "p99"):
         d = g(f"lat.direct.{p}")
         ng, cd = sub(g(f"lat.nginx.{p}"), d), sub(g(f"lat.canaryd.{p}"), d)
@@ -121,10 +127,32 @@ def build_rows(r):
                 met = "noisy"
         rows.append(("streaming", label, d, ng, cd, ratio(cd, ng), target, met))
 
+    # Streaming saturation (bench/stream.lua): 64 streams at a time of 20 events
+    # back to back, both access logs on; direct = wrk + mock on CPU 0, the load
+    # side's ceiling for the proxied runs.
+    sec = "stream saturation"
+    ng, cd = g("ssat.nginx.rps"), g("ssat.canaryd.rps")
+    rt = ratio(cd, ng)
+    rows.append((sec, "streams/s, 20 events each, 64 at a time (logs on)", g("ssat.direct.rps"), ng, cd, rt,
+                 ">= 0.9x", None if rt is None else rt >= 0.9))
+    rows.append((sec, "events/s", g("ssat.direct.eps"), g("ssat.nginx.eps"), g("ssat.canaryd.eps"),
+                 ratio(g("ssat.canaryd.eps"), g("ssat.nginx.eps")), "", None))
+    ngu, cdu = g("ssat.nginx.cpu_us_per_event"), g("ssat.canaryd.cpu_us_per_event")
+    rows.append((sec, "proxy CPU us per streamed event", None, ngu, cdu, ratio(cdu, ngu), "", None))
+    ngs, cds = g("ssat.nginx.cpu_us_per_req"), g("ssat.canaryd.cpu_us_per_req")
+    rows.append((sec, "proxy CPU us per stream", None, ngs, cds, ratio(cds, ngs), "", None))
+    rows.append((sec, "proxy CPU busy (cores)", None, g("ssat.nginx.cpu_util"), g("ssat.canaryd.cpu_util"), None,
+                 "", None))
+    rows.append((sec, "load side alone: wrk+mock on CPU 0 / mock on its own core (streams/s)", g("ssat.direct.rps"),
+                 g("ssat.mock_own_core.rps"), None, None, "", None))
+
     kb = lambda v: None if v is None else v / 1024.0
     ng_idle, cd_idle = g("mem.nginx.idle_kb"), g("mem.canaryd.idle_kb")
-    rows.append(("memory", "RSS idle (MB)", None, kb(ng_idle), kb(cd_idle), ratio(cd_idle, ng_idle), "<= 20 MB",
-                 None if cd_idle is None else cd_idle <= 20 * 1024))
+    rows.append(("memory", "RSS idle (MB)", None, kb(ng_idle), kb(cd_idle), ratio(cd_idle, ng_idle), "<= 15 MB",
+                 None if cd_idle is None else cd_idle <= 15 * 1024))
+    rows.append(("memory", "RSS idle, access log on (MB)", None, kb(g("mem.nginx_log.idle_kb")),
+                 kb(g("mem.canaryd_log.idle_kb")), ratio(g("mem.canaryd_log.idle_kb"), g("mem.nginx_log.idle_kb")),
+                 "", None))
     rows.append(("memory", "PSS idle (MB)", None, kb(g("mem.nginx.idle_pss_kb")), kb(g("mem.canaryd.idle_pss_kb")),
                  ratio(g("mem.canaryd.idle_pss_kb"), g("mem.nginx.idle_pss_kb")), "", None))
     for k, n, label in (("conns", 1000, "RSS with 1,000 idle keep-alive conns (MB)"),
@@ -135,16 +163,42 @@ def build_rows(r):
         ngp = None if ngp is None else ngp / n
         cdp = None if cdp is None else cdp / n
         what = "per idle conn (KB)" if k == "conns" else "per concurrent stream (KB)"
-        target = "<= 64 KB" if k == "streams" else ""
-        met = (None if cdp is None else cdp <= 64) if k == "streams" else None
+        limit = 32 if k == "streams" else 2  # issue 15's targets, KB
+        target, met = f"<= {limit} KB", None if cdp is None else cdp <= limit
         rows.append(("memory", what, None, ngp, cdp, ratio(cdp, ngp), target, met))
     rows.append(("memory", "slow streams completed (of 500)", None, g("mem.nginx.streams_ok"),
                  g("mem.canaryd.streams_ok"), None, "", None))
 
-    ng, cd = g("log.nginx.rps"), g("log.canaryd.rps")
-    rows.append(("access log", "req/s, access log on (1 thread)", None, ng, cd, ratio(cd, ng), "", None))
-    rows.append(("access log", "log on / log off", None, ratio(ng, g("sat1.nginx.rps")),
-                 ratio(cd, g("sat1.canaryd.rps")), None, "", None))
+    for n, label in (("1", "1 thread"), ("2", "2 threads")):
+        rows.append(("access log", f"req/s log on / log off, {label}", None,
+                     ratio(g(f"sat{n}log.nginx.rps"), g(f"sat{n}.nginx.rps")),
+                     ratio(g(f"sat{n}log.canaryd.rps"), g(f"sat{n}.canaryd.rps")), None, "", None))
+        ngl = sub(g(f"sat{n}log.nginx.cpu_us_per_req"), g(f"sat{n}.nginx.cpu_us_per_req"))
+        cdl = sub(g(f"sat{n}log.canaryd.cpu_us_per_req"), g(f"sat{n}.canaryd.cpu_us_per_req"))
+        rows.append(("access log", f"CPU us per request the log adds, {label}", None, ngl, cdl, ratio(cdl, ngl),
+                     "", None))
+        dropped = g(f"log.canaryd{n}.dropped")
+        rows.append(("access log", f"lines canaryd's log queue dropped, {label} runs", None, None, dropped, None,
+                     "0", None if dropped is None else dropped == 0))
+
+    # bench/alloc_count.so preloaded into a separate nginx and canaryd (logs on).
+    # Allocations = malloc + calloc + realloc + aligned + operator new calls.
+    sec = "allocations"
+    for key, label in (("alloc", "heap allocations per request (chat, log on)"),
+                       ("allocstream", "heap allocations per stream (20 events)")):
+        ng, cd = g(f"{key}.nginx.allocs_per_req"), g(f"{key}.canaryd.allocs_per_req")
+        rows.append((sec, label, None, ng, cd, ratio(cd, ng), "", None))
+        if key == "alloc":
+            rows.append((sec, "  of which operator new", None, g("alloc.nginx.new_per_req"),
+                         g("alloc.canaryd.new_per_req"), None, "", None))
+            rows.append((sec, "heap bytes asked for per request", None, g("alloc.nginx.bytes_per_req"),
+                         g("alloc.canaryd.bytes_per_req"), ratio(g("alloc.canaryd.bytes_per_req"),
+                                                                 g("alloc.nginx.bytes_per_req")), "", None))
+    ng, cd = g("allocstream.nginx.allocs_per_event"), g("allocstream.canaryd.allocs_per_event")
+    rows.append((sec, "heap allocations per streamed event (per stream / events)", None, ng, cd, ratio(cd, ng), "",
+                 None))
+    rows.append((sec, "heap allocations per second, idle", None, g("alloc.nginx.idle_per_s"),
+                 g("alloc.canaryd.idle_per_s"), None, "", None))
 
     h, rd, mp = g("pins.hash.rps"), g("pins.redis.rps"), g("pins.memory.rps")
     rr = g("pins.round_ratio") or ratio(rd, h)  # median of the per-round ratios
@@ -174,6 +228,22 @@ def build_rows(r):
     if r.get("meta.mode", "") and "only pins" in str(r.get("meta.mode")):
         rows = [row for row in rows if row[0] == "pins"]
     return rows
+
+
+def headline(r):
+    """One line with the ratios issue 15 is judged on (each a median over rounds)."""
+    g = r.get
+
+    def x(a, b):
+        v = ratio(g(a), g(b))
+        return "n/a" if v is None else f"{v:.2f}x"
+    cpu = "; ".join(f"logs {state} {x(f'sat1{p}.canaryd.cpu_us_per_req', f'sat1{p}.nginx.cpu_us_per_req')} "
+                    f"(1 thread), {x(f'sat2{p}.canaryd.cpu_us_per_req', f'sat2{p}.nginx.cpu_us_per_req')} (2 threads)"
+                    for state, p in (("on", "log"), ("off", "")))
+    return (f"canaryd/nginx CPU us per request: {cpu}. Streams/s {x('ssat.canaryd.rps', 'ssat.nginx.rps')}, "
+            f"CPU per streamed event {x('ssat.canaryd.cpu_us_per_event', 'ssat.nginx.cpu_us_per_event')}. "
+            f"canaryd heap allocations: {fmt(g('alloc.canaryd.allocs_per_req'))} per request, "
+            f"{fmt(g('allocstream.canaryd.allocs_per_event'))} per streamed event.")
 
 
 def table(rows, md=False):
@@ -215,6 +285,9 @@ def main():
     print()
     print(table(rows))
     print()
+    only_pins = "only pins" in str(r.get("meta.mode", ""))
+    if not only_pins:
+        print(headline(r))
     print(f"mode={r.get('meta.mode')} sched={r.get('meta.sched')} took={fmt(r.get('meta.seconds'))}s "
           f"loadavg before/after={r.get('meta.load_before')}/{r.get('meta.load_after')} "
           f"redis keys after pin runs={fmt(r.get('pins.redis_keys'))} "
@@ -225,7 +298,7 @@ def main():
         print("PROCESSES THAT DIED DURING THE RUN (their figures are missing): " + ", ".join(crashed))
     if errs:
         print("non-2xx or socket errors (median per run): " + ", ".join(f"{k}={fmt(v)}" for k, v in errs.items()))
-    missed = [f"{row[1]} ({row[6]})" for row in rows if row[7] is False]
+    missed = [f"{row[0]}: {row[1]} ({row[6]})" for row in rows if row[7] is False]
     noisy = [row[1] for row in rows if row[7] == "noisy"]
     print("targets missed: " + ("; ".join(missed) if missed else "none"))
     if noisy:
@@ -239,6 +312,8 @@ def main():
                     f"load average before/after: {r.get('meta.load_before')}/{r.get('meta.load_after')}; "
                     f"took {fmt(r.get('meta.seconds'))} s.\n\n")
             f.write(table(rows, md=True) + "\n")
+            if not only_pins:
+                f.write("\n" + headline(r) + "\n")
             if crashed:
                 f.write("\nDied during the run: " + ", ".join(crashed) + "\n")
             if errs:

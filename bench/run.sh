@@ -6,6 +6,13 @@
 #
 #   bench/run.sh [--quick] [--only pins] [--out FILE]
 #
+# The headline throughput rows run nginx and canaryd with both access logs on
+# (canaryd's is on by default; nginx's is a JSON log_format of the same
+# fields, to a file), then the same with both off. Streaming saturation
+# (bench/stream.lua: 20-event streams back to back) gives streams/s and proxy
+# CPU per relayed event; bench/alloc_count.c, preloaded into one more canaryd
+# and nginx, counts heap allocations per request and per streamed event.
+#
 # --only pins: just the pin-store comparison (hash only vs Redis vs a 3-primary
 # Redis Cluster vs in memory), five interleaved rounds, each with its own ratio
 # (a few minutes).
@@ -40,7 +47,7 @@ while (($#)); do
     --quick) QUICK=1 ;;
     --out) OUT=$2; shift ;;
     --only) ONLY=$2; shift; [[ $ONLY == pins ]] || { echo "bench: --only takes: pins" >&2; exit 2; } ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--quick] [--only pins] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
@@ -56,7 +63,7 @@ done
 # The system interpreter: a version-manager shim (pyenv) costs a second per start.
 PY=python3
 [[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
-for t in wrk nginx taskset python3 redis-server redis-cli; do
+for t in wrk nginx taskset python3 redis-server redis-cli cc od; do
   command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/install-deps.sh --bench)" >&2; exit 1; }
 done
 
@@ -87,15 +94,18 @@ esac
 
 # ---- durations ---------------------------------------------------------------
 if ((QUICK)); then
-  D_SAT=2; D_LAT=1; ROUNDS=1; LAT_ROUNDS=3; STREAMS=24; SLOW_CHUNKS=4; IDLE_HOLD=0.5; WARM=1
+  D_SAT=2; D_LAT=1; ROUNDS=1; LAT_ROUNDS=3; STREAMS=24; SLOW_CHUNKS=4; IDLE_HOLD=0.5; WARM=1; D_ALLOC=1; D_IDLE=0.5
 else
-  D_SAT=8; D_LAT=5; ROUNDS=3; LAT_ROUNDS=3; STREAMS=120; SLOW_CHUNKS=16; IDLE_HOLD=2; WARM=2
+  D_SAT=8; D_LAT=5; ROUNDS=3; LAT_ROUNDS=3; STREAMS=120; SLOW_CHUNKS=16; IDLE_HOLD=2; WARM=2; D_ALLOC=4; D_IDLE=2
 fi
 PIN_ROUNDS=$ROUNDS
 [[ $ONLY == pins ]] && PIN_ROUNDS=5
 MODE=$( ((QUICK)) && echo quick || echo full )${ONLY:+, only $ONLY}
 SLOW_DELAY_MS=250      # 500 slow streams: one event every 250 ms
 STREAM_CHUNKS=20; STREAM_DELAY_MS=5; STREAM_CONC=8
+# Streaming saturation (bench/stream.lua): 64 streams at a time, each 20 events
+# sent back to back; a new stream on the connection as soon as one ends.
+SSAT_CONNS=64; export BENCH_STREAM_CHUNKS=20
 IDLE_CONNS=1000; SLOW_STREAMS=500
 CPU_LOAD=0; CPU_PROXY=1; CPU_ALL=0,1
 
@@ -137,9 +147,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+WRAP=()  # set around a start_* call: a command prefix for that process alone (env LD_PRELOAD=...)
 start() {  # start NAME CPUS CMD...: background, output to TMP/NAME.log
   local name=$1 cpus=$2; shift 2
-  taskset -c "$cpus" "${SCHED[@]}" "$@" >"$TMP/$name.log" 2>&1 &
+  taskset -c "$cpus" "${SCHED[@]}" "${WRAP[@]}" "$@" >"$TMP/$name.log" 2>&1 &
   PID[$name]=$!
 }
 
@@ -163,7 +174,7 @@ EOF
 }
 
 read -r P_MOCK_A P_MOCK_B P_MOCK_SOLO P_NGINX P_NGINX_LOG P_CD P_CD_LOG P_CD_REDIS P_CD_MEMPIN P_REDIS P_CD_CLUSTER \
-  <<<"$(free_ports 11)"
+  P_NGINX_ALLOC P_CD_ALLOC <<<"$(free_ports 13)"
 # Redis Cluster nodes: each needs its port + 10000 (the cluster bus) free too.
 read -r -a P_CLUSTER <<<"$("$PY" - <<'EOF'
 import socket
@@ -260,11 +271,36 @@ mem_kb() {  # mem_kb NAME: "RSS PSS" in KiB summed over pids_of NAME
 }
 HZ=$(getconf CLK_TCK)
 
+# ---- heap allocation counter (bench/alloc_count.c) ---------------------------
+# Built here from source into the temp dir, never committed as a binary.
+ALLOC_SO="$TMP/bin/alloc_count.so"
+declare -A ALLOC_FILE=()  # NAME -> its counter file
+cc -O2 -Wall -shared -fPIC -o "$ALLOC_SO" "$BENCH/alloc_count.c" -ldl ||
+  { echo "bench: cc could not build bench/alloc_count.c" >&2; exit 1; }
+start_counted() {  # start_counted start_nginx|start_canaryd NAME ARGS...: that proxy with the counter preloaded
+  local fn=$1 name=$2
+  ALLOC_FILE[$name]="$TMP/$name.allocs"
+  WRAP=(env LD_PRELOAD="$ALLOC_SO" ALLOC_COUNT_FILE="${ALLOC_FILE[$name]}")
+  "$fn" "${@:2}"
+  WRAP=()
+  [[ $(od -An -t x8 -N 8 "${ALLOC_FILE[$name]}" 2>/dev/null | tr -d ' ') == 31544e434f4c4c41 ]] ||
+    { echo "bench: $name did not load the allocation counter" >&2; exit 1; }
+}
+alloc_counts() {  # alloc_counts NAME: "malloc calloc realloc aligned new free bytes", totals so far
+  od -An -t u8 -v -j 8 -N 56 "${ALLOC_FILE[$1]}" | tr -s ' \n' '  ' | sed 's/^ //; s/ $//'
+}
+
 URL_PATH=/v1/chat/completions
 # wrk_run KEY CPUS THREADS CONNS SECONDS PORT [PROXY_NAME]: records
-# KEY.rps/.p50/.p99/.errors and, with PROXY_NAME, KEY.cpu_us_per_req and KEY.cpu_util.
+# KEY.rps/.p50/.p99/.errors and, with PROXY_NAME, KEY.cpu_us_per_req and
+# KEY.cpu_util. WRK_SCRIPT=stream.lua wrk_run ... runs the streaming load
+# instead of chat.lua: then KEY.rps is streams/s, and KEY.eps (events/s) and
+# KEY.cpu_us_per_event are recorded too. A proxy started with an allocation
+# counter (start_counted) also gets KEY.allocs_per_req, .new_per_req,
+# .bytes_per_req (and per event).
 wrk_run() {
-  local key=$1 cpus=$2 thr=$3 conns=$4 secs=$5 port=$6 proxy=${7:-} t0=0 t1=0 w0 w1 line
+  local key=$1 cpus=$2 thr=$3 conns=$4 secs=$5 port=$6 proxy=${7:-} t0=0 t1=0 w0 w1 line a0= a1=
+  local script=${WRK_SCRIPT:-chat.lua}
   if [[ -n $proxy ]] && ! kill -0 "${PID[$proxy]:-0}" 2>/dev/null; then
     # A crashed proxy is a finding, not a harness failure: say so and go on.
     log "$key: SKIPPED, $proxy is not running (its log: $TMP/$proxy.log): $(tail -1 "$TMP/$proxy.log" 2>/dev/null)"
@@ -273,30 +309,51 @@ wrk_run() {
     return 0
   fi
   [[ -n $proxy ]] && t0=$(cpu_ticks "$proxy")
+  [[ -n $proxy && -n ${ALLOC_FILE[$proxy]:-} ]] && a0=$(alloc_counts "$proxy")
   w0=$(date +%s%N)
   line=$(taskset -c "$cpus" "${SCHED[@]}" wrk -t"$thr" -c"$conns" -d"${secs}s" --timeout 5s --latency \
-           -s "$BENCH/chat.lua" "http://127.0.0.1:$port$URL_PATH" | grep '^BENCH ') || {
+           -s "$BENCH/$script" "http://127.0.0.1:$port$URL_PATH" | grep '^BENCH ') || {
     log "$key: wrk failed${proxy:+ ($proxy log: $(tail -1 "$TMP/$proxy.log" 2>/dev/null))}"
     [[ -n $proxy ]] && record "crashed.$proxy" 1
     BENCH_KEEP_TMP=1
     return 0; }
   w1=$(date +%s%N)
   [[ -n $proxy ]] && t1=$(cpu_ticks "$proxy")
-  local rps p50 p99 bad err reqs
+  [[ -n $a0 ]] && a1=$(alloc_counts "$proxy")
+  local rps p50 p99 bad=0 err=0 reqs events= eps= unit=req a_req a_new a_bytes a_ev a_free
   for kv in $line; do
     case "$kv" in
       rps=*) rps=${kv#rps=} ;; p50=*) p50=${kv#p50=} ;; p99=*) p99=${kv#p99=} ;;
-      non2xx=*) bad=${kv#non2xx=} ;; sockerr=*) err=${kv#sockerr=} ;; requests=*) reqs=${kv#requests=} ;;
+      non2xx=*|bad=*) bad=${kv#*=} ;; sockerr=*) err=${kv#sockerr=} ;; requests=*) reqs=${kv#requests=} ;;
+      events=*) events=${kv#events=} ;; eps=*) eps=${kv#eps=} ;;
     esac
   done
   record "$key.rps" "$rps"; record "$key.p50" "$p50"; record "$key.p99" "$p99"
   record "$key.errors" $((bad + err))
+  [[ -n $eps ]] && record "$key.eps" "$eps"
   if [[ -n $proxy && $reqs -gt 0 ]]; then
     local cpu_us=$(( (t1 - t0) * 1000000 / HZ ))
     record "$key.cpu_us_per_req" "$(awk -v c="$cpu_us" -v r="$reqs" 'BEGIN{printf "%.2f", c/r}')"
     record "$key.cpu_util" "$(awk -v c="$cpu_us" -v w=$(( (w1 - w0) / 1000 )) 'BEGIN{printf "%.2f", c/w}')"
+    [[ -n $events && $events -gt 0 ]] &&
+      record "$key.cpu_us_per_event" "$(awk -v c="$cpu_us" -v e="$events" 'BEGIN{printf "%.3f", c/e}')"
   fi
-  log "$key: $rps req/s p50=${p50}us p99=${p99}us errors=$((bad + err))"
+  if [[ -n $a1 && $reqs -gt 0 ]]; then
+    # alloc_counts: malloc calloc realloc aligned new free bytes. Allocations =
+    # every call that can hand out memory (all but free).
+    local per
+    per=$(awk -v a="$a0" -v b="$a1" -v r="$reqs" -v e="${events:-0}" 'BEGIN{
+      split(a, x, " "); split(b, y, " ")
+      n = 0; for (i = 1; i <= 5; i++) n += y[i] - x[i]
+      printf "%.2f %.2f %.0f %.3f %.2f", n / r, (y[5] - x[5]) / r, (y[7] - x[7]) / r, (e > 0 ? n / e : -1), (y[6] - x[6]) / r }')
+    read -r a_req a_new a_bytes a_ev a_free <<<"$per"
+    record "$key.allocs_per_req" "$a_req"; record "$key.new_per_req" "$a_new"
+    record "$key.bytes_per_req" "$a_bytes"; record "$key.frees_per_req" "$a_free"
+    [[ $a_ev != -1.000 ]] && record "$key.allocs_per_event" "$a_ev"
+    log "$key: $a_req allocations per request ($a_new operator new, $a_bytes bytes)${events:+, $a_ev per event}"
+  fi
+  [[ -n $events ]] && unit=streams
+  log "$key: $rps $unit/s${eps:+ ($eps events/s)} p50=${p50}us p99=${p99}us errors=$((bad + err))"
 }
 warm() {  # warm CPUS PORT: fill the upstream keep-alive pools, page the code in
   if ((QUICK)); then
@@ -424,6 +481,20 @@ pins_section() {
     log "warning: canaryd_cluster never logged a slot map"
   stop canaryd_redis canaryd_cluster canaryd_mempin redis "${P_CLUSTER[@]/#/cluster_}"
 }
+log_dropped() {  # log_dropped KEY PORT: canaryd's *_log_dropped_total (lines a full log queue dropped)
+  local v
+  v=$("$PY" - "$2" <<'EOF'
+import re, sys, urllib.request
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+    found = re.findall(r"^\w+_log_dropped_total(?:\{[^}]*\})? (\S+)$", text, re.M)
+    print(f"{sum(float(x) for x in found):.0f}" if found else "")
+except Exception:
+    print("")
+EOF
+)
+  [[ -n $v ]] && record "$1" "$v" || log "warning: no *_log_dropped_total on port $2"
+}
 last_ratio() {  # last_ratio KEY_A KEY_B: A/B of the last recorded values
   awk -v a="$1" -v b="$2" '$1 == a { x = $2 } $1 == b { y = $2 } END { if (y > 0) printf "%.3f", x / y }' "$RES"
 }
@@ -468,8 +539,20 @@ for n in nginx canaryd; do
   memory_run "$n" "${!p}"
 done
 
+# Both access logs on, to a file in TMP (on disk): the headline rows, since
+# canaryd's log is on by default. nginx's is a JSON log_format of the same fields.
+start_nginx nginx_log "$P_NGINX_LOG" "$CPU_PROXY" 1 on
+start_canaryd canaryd_log "$P_CD_LOG" "$CPU_PROXY" 1 true 0
+for n in nginx_log canaryd_log; do  # idle RSS with the log on, after one request, as above
+  p=P_NGINX_LOG; [[ $n == canaryd_log ]] && p=P_CD_LOG
+  client "$CPU_LOAD" idle --port "${!p}" --connections 1 --hold 0 >/dev/null
+  sleep 0.2
+  record "mem.$n.idle_kb" "$(mem_kb "$n" | cut -d' ' -f1)"
+done
+
 log "warm-up"
-warm "$CPU_LOAD" "$P_MOCK_A"; warm "$CPU_LOAD" "$P_NGINX"; warm "$CPU_LOAD" "$P_CD"
+warm "$CPU_LOAD" "$P_MOCK_A"
+for p in "$P_NGINX_LOG" "$P_CD_LOG" "$P_NGINX" "$P_CD"; do warm "$CPU_LOAD" "$p"; done
 
 # The load side's ceiling: wrk and the mock sharing CPU 0, as in every proxied
 # run (a proxy cannot exceed it), and the mock with a core of its own.
@@ -478,6 +561,8 @@ start mock_solo "$CPU_PROXY" "$MOCK" --port "$P_MOCK_SOLO" --threads 1 --name so
 wait_port "$P_MOCK_SOLO" mock_solo
 ((QUICK)) || wrk_run sat1.mock_own_core "$CPU_LOAD" 1 64 "$D_SAT" "$P_MOCK_SOLO"
 for r in $(seq "$ROUNDS"); do  # interleaved, so drift hits both alike
+  wrk_run sat1log.nginx "$CPU_LOAD" 1 64 "$D_SAT" "$P_NGINX_LOG" nginx_log
+  wrk_run sat1log.canaryd "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_LOG" canaryd_log
   wrk_run sat1.nginx "$CPU_LOAD" 1 64 "$D_SAT" "$P_NGINX" nginx
   wrk_run sat1.canaryd "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD" canaryd
 done
@@ -495,29 +580,56 @@ for r in $(seq "$ROUNDS"); do
   stream_run stream.canaryd "$P_CD"
 done
 
-# ---- access log on (to a file) -----------------------------------------------
-start_nginx nginx_log "$P_NGINX_LOG" "$CPU_PROXY" 1 on
-start_canaryd canaryd_log "$P_CD_LOG" "$CPU_PROXY" 1 true 0
-warm "$CPU_LOAD" "$P_NGINX_LOG"; warm "$CPU_LOAD" "$P_CD_LOG"
+# ---- streaming saturation: 20-event streams back to back, access logs on ------
+# wrk (C, one thread on CPU 0) drives 64 streams at a time; the asyncio client
+# reached under half of wrk's streams/s against the bare mock. ssat.direct is
+# the load side's ceiling (wrk + mock on CPU 0, as in the proxied runs).
+WRK_SCRIPT=stream.lua wrk_run ssat.direct "$CPU_LOAD" 1 "$SSAT_CONNS" "$D_SAT" "$P_MOCK_A"
+((QUICK)) || WRK_SCRIPT=stream.lua wrk_run ssat.mock_own_core "$CPU_LOAD" 1 "$SSAT_CONNS" "$D_SAT" "$P_MOCK_SOLO"
 for r in $(seq "$ROUNDS"); do
-  wrk_run log.nginx "$CPU_LOAD" 1 64 "$D_SAT" "$P_NGINX_LOG" nginx_log
-  wrk_run log.canaryd "$CPU_LOAD" 1 64 "$D_SAT" "$P_CD_LOG" canaryd_log
+  WRK_SCRIPT=stream.lua wrk_run ssat.nginx "$CPU_LOAD" 1 "$SSAT_CONNS" "$D_SAT" "$P_NGINX_LOG" nginx_log
+  WRK_SCRIPT=stream.lua wrk_run ssat.canaryd "$CPU_LOAD" 1 "$SSAT_CONNS" "$D_SAT" "$P_CD_LOG" canaryd_log
 done
+# A log that drops lines under load would be cheaper than nginx's, which never drops.
+log_dropped log.canaryd1.dropped "$P_CD_LOG"
 stop nginx_log canaryd_log
+
+# ---- heap allocations: one more nginx and canaryd (access logs on) with -------
+# bench/alloc_count.so preloaded; its cost stays out of every CPU figure above.
+start_counted start_canaryd canaryd_alloc "$P_CD_ALLOC" "$CPU_PROXY" 1 true 0
+start_counted start_nginx nginx_alloc "$P_NGINX_ALLOC" "$CPU_PROXY" 1 on
+warm "$CPU_LOAD" "$P_CD_ALLOC"; warm "$CPU_LOAD" "$P_NGINX_ALLOC"
+for n in canaryd nginx; do
+  a0=$(alloc_counts "${n}_alloc"); sleep "$D_IDLE"; a1=$(alloc_counts "${n}_alloc")
+  record "alloc.$n.idle_per_s" "$(awk -v a="$a0" -v b="$a1" -v s="$D_IDLE" 'BEGIN{
+    split(a, x, " "); split(b, y, " "); n = 0; for (i = 1; i <= 5; i++) n += y[i] - x[i]; printf "%.1f", n / s }')"
+done
+for n in canaryd nginx; do
+  p=P_CD_ALLOC; [[ $n == nginx ]] && p=P_NGINX_ALLOC
+  wrk_run "alloc.$n" "$CPU_LOAD" 1 64 "$D_ALLOC" "${!p}" "${n}_alloc"
+  WRK_SCRIPT=stream.lua wrk_run "allocstream.$n" "$CPU_LOAD" 1 "$SSAT_CONNS" "$D_ALLOC" "${!p}" "${n}_alloc"
+done
+stop canaryd_alloc nginx_alloc
 
 pins_section
 stop nginx canaryd mock_a mock_b mock_solo
 
 # ==== 2 threads: everything floats on both CPUs ================================
 start_mocks "$CPU_ALL" 2
+start_nginx nginx_log "$P_NGINX_LOG" "$CPU_ALL" 2 on
+start_canaryd canaryd_log "$P_CD_LOG" "$CPU_ALL" 2 true 0
 start_nginx nginx "$P_NGINX" "$CPU_ALL" 2 off
 start_canaryd canaryd "$P_CD" "$CPU_ALL" 2 false 0
-warm "$CPU_ALL" "$P_MOCK_A"; warm "$CPU_ALL" "$P_NGINX"; warm "$CPU_ALL" "$P_CD"
+warm "$CPU_ALL" "$P_MOCK_A"
+for p in "$P_NGINX_LOG" "$P_CD_LOG" "$P_NGINX" "$P_CD"; do warm "$CPU_ALL" "$p"; done
 wrk_run sat2.direct "$CPU_ALL" 2 64 "$D_SAT" "$P_MOCK_A"
 for r in $(seq "$ROUNDS"); do
+  wrk_run sat2log.nginx "$CPU_ALL" 2 64 "$D_SAT" "$P_NGINX_LOG" nginx_log
+  wrk_run sat2log.canaryd "$CPU_ALL" 2 64 "$D_SAT" "$P_CD_LOG" canaryd_log
   wrk_run sat2.nginx "$CPU_ALL" 2 64 "$D_SAT" "$P_NGINX" nginx
   wrk_run sat2.canaryd "$CPU_ALL" 2 64 "$D_SAT" "$P_CD" canaryd
 done
-stop nginx canaryd mock_a mock_b
+log_dropped log.canaryd2.dropped "$P_CD_LOG"
+stop nginx_log canaryd_log nginx canaryd mock_a mock_b
 
 finish
