@@ -449,7 +449,10 @@ pins_section() {
   start_canaryd canaryd_redis "$P_CD_REDIS" "$CPU_PROXY" 1 false 1h "$P_REDIS"
   start_canaryd canaryd_cluster "$P_CD_CLUSTER" "$CPU_PROXY" 1 false 1h "$(cluster_url)"
   ((QUICK)) || start_canaryd canaryd_mempin "$P_CD_MEMPIN" "$CPU_PROXY" 1 false 1h
-  grep -q '"store":"redis"' "$TMP/canaryd_redis.log" || log "warning: canaryd_redis does not report store=redis"
+  # canaryd's log is asynchronous: its "listening" line may reach the file a little after the port opens.
+  local seen=0
+  for _ in $(seq 40); do grep -q '"store":"redis"' "$TMP/canaryd_redis.log" && { seen=1; break; }; sleep 0.05; done
+  ((seen)) || log "warning: canaryd_redis does not report store=redis"
   warm "$CPU_LOAD" "$P_CD_REDIS"; warm "$CPU_LOAD" "$P_CD_CLUSTER"; ((QUICK)) || warm "$CPU_LOAD" "$P_CD_MEMPIN"
   # Every request carries a new X-User-ID, so with pins on each one is a first
   # assignment: a pin write on the canary side, a lookup on control's (the
