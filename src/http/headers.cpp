@@ -1,10 +1,13 @@
 #include "http/headers.hpp"
 
+#include "http/wire.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 
 namespace canaryd::wire {
 namespace {
@@ -49,7 +52,13 @@ bool is_hop_by_hop(std::string_view name, std::string_view connection_value) {
   return !connection_value.empty() && names_in_connection(name, connection_value);
 }
 
-void upstream_request_headers(const http::fields& in, http::fields& out, const UpstreamHeaderContext& ctx) {
+namespace {
+
+// The upstream request's fields, in order, to `emit(field, name, value,
+// value2)` (the value is value + value2, so "Bearer " + key needs no copy):
+// the client's own minus what is dropped, then the ones canaryd sets.
+template <class Emit>
+void upstream_fields(const http::fields& in, const UpstreamHeaderContext& ctx, Emit&& emit) {
   const std::string connection = connection_tokens(in);
   std::string forwarded_for;
   for (const auto& f : in) {
@@ -70,22 +79,49 @@ void upstream_request_headers(const http::fields& in, http::fields& out, const U
       forwarded_for.append(f.value());
       continue;
     }
-    out.insert(f.name() == http::field::unknown ? http::field::unknown : f.name(), name, f.value());
+    emit(f.name(), name, f.value(), std::string_view());
   }
-  out.set(http::field::host, ctx.host);
-  if (!ctx.api_key.empty()) {
-    std::string auth;
-    auth.reserve(7 + ctx.api_key.size());
-    auth.append("Bearer ").append(ctx.api_key);
-    out.set(http::field::authorization, auth);
-  }
-  out.set("X-Request-ID", ctx.request_id);
+  emit(http::field::host, "Host", ctx.host, std::string_view());
+  if (!ctx.api_key.empty()) emit(http::field::authorization, "Authorization", "Bearer ", ctx.api_key);
+  emit(http::field::unknown, "X-Request-ID", ctx.request_id, std::string_view());
   if (!ctx.client_ip.empty()) {
     if (!forwarded_for.empty()) forwarded_for += ", ";
     forwarded_for.append(ctx.client_ip);
   }
-  if (!forwarded_for.empty()) out.set("X-Forwarded-For", forwarded_for);
-  out.set(http::field::accept_encoding, "identity");
+  if (!forwarded_for.empty()) emit(http::field::unknown, "X-Forwarded-For", forwarded_for, std::string_view());
+  emit(http::field::accept_encoding, "Accept-Encoding", "identity", std::string_view());
+}
+
+}  // namespace
+
+void upstream_request_headers(const http::fields& in, http::fields& out, const UpstreamHeaderContext& ctx) {
+  upstream_fields(in, ctx, [&](http::field f, std::string_view name, std::string_view v, std::string_view v2) {
+    if (v2.empty()) {
+      out.insert(f, name, v);
+    } else {
+      std::string joined;
+      joined.reserve(v.size() + v2.size());
+      joined.append(v).append(v2);
+      out.insert(f, name, joined);
+    }
+  });
+}
+
+void append_upstream_request_head(std::string& out, http::verb method, std::string_view target, const http::fields& in,
+                                  const UpstreamHeaderContext& ctx, std::optional<std::size_t> content_length) {
+  out.append(http::to_string(method));
+  out.push_back(' ');
+  out.append(target);
+  out.append(" HTTP/1.1\r\n");
+  upstream_fields(in, ctx, [&](http::field, std::string_view name, std::string_view v, std::string_view v2) {
+    out.append(name).append(": ").append(v).append(v2).append("\r\n");
+  });
+  if (content_length) {
+    char digits[24];
+    const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, *content_length);
+    out.append("Content-Length: ").append(digits, end).append("\r\n");
+  }
+  out.append("\r\n");
 }
 
 void client_response_headers(const http::fields& in, http::fields& out) {
@@ -96,6 +132,27 @@ void client_response_headers(const http::fields& in, http::fields& out) {
     if (f.name() == http::field::content_length) continue;
     out.insert(f.name() == http::field::unknown ? http::field::unknown : f.name(), name, f.value());
   }
+}
+
+void append_client_response_head(std::string& out, unsigned status, const http::fields& upstream,
+                                 std::initializer_list<HeadField> own, bool no_cache_unless_set) {
+  append_status_line(out, status);
+  const std::string connection = connection_tokens(upstream);
+  bool cache_control = false;
+  for (const auto& f : upstream) {
+    std::string_view name = f.name_string();
+    if (f.name() == http::field::content_length || is_hop_by_hop(name, connection)) continue;
+    if (name.size() >= 10 && iequals(name.substr(0, 10), "x-canaryd-")) continue;
+    if (std::any_of(own.begin(), own.end(), [&](const HeadField& o) { return iequals(o.name, name); })) continue;
+    if (f.name() == http::field::cache_control) cache_control = true;
+    out.append(name).append(": ").append(f.value()).append("\r\n");
+  }
+  for (const auto& o : own) {
+    if (o.name.empty()) continue;  // a field the caller left out
+    out.append(o.name).append(": ").append(o.value).append("\r\n");
+  }
+  if (no_cache_unless_set && !cache_control) out.append("Cache-Control: no-cache\r\n");
+  out.append("\r\n");
 }
 
 std::string request_id_from(std::string_view supplied) {

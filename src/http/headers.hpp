@@ -4,6 +4,9 @@
 #pragma once
 
 #include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,9 +32,27 @@ struct UpstreamHeaderContext {
 // asks for identity encoding).
 void upstream_request_headers(const http::fields& in, http::fields& out, const UpstreamHeaderContext& ctx);
 
+// The upstream request head written at once: the request line, the fields
+// upstream_request_headers makes (same order), Content-Length when given, the
+// blank line. No intermediate fields container (one allocation less per field).
+void append_upstream_request_head(std::string& out, http::verb method, std::string_view target, const http::fields& in,
+                                  const UpstreamHeaderContext& ctx, std::optional<std::size_t> content_length);
+
 // Upstream response headers -> the client response's headers: hop-by-hop and
 // Content-Length dropped (the serializer sets framing).
 void client_response_headers(const http::fields& in, http::fields& out);
+
+// The client response head written at once: the status line, the upstream's
+// fields as client_response_headers keeps them, minus any the proxy sets itself
+// (`own`, by name, case-insensitively) and any X-Canaryd-* (an upstream cannot
+// speak for canaryd), then `own` in order, "Cache-Control: no-cache" when
+// `no_cache_unless_set` and the upstream sent none, and the blank line.
+struct HeadField {
+  std::string_view name;
+  std::string_view value;
+};
+void append_client_response_head(std::string& out, unsigned status, const http::fields& upstream,
+                                 std::initializer_list<HeadField> own, bool no_cache_unless_set = false);
 
 // A client-supplied X-Request-ID is kept when it is 1..128 visible ASCII
 // characters; otherwise a new random one is made.

@@ -27,6 +27,11 @@ void append_request_head(std::string& out, http::verb method, std::string_view t
 }
 
 void append_response_head(std::string& out, unsigned status, const http::fields& fields) {
+  append_status_line(out, status);
+  append_fields(out, fields);
+}
+
+void append_status_line(std::string& out, unsigned status) {
   char code[8];
   auto [end, ec] = std::to_chars(code, code + sizeof code, status);
   out.append("HTTP/1.1 ");
@@ -35,7 +40,6 @@ void append_response_head(std::string& out, unsigned status, const http::fields&
   std::string_view reason = http::obsolete_reason(static_cast<http::status>(status));
   out.append(reason.empty() || reason == "<unknown-status>" ? std::string_view("Unknown") : reason);
   out.append("\r\n");
-  append_fields(out, fields);
 }
 
 void append_chunk_size(std::string& out, std::size_t size) {

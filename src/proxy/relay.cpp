@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
+#include <charconv>
 
 #include "http/headers.hpp"
 #include "http/wire.hpp"
@@ -66,13 +67,17 @@ net::awaitable<void> ActiveRequest::relay_whole() {
     shadow::summarize_body(body, pair_->control);
     pair_->log_text(pair_->control_text, body);
   }
-  http::fields fields;
-  wire::client_response_headers(ex.parser->get(), fields);
-  add_arm_headers(fields);
-  fields.set(http::field::content_length, std::to_string(body.size()));
-  if (!r_.keep_alive) fields.set(http::field::connection, "close");
-  out.pending_head.reserve(512);
-  wire::append_response_head(out.pending_head, static_cast<unsigned>(ex.status), fields);
+  char length[24];
+  const auto [length_end, length_ec] = std::to_chars(length, length + sizeof length, body.size());
+  out.pending_head.reserve(1024);
+  wire::append_client_response_head(
+      out.pending_head, static_cast<unsigned>(ex.status), ex.parser->get(),
+      {{"X-Request-ID", r_.request_id},
+       {"X-Canaryd-Arm", arm_name(arm_)},
+       {"X-Canaryd-Provider", up_->name},
+       {fallback_.empty() ? std::string_view() : "X-Canaryd-Fallback", fallback_},
+       {"Content-Length", std::string_view(length, static_cast<std::size_t>(length_end - length))},
+       {r_.keep_alive ? std::string_view() : "Connection", "close"}});
   out.pending_body = std::move(body);
   out.write_pending = true;
   out.relayed = true;
@@ -100,15 +105,16 @@ net::awaitable<void> ActiveRequest::relay_stream() {
       pair->log_text(pair->control_text, "\n");
     };
   }
-  http::fields fields;
-  wire::client_response_headers(ures, fields);
-  add_arm_headers(fields);
-  if (fields[http::field::cache_control].empty()) fields.set(http::field::cache_control, "no-cache");
-  fields.set(http::field::transfer_encoding, "chunked");
-  if (!r_.keep_alive) fields.set(http::field::connection, "close");
   std::string head;
-  head.reserve(512);
-  wire::append_response_head(head, static_cast<unsigned>(ex.status), fields);
+  head.reserve(1024);
+  wire::append_client_response_head(head, static_cast<unsigned>(ex.status), ures,
+                                    {{"X-Request-ID", r_.request_id},
+                                     {"X-Canaryd-Arm", arm_name(arm_)},
+                                     {"X-Canaryd-Provider", up_->name},
+                                     {fallback_.empty() ? std::string_view() : "X-Canaryd-Fallback", fallback_},
+                                     {"Transfer-Encoding", "chunked"},
+                                     {r_.keep_alive ? std::string_view() : "Connection", "close"}},
+                                    /*no_cache_unless_set=*/true);
   r_.client.expires_after(sc.idle_timeout);
   auto [hec, hn] = co_await net::async_write(r_.client, net::buffer(head), kTuple);
   out.relayed = true;

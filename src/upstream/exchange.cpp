@@ -42,14 +42,13 @@ std::string upstream_target(const config::UpstreamConfig& up, std::string_view p
 
 std::string upstream_head(const http::request<http::string_body>& req, std::string_view target, std::size_t body_size,
                           const UpstreamTarget& to) {
-  http::fields fields;
   const std::string host = host_header(*to.up);
-  wire::upstream_request_headers(req, fields, {host, to.up->api_key_value, to.request_id, to.client_ip});
-  if (body_size > 0 || method_has_body(req.method()))
-    fields.set(http::field::content_length, std::to_string(body_size));
   std::string head;
-  head.reserve(512);
-  wire::append_request_head(head, req.method(), target, fields);
+  head.reserve(1024);
+  std::optional<std::size_t> length;
+  if (body_size > 0 || method_has_body(req.method())) length = body_size;
+  wire::append_upstream_request_head(head, req.method(), target, req.base(),
+                                     {host, to.up->api_key_value, to.request_id, to.client_ip}, length);
   return head;
 }
 

@@ -1,6 +1,7 @@
 #include "upstream/quality.hpp"
 
 #include <charconv>
+#include <optional>
 
 #include "common/json_scan.hpp"
 
@@ -17,6 +18,25 @@ std::string_view trim(std::string_view s) {
 }
 
 bool is_string(std::string_view v) { return v.size() >= 2 && v.front() == '"'; }
+
+// Whether a JSON string literal (quotes included) holds anything but the
+// whitespace trim() removes, read without decoding it: a plain character or an
+// escape other than \n \r \t says yes. nullopt when it cannot tell cheaply
+// (a \u escape, or a literal not closed where it ends): decode it then.
+std::optional<bool> literal_has_text(std::string_view literal) {
+  if (literal.size() < 2 || literal.back() != '"') return std::nullopt;
+  for (std::size_t i = 1; i + 1 < literal.size(); ++i) {
+    const char c = literal[i];
+    if (c == ' ') continue;
+    if (c != '\\') return true;
+    if (i + 2 >= literal.size()) return std::nullopt;
+    const char e = literal[++i];
+    if (e == 'n' || e == 'r' || e == 't') continue;
+    if (e == 'u') return std::nullopt;
+    return true;  // \" \\ \/ \b \f: a character trim() keeps
+  }
+  return false;
+}
 
 // The elements of a JSON array that json_scan already validated (as part of
 // the object it came from): split at the top-level commas.
@@ -125,6 +145,13 @@ void QualityScanner::add_text(std::string_view literal, std::size_t choice) {
   const bool need_text = json_expected_ && choice == 0 && !text_overflow_;
   if (has_text_ && !need_text) return;  // nothing more to learn from it
   if (literal.size() <= 2) return;
+  if (!need_text) {
+    // Only "is there any text": read the literal as it is, without decoding it.
+    if (const auto has = literal_has_text(literal)) {
+      has_text_ = *has;
+      return;
+    }
+  }
   auto decoded = json::decode_string(literal);
   if (!decoded) return;
   if (!trim(*decoded).empty()) has_text_ = true;

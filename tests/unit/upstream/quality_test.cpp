@@ -75,6 +75,19 @@ TEST(Quality, EmptyAnswers) {
   EXPECT_FALSE(body(AnswerApi::chat, R"({"choices":[{"message":{"content":null,"tool_calls":[{"id":"a",
       "type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]})")
                    .flagged(S::empty));
+  // Escapes: whitespace ones (\n \r \t, \u0020) are no text; any other escape is.
+  for (const char* content : {R"( \r\n )", R"(\u0020\u0009)"}) {
+    EXPECT_TRUE(body(AnswerApi::chat, std::string(R"({"choices":[{"message":{"content":")") + content +
+                                          R"("},"finish_reason":"stop"}]})")
+                    .flagged(S::empty))
+        << content;
+  }
+  for (const char* content : {R"(\u0041)", R"( \\ )", R"(\")", R"(\n\/)", R"(\tx)"}) {
+    EXPECT_FALSE(body(AnswerApi::chat, std::string(R"({"choices":[{"message":{"content":")") + content +
+                                           R"("},"finish_reason":"stop"}]})")
+                     .flagged(S::empty))
+        << content;
+  }
   EXPECT_TRUE(body(AnswerApi::completions, R"({"choices":[{"text":"","finish_reason":"stop"}]})").flagged(S::empty));
   EXPECT_FALSE(
       body(AnswerApi::completions, R"({"choices":[{"text":" ok","finish_reason":"stop"}]})").flagged(S::empty));
