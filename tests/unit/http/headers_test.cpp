@@ -185,6 +185,70 @@ TEST(ClientResponseHeaders, DropsHopByHopAndLengthKeepsDuplicates) {
   EXPECT_EQ(out.count(http::field::set_cookie), 2u);
 }
 
+// ---- the heads written at once (the hot path) -----------------------------
+
+TEST(ClientResponseHead, WrittenFromTheUpstreamFieldsAndOurOwn) {
+  http::fields in = make({
+      {"Content-Type", "application/json"},
+      {"Connection", "keep-alive, X-Upstream-Hop"},
+      {"X-Upstream-Hop", "x"},
+      {"Content-Length", "42"},
+      {"x-request-id", "upstream-id"},    // ours replaces it
+      {"X-Canaryd-Arm", "canary"},        // an upstream cannot speak for canaryd
+      {"x-canaryd-fallback", "spoofed"},  // not even where canaryd sets none
+      {"openai-processing-ms", "123"},
+  });
+  std::string head;
+  append_client_response_head(head, 200, in,
+                              {{"X-Request-ID", "ours"},
+                               {"X-Canaryd-Arm", "control"},
+                               {std::string_view(), "left out"},
+                               {"Content-Length", "7"}});
+  EXPECT_EQ(head,
+            "HTTP/1.1 200 OK\r\n"
+            "Content-Type: application/json\r\n"
+            "openai-processing-ms: 123\r\n"
+            "X-Request-ID: ours\r\n"
+            "X-Canaryd-Arm: control\r\n"
+            "Content-Length: 7\r\n"
+            "\r\n");
+}
+
+TEST(ClientResponseHead, NoCacheOnlyWhenTheUpstreamSentNoCacheControl) {
+  std::string head;
+  append_client_response_head(head, 200, make({{"Content-Type", "text/event-stream"}}), {}, true);
+  EXPECT_NE(head.find("Cache-Control: no-cache\r\n"), std::string::npos) << head;
+  head.clear();
+  append_client_response_head(head, 200, make({{"cache-control", "private"}}), {}, true);
+  EXPECT_EQ(head, "HTTP/1.1 200 OK\r\ncache-control: private\r\n\r\n");
+}
+
+TEST(UpstreamRequestHead, SameFieldsAndOrderAsTheFieldsVersion) {
+  http::fields in = make({
+      {"Host", "proxy.local"},
+      {"Authorization", "Bearer client"},
+      {"Content-Type", "application/json"},
+      {"X-Forwarded-For", "10.0.0.1"},
+      {"Connection", "close"},
+      {"X-User-ID", "alice"},
+      {"Content-Length", "99"},
+  });
+  const UpstreamHeaderContext ctx{"api.example.com", "sk-up", "rid-1", "127.0.0.1"};
+  http::fields expected;
+  upstream_request_headers(in, expected, ctx);
+  std::string want = "POST /v1/chat/completions HTTP/1.1\r\n";
+  for (const auto& f : expected) want.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+  want += "Content-Length: 12\r\n\r\n";
+  std::string head;
+  append_upstream_request_head(head, http::verb::post, "/v1/chat/completions", in, ctx, 12);
+  EXPECT_EQ(head, want);
+  EXPECT_NE(head.find("Authorization: Bearer sk-up\r\n"), std::string::npos);
+  EXPECT_EQ(head.find("Bearer client"), std::string::npos);
+  head.clear();
+  append_upstream_request_head(head, http::verb::get, "/v1/models", in, ctx, std::nullopt);
+  EXPECT_EQ(head.find("Content-Length"), std::string::npos);
+}
+
 // ---- request_id_from --------------------------------------------------------
 
 bool is_generated(const std::string& id) {
