@@ -304,9 +304,38 @@ void QualityScanner::event(std::string_view data) {
     }
     return;
   }
+  if (nothing_to_learn(data)) return;
   json::Lookup<1> lk{{"choices"}};
   if (!scan(data, lk)) return;
   for_each_element(value(data, lk.values[0]), [&](std::string_view c) { choice(c, true); });
+}
+
+// Most events of a stream are one more piece of text. Once text has been seen
+// (and no JSON-mode text is collected), such an event can change no signal:
+// only a finish_reason that is not null, a tool or function call or a refusal
+// can. One pass over its quotes tells, instead of a parse of every level.
+bool QualityScanner::nothing_to_learn(std::string_view data) const {
+  if (!has_text_ || json_expected_ || api_ == AnswerApi::responses) return false;
+  constexpr std::string_view kTool = "tool_calls\"", kFunction = "function_call\"", kRefusal = "refusal\"";
+  constexpr std::string_view kFinish = "finish_reason\"";
+  for (std::size_t q = 0; q + 1 < data.size(); ++q) {
+    // The keys that matter start with f, r or t: most quotes are passed over
+    // on that one comparison.
+    if (data[q] != '"') continue;
+    const char k = data[q + 1];
+    if (k != 'f' && k != 'r' && k != 't') continue;
+    const std::string_view rest = data.substr(q + 1);
+    if (rest.starts_with(kTool) || rest.starts_with(kFunction) || rest.starts_with(kRefusal)) return false;
+    if (rest.starts_with(kFinish)) {
+      std::size_t i = kFinish.size();
+      while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\t' || rest[i] == '\n' || rest[i] == '\r')) ++i;
+      if (i >= rest.size() || rest[i] != ':') return false;
+      ++i;
+      while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\t' || rest[i] == '\n' || rest[i] == '\r')) ++i;
+      if (rest.substr(i, 4) != "null") return false;
+    }
+  }
+  return true;
 }
 
 QualityFlags QualityScanner::flags() const {

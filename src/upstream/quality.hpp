@@ -63,6 +63,7 @@ class QualityScanner {
   bool finished() const { return finished_; }
 
  private:
+  bool nothing_to_learn(std::string_view data) const;
   void choice(std::string_view choice, bool streamed);
   void message(std::string_view message, std::size_t index, bool streamed);
   void tool_calls(std::string_view array, std::size_t choice, bool streamed);

@@ -1,6 +1,7 @@
 #include "upstream/usage.hpp"
 
 #include <charconv>
+#include <cstring>
 
 #include "common/json_scan.hpp"
 #include "upstream/quality.hpp"
@@ -42,14 +43,30 @@ std::optional<Usage> parse_usage_object(std::string_view u) {
   return usage;
 }
 
+namespace {
+
+// The first '\r' or '\n' at or after `from` (bytes.size() if none): two
+// memchr passes instead of a branch per byte.
+std::size_t next_line_end(std::string_view bytes, std::size_t from) {
+  const char* p = bytes.data() + from;
+  const std::size_t n = bytes.size() - from;
+  const void* lf = std::memchr(p, '\n', n);
+  const std::size_t limit = lf ? static_cast<std::size_t>(static_cast<const char*>(lf) - p) : n;
+  const void* cr = std::memchr(p, '\r', limit);
+  return from + (cr ? static_cast<std::size_t>(static_cast<const char*>(cr) - p) : limit);
+}
+
+}  // namespace
+
 void SseScanner::feed(std::string_view bytes) {
   std::size_t start = 0;
   for (std::size_t i = 0; i < bytes.size() && !overflow_; ++i) {
-    char c = bytes[i];
-    if (c != '\n' && c != '\r') {
-      after_cr_ = false;
-      continue;
+    if (const std::size_t end = next_line_end(bytes, i); end != i) {
+      after_cr_ = false;  // bytes other than line ends came first
+      i = end;
+      if (i == bytes.size()) break;
     }
+    const char c = bytes[i];
     if (c == '\n' && after_cr_ && i == start && partial_.empty()) {
       // the '\n' of a "\r\n" split across two feeds (or right after one)
       after_cr_ = false;

@@ -181,6 +181,37 @@ TEST(Quality, ChatStreamTextAndJsonMode) {
   EXPECT_TRUE(stream(AnswerApi::chat, length).flagged(S::truncated));
 }
 
+// After the first text, most events are skipped unparsed (nothing_to_learn):
+// every signal that can still come after text must still be seen.
+TEST(Quality, ChatStreamSignalsAfterTextAreStillSeen) {
+  std::string text;
+  for (int i = 0; i < 5; ++i) text += chunk(R"({"index":0,"delta":{"content":"word "},"finish_reason":null})");
+  // finish_reason with whitespace around the colon, on its own event.
+  const std::string length =
+      text + "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\" : \t\"length\"}]}\n\n";
+  EXPECT_TRUE(stream(AnswerApi::chat, length).flagged(S::truncated));
+  const std::string filtered = text + chunk(R"({"index":0,"delta":{},"finish_reason":"content_filter"})");
+  EXPECT_TRUE(stream(AnswerApi::chat, filtered).flagged(S::content_filter));
+  const std::string bad_call =
+      text +
+      chunk(
+          R"({"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":"}}]},"finish_reason":null})") +
+      chunk(R"({"index":0,"delta":{},"finish_reason":"tool_calls"})");
+  EXPECT_TRUE(stream(AnswerApi::chat, bad_call).flagged(S::tool_call_json));
+  const std::string stop = text + chunk(R"({"index":0,"delta":{},"finish_reason":"stop"})");
+  const auto ok = stream(AnswerApi::chat, stop);
+  EXPECT_TRUE(ok.eligible(S::truncated));
+  EXPECT_FALSE(ok.flagged(S::truncated));
+  EXPECT_FALSE(ok.flagged(S::empty));
+  // Text that merely mentions a key is no signal (it only costs a full parse).
+  const std::string mention = text +
+                              chunk(R"({"index":0,"delta":{"content":"\"tool_calls\": no"},"finish_reason":null})") +
+                              chunk(R"({"index":0,"delta":{},"finish_reason":"stop"})");
+  const auto m = stream(AnswerApi::chat, mention);
+  EXPECT_FALSE(m.eligible(S::tool_call_json));
+  EXPECT_FALSE(m.flagged(S::truncated));
+}
+
 TEST(Quality, ResponsesApi) {
   const std::string done = R"({"id":"r","status":"completed","output":[{"type":"message","content":[
       {"type":"output_text","text":"{\"ok\":true}"}]},{"type":"function_call","name":"f","arguments":"{\"x\":1}"}]})";
