@@ -53,6 +53,7 @@ struct UpstreamConfig {
   Duration timeout = 30s;              // whole non-streaming call; first byte of a stream
   Duration stream_idle_timeout = 60s;  // max gap between two chunks of a relayed stream
   std::uint32_t max_connections = 256;
+  std::uint32_t max_idle_connections = 64;              // idle pooled connections kept (the rest close)
   Duration pool_wait = 1s;                              // wait for a free connection, then 503
   std::uint64_t max_response_bytes = 64 * 1024 * 1024;  // non-streaming bodies
   bool tls_verify = true;

@@ -93,6 +93,7 @@ std::string to_yaml_redacted(const Config& c) {
     o.dur("timeout", u.timeout);
     o.dur("stream_idle_timeout", u.stream_idle_timeout);
     o.kv("max_connections", u.max_connections);
+    o.kv("max_idle_connections", u.max_idle_connections);
     o.dur("pool_wait", u.pool_wait);
     o.kv("max_response_bytes", u.max_response_bytes);
     o.flag("tls_verify", u.tls_verify);

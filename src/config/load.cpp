@@ -292,7 +292,7 @@ void load_server(const Loader& l, const Field& f, ServerConfig& s) {
 void load_upstream(const Loader& l, const std::string& name, const Field& f, UpstreamConfig& u) {
   Section sec(l, f,
               {"base_url", "api_key_env", "connect_timeout", "timeout", "stream_idle_timeout", "max_connections",
-               "pool_wait", "max_response_bytes", "tls_verify", "ca_file", "proxy", "models"});
+               "max_idle_connections", "pool_wait", "max_response_bytes", "tls_verify", "ca_file", "proxy", "models"});
   u.name = name;
   {
     const Field& v = sec.require("base_url");
@@ -319,6 +319,8 @@ void load_upstream(const Loader& l, const std::string& name, const Field& f, Ups
   sec.with("stream_idle_timeout", [&](const Field& v) { u.stream_idle_timeout = l.duration(v, false); });
   sec.with("max_connections",
            [&](const Field& v) { u.max_connections = static_cast<std::uint32_t>(l.integer(v, 1, 1'000'000)); });
+  sec.with("max_idle_connections",
+           [&](const Field& v) { u.max_idle_connections = static_cast<std::uint32_t>(l.integer(v, 0, 1'000'000)); });
   sec.with("pool_wait", [&](const Field& v) { u.pool_wait = l.duration(v, true); });
   sec.with("max_response_bytes", [&](const Field& v) {
     u.max_response_bytes = static_cast<std::uint64_t>(l.integer(v, 1, std::numeric_limits<std::int64_t>::max()));

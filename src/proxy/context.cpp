@@ -65,7 +65,9 @@ std::shared_ptr<upstream::Pool> ThreadContext::pool(const Runtime& rt, const con
       (up.max_connections + static_cast<std::uint32_t>(threads) - 1) / static_cast<std::uint32_t>(threads);
   std::shared_ptr<boost::asio::ssl::context> tls;
   if (auto t = rt.tls.find(up.name); t != rt.tls.end()) tls = t->second;
-  auto pool = std::make_shared<upstream::Pool>(executor_, up, tls, share);
+  const std::uint32_t idle_share =
+      (up.max_idle_connections + static_cast<std::uint32_t>(threads) - 1) / static_cast<std::uint32_t>(threads);
+  auto pool = std::make_shared<upstream::Pool>(executor_, up, tls, share, idle_share);
   pools_.emplace(up.name, pool);
   return pool;
 }

@@ -71,8 +71,12 @@ std::shared_ptr<ssl::context> make_tls_context(const config::UpstreamConfig& cfg
 }
 
 Pool::Pool(net::any_io_executor ex, const config::UpstreamConfig& cfg, std::shared_ptr<ssl::context> tls,
-           std::uint32_t cap)
-    : ex_(std::move(ex)), cfg_(cfg), tls_(std::move(tls)), cap_(cap == 0 ? 1 : cap) {}
+           std::uint32_t cap, std::optional<std::uint32_t> idle_cap)
+    : ex_(std::move(ex)),
+      cfg_(cfg),
+      tls_(std::move(tls)),
+      cap_(cap == 0 ? 1 : cap),
+      idle_cap_(idle_cap.value_or(cfg.max_idle_connections)) {}
 
 Pool::~Pool() {
   for (auto& c : idle_) c->close();
@@ -87,7 +91,7 @@ void Pool::wake_one() {
 
 void Pool::release(std::unique_ptr<Connection> conn, bool reusable) {
   if (!conn) return;
-  if (reusable && conn->tcp().socket().is_open() && !conn->has_unread_bytes()) {
+  if (reusable && idle_.size() < idle_cap_ && conn->tcp().socket().is_open() && !conn->has_unread_bytes()) {
     conn->idle_since = std::chrono::steady_clock::now();
     idle_.push_back(std::move(conn));
   } else {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -72,7 +73,7 @@ class Pool {
  public:
   // `cap` is this thread's share of the upstream's max_connections.
   Pool(net::any_io_executor ex, const config::UpstreamConfig& cfg, std::shared_ptr<net::ssl::context> tls,
-       std::uint32_t cap);
+       std::uint32_t cap, std::optional<std::uint32_t> idle_cap = std::nullopt);  // default: the config's
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -104,6 +105,7 @@ class Pool {
   const config::UpstreamConfig cfg_;  // a copy: the pool may outlive its config generation
   std::shared_ptr<net::ssl::context> tls_;
   std::uint32_t cap_;
+  std::uint32_t idle_cap_;  // idle connections kept; one released beyond it is closed
   std::vector<std::unique_ptr<Connection>> idle_;
   std::size_t open_ = 0;  // idle + leased + connecting
   std::uint64_t connects_ = 0;

@@ -144,6 +144,7 @@ TEST(ConfigSections, UpstreamAllKeys) {
     timeout: 45s
     stream_idle_timeout: 20s
     max_connections: 8
+    max_idle_connections: 3
     pool_wait: 0
     max_response_bytes: 1000
     tls_verify: false
@@ -166,6 +167,7 @@ split: { control: openai, canary: local }
   EXPECT_EQ(u.timeout, 45s);
   EXPECT_EQ(u.stream_idle_timeout, 20s);
   EXPECT_EQ(u.max_connections, 8u);
+  EXPECT_EQ(u.max_idle_connections, 3u);
   EXPECT_EQ(u.pool_wait, 0ms);
   EXPECT_EQ(u.max_response_bytes, 1000u);
   EXPECT_FALSE(u.tls_verify);

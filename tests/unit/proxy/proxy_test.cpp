@@ -214,6 +214,25 @@ TEST_F(ExchangeTest, AFreshConnectionClosedBeforeItsAnswerIsNotRetried) {
   EXPECT_EQ(fake.seen().size(), 1u);  // sent once: nothing says the upstream did not act on it
 }
 
+TEST_F(ExchangeTest, IdleConnectionsBeyondTheIdleLimitAreClosed) {
+  FakeUpstream fake(ioc_, [](int i, const Seen&) { return Reply{{json_answer("i" + std::to_string(i))}}; });
+  config::Config cfg = test_config(fake.base_url(), fake.base_url(), 0);
+  const auto& up = cfg.control();
+  // max_idle_connections 0: every answered connection closes, none is reused.
+  auto none = std::make_shared<upstream::Pool>(ioc_.get_executor(), up, nullptr, 4, 0);
+  EXPECT_EQ(run(ioc_, call(none, up)), 200);
+  EXPECT_EQ(none->idle(), 0u);
+  EXPECT_EQ(run(ioc_, call(none, up)), 200);
+  EXPECT_EQ(none->connects(), 2u);
+  // The config's default keeps it.
+  EXPECT_EQ(up.max_idle_connections, 64u);
+  auto kept = std::make_shared<upstream::Pool>(ioc_.get_executor(), up, nullptr, 4);
+  EXPECT_EQ(run(ioc_, call(kept, up)), 200);
+  EXPECT_EQ(kept->idle(), 1u);
+  EXPECT_EQ(run(ioc_, call(kept, up)), 200);
+  EXPECT_EQ(kept->connects(), 1u);
+}
+
 TEST_F(ExchangeTest, AnInterimAnswerThenACloseIsNotRetried) {
   // The upstream answered (100 Continue) before it closed: it read the request.
   FakeUpstream fake(ioc_, [](int i, const Seen&) {
