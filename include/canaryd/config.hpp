@@ -154,6 +154,34 @@ struct FallbackConfig {
   double budget = 0.2;
 };
 
+// experiments[].match (issue 17): which requests an experiment decides. Every
+// part given must match; a part left out matches anything. At least one part
+// is given, except for the catch-all experiment `default` (the top-level split).
+struct ExperimentMatch {
+  std::vector<std::string> models;  // globs ('*', '?') on the requested model; any of them
+  std::vector<std::string> routes;  // split routes ("/v1/chat/completions", ...); any of them
+  std::string header;               // a request header's name ("" = none) ...
+  std::string header_value;         // ... and the value it must have, exactly
+  bool any = false;                 // the catch-all: what no other experiment matches
+};
+
+// One migration: its own arms, split, rollout (state machine, windows, judge,
+// epoch, pins, Redis keys) and fallback. Today's top-level split + rollout +
+// fallback are the experiment named "default".
+struct ExperimentConfig {
+  std::string name;
+  ExperimentMatch match;
+  SplitConfig split;
+  RolloutConfig rollout;
+  FallbackConfig fallback;
+};
+
+// The top-level split's experiment, and the name unmatched requests carry
+// (metrics, X-Canaryd-Experiment, the access log); neither is a name an
+// experiments[] entry may take.
+inline constexpr std::string_view kDefaultExperiment = "default";
+inline constexpr std::string_view kNoExperiment = "none";
+
 // Shadow mode: a share of the split requests control serves is mirrored to the
 // canary in the background and the two answers compared. Off by default, and
 // capped (per replica) because every shadow is a paid call.
@@ -226,9 +254,16 @@ struct Config {
   std::string source_path;
   ServerConfig server;
   std::map<std::string, UpstreamConfig> upstreams;
-  SplitConfig split;
+  SplitConfig split;  // the top-level split (experiment "default"), when given
   RolloutConfig rollout;
   FallbackConfig fallback;
+  // Resolved by the loader (issue 17): the experiments[] entries in order,
+  // then "default" (the top-level split, matching what no other does) when
+  // there is a top-level split. A config without experiments: is just "default".
+  std::vector<ExperimentConfig> experiments;
+  // The upstream of requests no experiment matches (no top-level split), and
+  // of the routes that are not split. "" = the default experiment's control.
+  std::string default_upstream;
   ShadowConfig shadow;
   std::optional<RedisConfig> redis;  // absent: in-process store, one replica
   std::map<std::string, Price> pricing;
@@ -237,10 +272,22 @@ struct Config {
 
   const UpstreamConfig& control() const { return upstreams.at(split.control); }
   const UpstreamConfig& canary() const { return upstreams.at(split.canary); }
+  // Where requests outside every experiment go: default_upstream, else the
+  // default experiment's control.
+  const UpstreamConfig& unmatched_upstream() const {
+    return upstreams.at(default_upstream.empty() ? split.control : default_upstream);
+  }
+  // The index of the experiment named `name`, or -1.
+  int experiment_index(std::string_view name) const;
   // Every model name the config mentions (pricing, upstream models, fallback
   // models): the values the `model` metric label may take besides "other".
   std::vector<std::string> known_models() const;
 };
+
+// The top-level split + rollout + fallback as the experiment "default" that
+// matches everything (what load() puts last in experiments; tests that build a
+// Config by hand use it directly).
+ExperimentConfig default_experiment(const Config& config);
 
 // Thrown only at start-up / reload. what() is "FILE:LINE: key.path: what is wrong".
 class ConfigError : public std::runtime_error {

@@ -56,6 +56,100 @@ class Out {
   YAML::Emitter e_;
 };
 
+// The split's keys (split:, or inline in an experiments[] entry).
+void emit_split_keys(Out& o, const SplitConfig& sp) {
+  o.str("control", sp.control);
+  o.str("canary", sp.canary);
+  o.list("sticky_key", sp.sticky_key);
+  o.str("salt", sp.salt);
+  o.dur("pin_ttl", sp.pin_ttl);
+  o.str("override_header", sp.override_header);
+}
+
+void emit_rollout(Out& o, const RolloutConfig& r) {
+  YAML::Emitter& e = o.raw();
+  e << YAML::Key << "steps" << YAML::Value << YAML::BeginSeq;
+  for (const auto& step : r.steps) {
+    e << YAML::Flow << YAML::BeginMap;
+    o.num("weight", step.weight);
+    o.dur("pause", step.pause);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndSeq;
+  o.begin("analysis");
+  o.dur("interval", r.analysis.interval);
+  o.dur("window", r.analysis.window);
+  o.kv("min_requests", r.analysis.min_requests);
+  o.num("alpha", r.analysis.alpha);
+  o.num("max_error_rate", r.analysis.max_error_rate);
+  o.num("critical_error_rate", r.analysis.critical_error_rate);
+  o.dur("max_p99_latency", r.analysis.max_p99_latency);
+  o.flag("relative_to_control", r.analysis.relative_to_control);
+  o.num("max_latency_increase", r.analysis.max_latency_increase);
+  o.dur("latency_tolerance", r.analysis.latency_tolerance);
+  o.kv("failure_limit", r.analysis.failure_limit);
+  o.kv("inconclusive_limit", r.analysis.inconclusive_limit);
+  o.begin("checks");
+  for (std::size_t i = 0; i < kCheckCount; ++i) {
+    const auto id = static_cast<CheckId>(i);
+    const CheckConfig& ck = r.analysis.checks[i];
+    e << YAML::Key << std::string(kCheckNames[i]) << YAML::Value << YAML::Flow << YAML::BeginMap;
+    o.flag("enabled", ck.enabled);
+    o.flag("dry_run", ck.dry_run);
+    if (id != CheckId::critical_error_rate) o.flag("critical", ck.critical);
+    if (is_quality_check(id)) {
+      o.num("max_increase", ck.max_increase);
+      o.kv("direction", ck.lower_is_worse ? "decrease" : "increase");
+    }
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+  o.begin("srm");
+  o.flag("enabled", r.analysis.srm.enabled);
+  o.num("alpha", r.analysis.srm.alpha);
+  e << YAML::EndMap;
+  e << YAML::EndMap;
+  o.kv("on_failure", r.on_failure == OnFailure::rollback ? "rollback" : "pause");
+  o.flag("auto_promote", r.auto_promote);
+}
+
+void emit_fallback(Out& o, const FallbackConfig& f) {
+  o.flag("enabled", f.enabled);
+  o.list("on", f.on);
+  o.map("models", f.models);
+  o.num("budget", f.budget);
+}
+
+void emit_match(Out& o, const ExperimentMatch& m) {
+  YAML::Emitter& e = o.raw();
+  o.begin("match");
+  if (!m.models.empty()) o.list("models", m.models);
+  if (!m.routes.empty()) o.list("routes", m.routes);
+  if (!m.header.empty()) {
+    e << YAML::Key << "header" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    o.str("name", m.header);
+    o.str("value", m.header_value);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap;
+}
+
+// "gpt (gpt-4.1), claude (claude-*, header X-Team: batch), default (everything else)".
+std::string match_order(const Config& c) {
+  std::string out;
+  for (const auto& x : c.experiments) {
+    std::string what;
+    if (x.match.any) what = "everything else";
+    for (const auto& m : x.match.models) what += (what.empty() ? "" : ", ") + m;
+    for (const auto& r : x.match.routes) what += (what.empty() ? "" : ", ") + r;
+    if (!x.match.header.empty())
+      what += (what.empty() ? "header " : ", header ") + x.match.header + ": " + x.match.header_value;
+    out += (out.empty() ? "" : "; ") + x.name + " (" + what + ")";
+  }
+  if (!c.default_upstream.empty()) out += "; anything else to upstream " + c.default_upstream;
+  return out;
+}
+
 }  // namespace
 
 // One line per key, in the order of SPEC §2's example: a flat list reads (and
@@ -104,70 +198,42 @@ std::string to_yaml_redacted(const Config& c) {
   }
   e << YAML::EndMap;
 
-  const SplitConfig& sp = c.split;
-  o.begin("split");
-  o.str("control", sp.control);
-  o.str("canary", sp.canary);
-  o.list("sticky_key", sp.sticky_key);
-  o.str("salt", sp.salt);
-  o.dur("pin_ttl", sp.pin_ttl);
-  o.str("override_header", sp.override_header);
-  e << YAML::EndMap;
-
-  const RolloutConfig& r = c.rollout;
-  o.begin("rollout");
-  e << YAML::Key << "steps" << YAML::Value << YAML::BeginSeq;
-  for (const auto& step : r.steps) {
-    e << YAML::Flow << YAML::BeginMap;
-    o.num("weight", step.weight);
-    o.dur("pause", step.pause);
+  if (!c.split.control.empty()) {
+    o.begin("split");
+    emit_split_keys(o, c.split);
+    e << YAML::EndMap;
+    o.begin("rollout");
+    emit_rollout(o, c.rollout);
+    e << YAML::EndMap;
+    o.begin("fallback");
+    emit_fallback(o, c.fallback);
     e << YAML::EndMap;
   }
-  e << YAML::EndSeq;
-  o.begin("analysis");
-  o.dur("interval", r.analysis.interval);
-  o.dur("window", r.analysis.window);
-  o.kv("min_requests", r.analysis.min_requests);
-  o.num("alpha", r.analysis.alpha);
-  o.num("max_error_rate", r.analysis.max_error_rate);
-  o.num("critical_error_rate", r.analysis.critical_error_rate);
-  o.dur("max_p99_latency", r.analysis.max_p99_latency);
-  o.flag("relative_to_control", r.analysis.relative_to_control);
-  o.num("max_latency_increase", r.analysis.max_latency_increase);
-  o.dur("latency_tolerance", r.analysis.latency_tolerance);
-  o.kv("failure_limit", r.analysis.failure_limit);
-  o.kv("inconclusive_limit", r.analysis.inconclusive_limit);
-  o.begin("checks");
-  for (std::size_t i = 0; i < kCheckCount; ++i) {
-    const auto id = static_cast<CheckId>(i);
-    const CheckConfig& ck = r.analysis.checks[i];
-    e << YAML::Key << std::string(kCheckNames[i]) << YAML::Value << YAML::Flow << YAML::BeginMap;
-    o.flag("enabled", ck.enabled);
-    o.flag("dry_run", ck.dry_run);
-    if (id != CheckId::critical_error_rate) o.flag("critical", ck.critical);
-    if (is_quality_check(id)) {
-      o.num("max_increase", ck.max_increase);
-      o.kv("direction", ck.lower_is_worse ? "decrease" : "increase");
+
+  // The resolved experiments (issue 17), in the order a request is matched;
+  // the top-level split above is "default", last.
+  bool listed = false;
+  for (const auto& x : c.experiments) {
+    if (x.match.any) continue;
+    if (!listed) {
+      e << YAML::Key << "experiments" << YAML::Value << YAML::Comment("matched in order: " + match_order(c))
+        << YAML::BeginSeq;
+      listed = true;
     }
+    e << YAML::BeginMap;
+    o.str("name", x.name);
+    emit_match(o, x.match);
+    emit_split_keys(o, x.split);
+    o.begin("rollout");
+    emit_rollout(o, x.rollout);
+    e << YAML::EndMap;
+    o.begin("fallback");
+    emit_fallback(o, x.fallback);
+    e << YAML::EndMap;
     e << YAML::EndMap;
   }
-  e << YAML::EndMap;
-  o.begin("srm");
-  o.flag("enabled", r.analysis.srm.enabled);
-  o.num("alpha", r.analysis.srm.alpha);
-  e << YAML::EndMap;
-  e << YAML::EndMap;
-  o.kv("on_failure", r.on_failure == OnFailure::rollback ? "rollback" : "pause");
-  o.flag("auto_promote", r.auto_promote);
-  e << YAML::EndMap;
-
-  const FallbackConfig& f = c.fallback;
-  o.begin("fallback");
-  o.flag("enabled", f.enabled);
-  o.list("on", f.on);
-  o.map("models", f.models);
-  o.num("budget", f.budget);
-  e << YAML::EndMap;
+  if (listed) e << YAML::EndSeq;
+  if (!c.default_upstream.empty()) o.str("default_upstream", c.default_upstream);
 
   const ShadowConfig& sh = c.shadow;
   o.begin("shadow");

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "canaryd/config.hpp"
+#include "config/match.hpp"
 #include "config/parse_util.hpp"
 
 namespace canaryd::config {
@@ -347,8 +348,9 @@ void load_upstream(const Loader& l, const std::string& name, const Field& f, Ups
   sec.with("models", [&](const Field& v) { u.models = load_model_map(l, v); });
 }
 
-void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s) {
-  Section sec(l, f, {"control", "canary", "sticky_key", "salt", "pin_ttl", "override_header"});
+// The split's keys, in split: or in an experiments[] entry (`where` names the
+// control key for the "different upstream" message).
+void load_split_keys(const Loader& l, const Section& sec, const Config& c, SplitConfig& s, const std::string& where) {
   auto arm = [&](const std::string& key) {
     const Field& v = sec.require(key);
     std::string name = l.nonempty_text(v);
@@ -361,7 +363,7 @@ void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s
   };
   s.control = arm("control");
   s.canary = arm("canary");
-  if (s.control == s.canary) l.fail(sec.require("canary"), "must name a different upstream than split.control");
+  if (s.control == s.canary) l.fail(sec.require("canary"), "must name a different upstream than " + where);
   sec.with("sticky_key", [&](const Field& v) {
     s.sticky_key.clear();
     for (const Field& item : l.elements(v)) {
@@ -380,6 +382,11 @@ void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s
     if (!s.override_header.empty() && !detail::is_header_token(s.override_header))
       l.fail(v, "\"" + s.override_header + "\" is not a valid header name");
   });
+}
+
+void load_split(const Loader& l, const Field& f, const Config& c, SplitConfig& s) {
+  Section sec(l, f, {"control", "canary", "sticky_key", "salt", "pin_ttl", "override_header"});
+  load_split_keys(l, sec, c, s, "split.control");
 }
 
 double load_weight(const Loader& l, const Field& v) {
@@ -764,13 +771,121 @@ void load_redis(const Loader& l, const Field& f, RedisConfig& r) {
   sec.with("ca_file", [&](const Field& v) { r.ca_file = l.file_path(v); });
 }
 
+// Experiment names go into Redis keys, metric labels and admin URLs.
+bool valid_experiment_name(std::string_view name) {
+  return !name.empty() && name.size() <= 40 &&
+         std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '-'; });
+}
+
+void load_match(const Loader& l, const Field& f, ExperimentMatch& m) {
+  Section sec(l, f, {"models", "routes", "header"});
+  sec.with("models", [&](const Field& v) {
+    for (const Field& item : l.elements(v)) m.models.push_back(l.nonempty_text(item));
+    if (m.models.empty()) l.fail(v, "must list at least one model (or leave models out)");
+  });
+  sec.with("routes", [&](const Field& v) {
+    static const std::vector<std::string> kRoutes = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                                                     "/v1/responses"};
+    for (const Field& item : l.elements(v)) {
+      std::string r = l.nonempty_text(item);
+      if (std::find(kRoutes.begin(), kRoutes.end(), r) == kRoutes.end())
+        l.fail(item, "expected a split route: /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/responses" +
+                         Loader::got(item));
+      m.routes.push_back(r);
+    }
+    if (m.routes.empty()) l.fail(v, "must list at least one route (or leave routes out)");
+  });
+  sec.with("header", [&](const Field& v) {
+    Section h(l, v, {"name", "value"});
+    m.header = l.nonempty_text(h.require("name"));
+    if (!detail::is_header_token(m.header))
+      l.fail(h.require("name"), "\"" + m.header + "\" is not a valid header name");
+    m.header_value = l.text(h.require("value"));
+  });
+  if (m.models.empty() && m.routes.empty() && m.header.empty())
+    l.fail(f, "must match something: models, routes or header (what no experiment matches goes to the default)");
+}
+
+void load_experiments(const Loader& l, const Field& f, Config& c) {
+  std::map<std::string, std::pair<int, std::size_t>> names;  // name -> (line, index)
+  std::vector<int> match_lines;
+  for (const Field& item : l.elements(f)) {
+    if (!item.value.IsMap()) l.fail(item, "expected a mapping with name, match, control and canary");
+    Section sec(l, item,
+                {"name", "match", "control", "canary", "sticky_key", "salt", "pin_ttl", "override_header", "rollout",
+                 "fallback"});
+    ExperimentConfig e;
+    const Field& nf = sec.require("name");
+    e.name = l.nonempty_text(nf);
+    if (!valid_experiment_name(e.name))
+      l.fail(nf, "experiment names may use only letters, digits, '_' and '-' (at most 40)" + Loader::got(nf));
+    if (e.name == kDefaultExperiment)
+      l.fail(nf, "\"default\" is the top-level split's experiment; give this one another name");
+    if (e.name == kNoExperiment) l.fail(nf, "\"none\" is what requests outside every experiment are labelled");
+    if (auto [pos, inserted] = names.emplace(e.name, std::make_pair(nf.line(), c.experiments.size())); !inserted)
+      l.fail(nf, "duplicate experiment name (first at line " + std::to_string(pos->second.first) + ")");
+    const Field& mf = sec.require("match");
+    load_match(l, mf, e.match);
+    // An experiment's users are shuffled by its own salt unless told otherwise.
+    e.split.salt = e.name;
+    load_split_keys(l, sec, c, e.split, item.path + ".control");
+    sec.with("rollout", [&](const Field& v) { load_rollout(l, v, e.rollout); });
+    sec.with("fallback", [&](const Field& v) { load_fallback(l, v, e.fallback); });
+    // The first match decides, so two matches that can take one request
+    // would make the order of the list a hidden rule: refused, naming both.
+    for (std::size_t i = 0; i < c.experiments.size(); ++i) {
+      if (std::string both = overlap(c.experiments[i].match, e.match); !both.empty()) {
+        l.fail(mf, "overlaps experiment \"" + c.experiments[i].name + "\" (line " + std::to_string(match_lines[i]) +
+                       "): both match " + both);
+      }
+    }
+    match_lines.push_back(mf.line());
+    c.experiments.push_back(std::move(e));
+  }
+  if (c.experiments.empty()) l.fail(f, "must list at least one experiment (or leave experiments out)");
+}
+
+// split/rollout/fallback (the experiment "default"), experiments[] and
+// default_upstream: which experiment decides a request (issue 17).
+void load_routing(const Loader& l, const Section& sec, Config& c) {
+  const Field* experiments = sec.get("experiments");
+  const Field* split = sec.get("split");
+  if (experiments) load_experiments(l, *experiments, c);
+  if (!experiments || split) load_split(l, sec.require("split"), c, c.split);
+  if (!split) {
+    for (const char* key : {"rollout", "fallback"}) {
+      if (const Field* v = sec.get(key))
+        l.fail(*v, std::string("belongs to the top-level split (experiment default), which is absent: put it in an "
+                               "experiment, or add split"));
+    }
+  }
+  sec.with("rollout", [&](const Field& v) { load_rollout(l, v, c.rollout); });
+  sec.with("fallback", [&](const Field& v) { load_fallback(l, v, c.fallback); });
+  if (const Field* v = sec.get("default_upstream")) {
+    if (split)
+      l.fail(*v, "with a top-level split, requests no experiment matches go to experiment default; remove one");
+    c.default_upstream = l.nonempty_text(*v);
+    if (!c.upstreams.count(c.default_upstream)) {
+      std::string names;
+      for (auto& [n, u] : c.upstreams) names += (names.empty() ? "" : ", ") + n;
+      l.fail(*v, "unknown upstream \"" + c.default_upstream + "\" (defined: " + names + ")");
+    }
+  } else if (!split) {
+    l.fail(experiments->line(), "default_upstream",
+           "required key missing: requests no experiment matches go there (or add a top-level split, experiment "
+           "default)");
+  }
+  if (split) c.experiments.push_back(default_experiment(c));
+}
+
 Config load_root(const Loader& l, const YAML::Node& root, const std::string& name) {
   Config c;
   c.source_path = name;
   Field top{root, "", 1};
   if (!root.IsNull() && !root.IsMap()) l.fail(top.line(), "(root)", "expected a mapping of sections");
   Section sec(l, top,
-              {"server", "upstreams", "split", "rollout", "fallback", "shadow", "redis", "pricing", "metrics", "log"});
+              {"server", "upstreams", "split", "rollout", "fallback", "experiments", "default_upstream", "shadow",
+               "redis", "pricing", "metrics", "log"});
 
   sec.with("server", [&](const Field& v) { load_server(l, v, c.server); });
   {
@@ -782,9 +897,7 @@ Config load_root(const Loader& l, const YAML::Node& root, const std::string& nam
     }
     if (c.upstreams.size() < 2) l.fail(v, "at least two upstreams are required (control and canary)");
   }
-  load_split(l, sec.require("split"), c, c.split);
-  sec.with("rollout", [&](const Field& v) { load_rollout(l, v, c.rollout); });
-  sec.with("fallback", [&](const Field& v) { load_fallback(l, v, c.fallback); });
+  load_routing(l, sec, c);
   sec.with("shadow", [&](const Field& v) { load_shadow(l, v, c.shadow); });
   sec.with("redis", [&](const Field& v) {
     c.redis.emplace();
@@ -855,7 +968,34 @@ std::vector<std::string> Config::known_models() const {
     names.insert(from);
     names.insert(to);
   }
+  for (const auto& e : experiments) {
+    for (const auto& [from, to] : e.fallback.models) {
+      names.insert(from);
+      names.insert(to);
+    }
+    // A model an experiment names exactly is one its dashboards will ask for.
+    for (const auto& m : e.match.models) {
+      if (!is_glob(m)) names.insert(m);
+    }
+  }
   return {names.begin(), names.end()};
+}
+
+ExperimentConfig default_experiment(const Config& config) {
+  ExperimentConfig e;
+  e.name = std::string(kDefaultExperiment);
+  e.match.any = true;
+  e.split = config.split;
+  e.rollout = config.rollout;
+  e.fallback = config.fallback;
+  return e;
+}
+
+int Config::experiment_index(std::string_view name) const {
+  for (std::size_t i = 0; i < experiments.size(); ++i) {
+    if (experiments[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
 }
 
 }  // namespace canaryd::config

@@ -11,6 +11,17 @@ std::vector<std::string> restart_only_changes(const Config& started, const Confi
 
 std::string reload_refusal(const Config& started, const Config& next) {
   const char* kRestart = ": restart canaryd to change it (a reload cannot move the Redis connections)";
+  // Each experiment has its own controller, Redis keys and metric series,
+  // made at start-up: a reload may retune them, not add, drop or reorder them.
+  auto names = [](const Config& c) {
+    std::string out;
+    for (const auto& e : c.experiments) out += (out.empty() ? "" : ", ") + e.name;
+    return out;
+  };
+  if (names(started) != names(next)) {
+    return "experiments: the list changed (" + names(started) + " -> " + names(next) +
+           "): restart canaryd to add, remove, rename or reorder an experiment";
+  }
   if (started.redis.has_value() != next.redis.has_value()) return std::string("redis") + kRestart;
   if (!started.redis) return "";
   const auto& a = *started.redis;

@@ -2,6 +2,7 @@
 // secrets, error messages (file, line, key path) and the shipped configs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -839,6 +840,125 @@ TEST(ConfigShadow, ErrorsNameTheKey) {
             "t.yaml:12: shadow.bodies_file: is required when shadow.log_bodies is true (prompts and answers never go "
             "to the main log)");
   EXPECT_EQ(error_of(with("shadow:\n  rate: 3\n")), "t.yaml:10: shadow.rate: unknown key");
+}
+
+// ---- experiments (issue 17) ------------------------------------------------
+
+const std::string kThree = R"(upstreams:
+  openai:
+    base_url: "http://127.0.0.1:9101/v1"
+  a:
+    base_url: "http://127.0.0.1:9102/v1"
+  b:
+    base_url: "http://127.0.0.1:9103/v1"
+)";
+
+TEST(ConfigExperiments, TopLevelSplitIsTheExperimentDefault) {
+  Config c = load_string(kMinimal + "rollout:\n  steps: [{weight: 10}]\n", "t.yaml");
+  ASSERT_EQ(c.experiments.size(), 1u);
+  const ExperimentConfig& d = c.experiments[0];
+  EXPECT_EQ(d.name, "default");
+  EXPECT_TRUE(d.match.any);
+  EXPECT_EQ(d.split.control, "a");
+  EXPECT_EQ(d.split.canary, "b");
+  ASSERT_EQ(d.rollout.steps.size(), 1u);
+  EXPECT_EQ(d.rollout.steps[0].weight, 10);
+  EXPECT_EQ(c.unmatched_upstream().name, "a");
+  EXPECT_EQ(to_yaml_redacted(c).find("experiments"), std::string::npos) << "nothing new printed for an old config";
+}
+
+TEST(ConfigExperiments, ListWithDefaultUpstream) {
+  Config c = load_string(kThree + R"(experiments:
+  - name: gpt
+    match: { models: ["gpt-4.1"] }
+    control: openai
+    canary: a
+    rollout: { steps: [{weight: 25}], analysis: { min_requests: 7 } }
+    fallback: { models: { "gpt-4.1": "gpt-4.1-mini" }, budget: 0.1 }
+  - name: claude
+    match: { models: ["claude-*"], routes: ["/v1/chat/completions"], header: { name: X-Team, value: web } }
+    control: openai
+    canary: b
+    salt: s2
+    pin_ttl: 0
+default_upstream: openai
+)",
+                         "t.yaml");
+  ASSERT_EQ(c.experiments.size(), 2u);
+  EXPECT_EQ(c.experiments[0].name, "gpt");
+  EXPECT_EQ(c.experiments[0].split.salt, "gpt") << "an experiment's salt defaults to its name";
+  EXPECT_EQ(c.experiments[0].rollout.analysis.min_requests, 7u);
+  EXPECT_EQ(c.experiments[0].fallback.budget, 0.1);
+  EXPECT_EQ(c.experiments[1].split.canary, "b");
+  EXPECT_EQ(c.experiments[1].split.salt, "s2");
+  EXPECT_EQ(c.experiments[1].split.pin_ttl, 0ms);
+  EXPECT_EQ(c.experiments[1].match.header, "X-Team");
+  EXPECT_EQ(c.default_upstream, "openai");
+  EXPECT_EQ(c.experiment_index("claude"), 1);
+  EXPECT_EQ(c.experiment_index("default"), -1);
+  const auto models = c.known_models();
+  EXPECT_NE(std::find(models.begin(), models.end(), "gpt-4.1-mini"), models.end());
+  EXPECT_EQ(std::find(models.begin(), models.end(), "claude-*"), models.end()) << "a glob is not a label value";
+  // --check-config prints the resolved experiments, and reads back the same.
+  const std::string text = to_yaml_redacted(c);
+  EXPECT_NE(text.find("matched in order: gpt (gpt-4.1); claude (claude-*, /v1/chat/completions, header X-Team: web); "
+                      "anything else to upstream openai"),
+            std::string::npos)
+      << text;
+  Config back = load_string(text);
+  EXPECT_EQ(to_yaml_redacted(back), text);
+}
+
+TEST(ConfigExperiments, ListPlusTopLevelSplitPutsDefaultLast) {
+  Config c = load_string(kThree + R"(split: { control: openai, canary: b }
+experiments:
+  - name: gpt
+    match: { models: ["gpt-*"] }
+    control: openai
+    canary: a
+)",
+                         "t.yaml");
+  ASSERT_EQ(c.experiments.size(), 2u);
+  EXPECT_EQ(c.experiments[0].name, "gpt");
+  EXPECT_EQ(c.experiments[1].name, "default");
+  EXPECT_TRUE(c.experiments[1].match.any);
+  Config back = load_string(to_yaml_redacted(c));
+  EXPECT_EQ(to_yaml_redacted(back), to_yaml_redacted(c));
+}
+
+TEST(ConfigExperiments, Errors) {
+  const std::string gpt = "  - name: gpt\n    match: { models: [\"gpt-4*\"] }\n    control: openai\n    canary: a\n";
+  EXPECT_EQ(error_of(kThree + "experiments:\n" + gpt +
+                     "  - name: mini\n    match: { models: [\"gpt-4.1-mini\"] }\n"
+                     "    control: openai\n    canary: b\ndefault_upstream: openai\n"),
+            "t.yaml:14: experiments[1].match: overlaps experiment \"gpt\" (line 10): both match model \"gpt-4.1-mini\" "
+            "(\"gpt-4*\" and \"gpt-4.1-mini\") on any route");
+  EXPECT_EQ(error_of(kThree + "experiments:\n" + gpt),
+            "t.yaml:9: default_upstream: required key missing: requests no experiment matches go there (or add a "
+            "top-level split, experiment default)");
+  EXPECT_EQ(error_of(kThree + "split: { control: openai, canary: a }\nexperiments:\n" + gpt + "default_upstream: a\n"),
+            "t.yaml:14: default_upstream: with a top-level split, requests no experiment matches go to experiment "
+            "default; remove one");
+  EXPECT_EQ(error_of(kThree + "experiments:\n" + gpt + gpt + "default_upstream: a\n"),
+            "t.yaml:13: experiments[1].name: duplicate experiment name (first at line 9)");
+  EXPECT_EQ(error_of(kThree + "experiments:\n  - name: default\n    match: { models: [x] }\n    control: openai\n"
+                              "    canary: a\ndefault_upstream: a\n"),
+            "t.yaml:9: experiments[0].name: \"default\" is the top-level split's experiment; give this one another "
+            "name");
+  EXPECT_EQ(error_of(kThree + "experiments:\n  - name: x\n    match: {}\n    control: openai\n    canary: a\n"
+                              "default_upstream: a\n"),
+            "t.yaml:10: experiments[0].match: must match something: models, routes or header (what no experiment "
+            "matches goes to the default)");
+  EXPECT_EQ(error_of(kThree + "experiments:\n" + gpt + "rollout: { steps: [] }\ndefault_upstream: a\n"),
+            "t.yaml:13: rollout: belongs to the top-level split (experiment default), which is absent: put it in an "
+            "experiment, or add split");
+  EXPECT_EQ(error_of(kThree + "experiments:\n  - name: x\n    match: { routes: [/v1/models] }\n    control: openai\n"
+                              "    canary: a\ndefault_upstream: a\n"),
+            "t.yaml:10: experiments[0].match.routes[0]: expected a split route: /v1/chat/completions, "
+            "/v1/completions, /v1/embeddings or /v1/responses, got \"/v1/models\"");
+  EXPECT_EQ(error_of(kThree + "experiments:\n  - name: x\n    match: { models: [a] }\n    control: openai\n"
+                              "    canary: openai\ndefault_upstream: a\n"),
+            "t.yaml:12: experiments[0].canary: must name a different upstream than experiments[0].control");
 }
 
 }  // namespace
