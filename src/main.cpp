@@ -1,4 +1,5 @@
 // canaryd: wiring only — flags, config, logging, signals, start and stop.
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -42,7 +43,7 @@ namespace net = boost::asio;
 using namespace canaryd;
 
 constexpr const char* kUsage = R"(usage: canaryd [-c FILE] [--check-config] [--log-level LEVEL] [--version]
-       canaryd ctl [--url URL] [--token TOKEN] status|pause|resume|promote|abort|retry|weight N|report
+       canaryd ctl [--url URL] [--token TOKEN] [--experiment NAME] status|list|pause|resume|promote|abort|retry|weight N|report
        canaryd simulate --config FILE --scenario FILE [--runs N] [--seed S] [--threads N] [--json]
 
   -c, --config FILE   config file (default: $CANARYD_CONFIG, else config/canaryd.yaml)
@@ -91,13 +92,24 @@ int run(const Flags& flags) {
   app.metrics = &metrics;
   log::AccessLog access(log::access_logger());
   app.access_log = &access;
-  rollout::RolloutController rollout(*cfg, &metrics, SystemClock::instance());
-  app.rollout = &rollout;
-  admin::Report report(SystemClock::instance(),
-                       std::chrono::duration_cast<std::chrono::nanoseconds>(cfg->rollout.analysis.window));
-  app.report = &report;
-  admin::History history(SystemClock::instance());
-  app.history = &history;
+  // One rollout, report and history per experiment (issue 17), in
+  // config.experiments' order; a reload never changes that list.
+  struct ExperimentParts {
+    std::unique_ptr<rollout::RolloutController> rollout;
+    std::unique_ptr<admin::Report> report;
+    std::unique_ptr<admin::History> history;
+  };
+  std::vector<ExperimentParts> experiments;
+  for (std::size_t i = 0; i < cfg->experiments.size(); ++i) {
+    const config::ExperimentConfig& x = cfg->experiments[i];
+    ExperimentParts parts;
+    parts.rollout = std::make_unique<rollout::RolloutController>(x, &metrics, SystemClock::instance(), i);
+    parts.report = std::make_unique<admin::Report>(
+        SystemClock::instance(), std::chrono::duration_cast<std::chrono::nanoseconds>(x.rollout.analysis.window));
+    parts.history = std::make_unique<admin::History>(SystemClock::instance());
+    app.experiments.push_back({x.name, parts.rollout.get(), parts.report.get(), parts.history.get()});
+    experiments.push_back(std::move(parts));
+  }
   // Declared before the server: a shadow call still running on a worker when
   // the workers are joined is destroyed with them, before this goes away.
   shadow::Shadow shadow(SystemClock::instance(), &metrics, &access);
@@ -131,28 +143,33 @@ int run(const Flags& flags) {
     srv.workers()[i]->context().store = stores.for_thread(i, srv.workers()[i]->ioc());
   app.stores = &stores;
 
-  // With Redis the rollout state is shared; its sync runs on the control thread.
-  std::shared_ptr<store::RolloutSync> rollout_sync;
+  // With Redis each experiment's rollout state is shared; the syncs run on the control thread.
+  std::vector<std::shared_ptr<store::RolloutSync>> rollout_syncs;
   if (cfg->redis) {
     try {
-      // With Sentinel or Cluster it follows the same topology watcher as the I/O threads' clients.
-      rollout_sync = store::RolloutSync::create(
-          control.get_executor(), *cfg, rollout, [&metrics](std::string_view op) { metrics.add_redis_error(op); },
-          stores.topology());
+      // With Sentinel or Cluster they follow the same topology watcher as the I/O threads' clients.
+      for (auto& x : experiments) {
+        rollout_syncs.push_back(store::RolloutSync::create(
+            control.get_executor(), *cfg, *x.rollout, [&metrics](std::string_view op) { metrics.add_redis_error(op); },
+            stores.topology()));
+      }
     } catch (const std::exception& e) {
       std::cerr << flags.config << ": " << e.what() << "\n";
       return 1;
     }
-    rollout_sync->start();
+    for (auto& sync : rollout_syncs) sync->start();
     // A restarted replica serves the stored state from its first request, not
     // the config's first step; if Redis does not answer in time the canary
     // gets no traffic until it does.
+    auto all_loaded = [&] {
+      return std::all_of(rollout_syncs.begin(), rollout_syncs.end(), [](const auto& s) { return s->loaded(); });
+    };
     const auto deadline = std::chrono::steady_clock::now() + store::RolloutSync::kStartupWait;
-    while (!rollout_sync->loaded() && std::chrono::steady_clock::now() < deadline) {
+    while (!all_loaded() && std::chrono::steady_clock::now() < deadline) {
       control.run_one_for(std::chrono::milliseconds(50));
     }
     if (control.stopped()) control.restart();
-    if (!rollout_sync->loaded()) log::warn("shared rollout state not read yet: no canary traffic until Redis answers");
+    if (!all_loaded()) log::warn("shared rollout state not read yet: no canary traffic until Redis answers");
   }
 
   if (cfg->server.client_keys_value.empty() && cfg->server.listen_host != "127.0.0.1" &&
@@ -166,33 +183,45 @@ int run(const Flags& flags) {
 
   srv.start();
   app.ready.store(true);
+  nlohmann::json listed = nlohmann::json::array();
+  for (const auto& x : cfg->experiments) {
+    listed.push_back({{"name", x.name}, {"control", x.split.control}, {"canary", x.split.canary}});
+  }
   log::info("canaryd listening", {{"version", CANARYD_VERSION},
                                   {"address", cfg->server.listen_host},
                                   {"port", srv.port()},
                                   {"threads", threads},
                                   {"control", cfg->split.control},
                                   {"canary", cfg->split.canary},
+                                  {"experiments", listed},
                                   {"store", stores.kind()}});
 
-  // Analysis ticks on the control thread.
-  net::steady_timer tick(control);
-  std::function<void()> arm_tick = [&] {
-    tick.expires_after(app.current()->config->rollout.analysis.interval);
-    tick.async_wait([&](const boost::system::error_code& ec) {
+  // Analysis ticks on the control thread, one timer per experiment (each at
+  // its own analysis.interval).
+  std::vector<std::unique_ptr<net::steady_timer>> ticks;
+  std::function<void(std::size_t)> arm_tick = [&](std::size_t i) {
+    const auto& now = *app.current()->config;
+    ticks[i]->expires_after(now.experiments.at(i).rollout.analysis.interval);
+    ticks[i]->async_wait([&, i](const boost::system::error_code& ec) {
       if (ec) return;
-      rollout.tick();
-      arm_tick();
+      experiments[i].rollout->tick();
+      arm_tick(i);
     });
   };
-  arm_tick();
+  for (std::size_t i = 0; i < experiments.size(); ++i) {
+    ticks.push_back(std::make_unique<net::steady_timer>(control));
+    arm_tick(i);
+  }
   // The status page's 15-minute history (GET /admin/history), sampled on the control thread too.
   net::steady_timer history_tick(control);
   std::function<void()> arm_history = [&] {
-    history_tick.expires_after(history.interval());
+    history_tick.expires_after(admin::History::kDefaultInterval);
     history_tick.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
-      auto status = rollout.status();
-      history.sample(status, report.build(status.value("arms", nlohmann::json())));
+      for (auto& x : experiments) {
+        auto status = x.rollout->status();
+        x.history->sample(status, x.report->build(status.value("arms", nlohmann::json())));
+      }
       arm_history();
     });
   };
@@ -225,7 +254,8 @@ int run(const Flags& flags) {
           shadow.configure(next->shadow);
           app.publish(next_rt);
           metrics.set_pricing(next->pricing);
-          rollout.reconfigure(*next);
+          for (std::size_t i = 0; i < experiments.size(); ++i)
+            experiments[i].rollout->reconfigure(next->experiments[i]);
           if (!flags.log_level) log::set_level(next->log.level);
           log::info("config reloaded", {{"file", flags.config}});
         } catch (const std::exception& e) {
@@ -236,11 +266,11 @@ int run(const Flags& flags) {
         log::info("shutdown requested", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
         srv.shutdown([&](std::size_t cut) {
           if (cut > 0) log::warn("shutdown grace over: cut in-flight requests", {{"cut", cut}});
-          tick.cancel();
+          for (auto& t : ticks) t->cancel();
           history_tick.cancel();
           signals.cancel();
           stores.stop();
-          if (rollout_sync) rollout_sync->stop();
+          for (auto& sync : rollout_syncs) sync->stop();
           control.stop();
         });
       } else {

@@ -1,5 +1,11 @@
 // The admin API (SPEC §6): /admin/rollout and its verbs, /admin/report,
-// /admin/history, the status page /admin/ui. Behind the admin token; off
+// /admin/history, the status page /admin/ui. With several experiments (issue
+// 17) each has the same under /admin/experiments/NAME (GET: its status;
+// POST .../pause|resume|promote|abort|retry|weight; GET .../verdict,
+// .../report, .../history) and GET /admin/experiments lists them; the
+// unqualified routes address the only experiment (with several they answer
+// 400 naming them), except /admin/report, which has every experiment and the
+// total. Behind the admin token; off
 // (403) when server.admin_token_env is unset. HTTP-agnostic: it takes the
 // method, path, body and Authorization value, and says what to answer; the
 // server writes it.
@@ -13,22 +19,16 @@
 #include "canaryd/config.hpp"
 #include "canaryd/error.hpp"
 
-namespace canaryd::rollout {
-class RolloutController;
-}
+#include "admin/experiment.hpp"
+
 namespace canaryd::shadow {
 class Shadow;
 }
 
 namespace canaryd::admin {
 
-class Report;
-class History;
-
 struct Services {
-  rollout::RolloutController* rollout = nullptr;
-  Report* report = nullptr;
-  History* history = nullptr;
+  Experiments experiments;  // indexed like config.experiments
   shadow::Shadow* shadow = nullptr;
 };
 

@@ -106,6 +106,7 @@ void append_access(std::string& out, const AccessRecord& r) {
   field(out, "method", r.method);
   field(out, "path", r.path);
   if (!r.arm.empty()) field(out, "arm", r.arm);
+  if (!r.experiment.empty()) field(out, "experiment", r.experiment);
   if (!r.provider.empty()) field(out, "provider", r.provider);
   if (!r.model.empty()) field(out, "model", r.model);
   integer(out, "status", static_cast<std::uint64_t>(r.status));

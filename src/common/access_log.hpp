@@ -23,7 +23,8 @@ struct AccessRecord {
   std::string_view request_id;
   std::string_view method;
   std::string_view path;
-  std::string_view arm;  // "" for canaryd's own endpoints
+  std::string_view arm;         // "" for canaryd's own endpoints
+  std::string_view experiment;  // issue 17: the experiment that decided it, "none"; "" for canaryd's own endpoints
   std::string_view provider;
   std::string_view model;
   int status = 0;

@@ -60,6 +60,8 @@ Metrics::Metrics(Setup setup)
     : prefix_(validated_prefix(std::move(setup.prefix))),
       providers_(unique_in_order(std::move(setup.providers), {})),
       models_(unique_in_order(std::move(setup.models), kOtherLabel)),
+      experiments_(setup.experiments.empty() ? std::vector<std::string>{std::string(config::kDefaultExperiment)}
+                                             : unique_in_order(std::move(setup.experiments), {})),
       registry_(std::make_shared<prometheus::Registry>()),
       duration_family_(prefix_ + "_request_duration_seconds",
                        "Duration of one upstream call (each attempt, including a fallback's), in seconds.",
@@ -116,13 +118,19 @@ Metrics::Metrics(Setup setup)
                         .Help("Failed upstream calls retried on another upstream, by from, to and reason.")
                         .Register(*registry_);
   const std::size_t reasons = std::size(kFallbackReasons);
-  fallbacks_.assign(providers_.size() * providers_.size() * reasons, nullptr);
-  for (std::size_t from = 0; from < providers_.size(); ++from) {
-    for (std::size_t to = 0; to < providers_.size(); ++to) {
-      if (from == to) continue;
-      for (std::size_t r = 0; r < reasons; ++r) {
-        fallbacks_[(from * providers_.size() + to) * reasons + r] = &fallbacks.Add(
-            {{"from", providers_[from]}, {"to", providers_[to]}, {"reason", std::string(kFallbackReasons[r])}});
+  const std::size_t np = providers_.size();
+  fallbacks_.assign(experiments_.size() * np * np * reasons, nullptr);
+  for (std::size_t x = 0; x < experiments_.size(); ++x) {
+    for (std::size_t from = 0; from < np; ++from) {
+      for (std::size_t to = 0; to < np; ++to) {
+        if (from == to) continue;
+        for (std::size_t r = 0; r < reasons; ++r) {
+          fallbacks_[((x * np + from) * np + to) * reasons + r] =
+              &fallbacks.Add({{"experiment", experiments_[x]},
+                              {"from", providers_[from]},
+                              {"to", providers_[to]},
+                              {"reason", std::string(kFallbackReasons[r])}});
+        }
       }
     }
   }
@@ -131,7 +139,11 @@ Metrics::Metrics(Setup setup)
                         .Name(prefix_ + "_rollbacks_total")
                         .Help("Canary rollbacks, by reason (error_rate, latency, manual, other).")
                         .Register(*registry_);
-  for (auto reason : kRollbackReasons) rollbacks_.push_back(&rollbacks.Add({{"reason", std::string(reason)}}));
+  for (const auto& x : experiments_) {
+    for (auto reason : kRollbackReasons) {
+      rollbacks_.push_back(&rollbacks.Add({{"experiment", x}, {"reason", std::string(reason)}}));
+    }
+  }
 
   auto& redis_errors = prometheus::BuildCounter()
                            .Name(prefix_ + "_redis_errors_total")
@@ -143,15 +155,17 @@ Metrics::Metrics(Setup setup)
                             .Name(prefix_ + "_rollout_state")
                             .Help("Current rollout state: 1 for the current state, 0 for the others.")
                             .Register(*registry_);
-  for (auto state : kRolloutStates) {
-    rollout_state_.push_back(&rollout_state.Add({{"state", std::string(state)}}));
+  for (const auto& x : experiments_) {
+    for (auto state : kRolloutStates) {
+      rollout_state_.push_back(&rollout_state.Add({{"experiment", x}, {"state", std::string(state)}}));
+    }
   }
 
-  canary_weight_ = &prometheus::BuildGauge()
-                        .Name(prefix_ + "_canary_weight")
-                        .Help("Percent of users currently routed to the canary upstream.")
-                        .Register(*registry_)
-                        .Add({});
+  auto& canary_weight = prometheus::BuildGauge()
+                            .Name(prefix_ + "_canary_weight")
+                            .Help("Percent of users currently routed to the canary upstream, per experiment.")
+                            .Register(*registry_);
+  for (const auto& x : experiments_) canary_weight_.push_back(&canary_weight.Add({{"experiment", x}}));
   inflight_ = &prometheus::BuildGauge()
                    .Name(prefix_ + "_inflight_requests")
                    .Help("Client requests currently being served.")
@@ -172,34 +186,39 @@ Metrics::Metrics(Setup setup)
                                  "Shadow comparisons by result (both_succeeded, status_differs, shadow_failed, "
                                  "both_failed).")
                              .Register(*registry_);
-  for (std::size_t i = 0; i < kShadowResults.size(); ++i) {
-    shadow_results_[i] = &shadow_results.Add({{"result", std::string(kShadowResults[i])}});
-  }
   auto& shadow_drops =
       prometheus::BuildCounter()
           .Name(prefix_ + "_shadow_dropped_total")
           .Help("Shadows not sent (rate, in_flight, rolled_back) or not compared (control_incomplete).")
           .Register(*registry_);
-  for (std::size_t i = 0; i < kShadowDrops.size(); ++i) {
-    shadow_drops_[i] = &shadow_drops.Add({{"reason", std::string(kShadowDrops[i])}});
-  }
   auto& shadow_cost = prometheus::BuildCounter()
                           .Name(prefix_ + "_shadow_cost_delta_usd_total")
                           .Help(
                               "USD by which the canary's answer cost more (canary_more) or less (canary_less) than "
                               "control's, summed over shadow pairs; the net delta is canary_more - canary_less.")
                           .Register(*registry_);
-  shadow_cost_more_ = &shadow_cost.Add({{"direction", "canary_more"}});
-  shadow_cost_less_ = &shadow_cost.Add({{"direction", "canary_less"}});
-  shadow_latency_delta_ = &prometheus::BuildHistogram()
-                               .Name(prefix_ + "_shadow_latency_delta_seconds")
-                               .Help(
-                                   "Shadow (canary) latency minus control latency per pair, in seconds (negative: "
-                                   "the canary was faster).")
-                               .Register(*registry_)
-                               .Add({}, prometheus::Histogram::BucketBoundaries{
-                                            -10,  -5,    -2.5, -1,  -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0,
-                                            0.01, 0.025, 0.05, 0.1, 0.25, 0.5,   1,    2.5,   5,      10});
+  auto& shadow_latency = prometheus::BuildHistogram()
+                             .Name(prefix_ + "_shadow_latency_delta_seconds")
+                             .Help(
+                                 "Shadow (canary) latency minus control latency per pair, in seconds (negative: "
+                                 "the canary was faster).")
+                             .Register(*registry_);
+  for (const auto& x : experiments_) {
+    ShadowSeries sh;
+    for (std::size_t i = 0; i < kShadowResults.size(); ++i) {
+      sh.results[i] = &shadow_results.Add({{"experiment", x}, {"result", std::string(kShadowResults[i])}});
+    }
+    for (std::size_t i = 0; i < kShadowDrops.size(); ++i) {
+      sh.drops[i] = &shadow_drops.Add({{"experiment", x}, {"reason", std::string(kShadowDrops[i])}});
+    }
+    sh.cost_more = &shadow_cost.Add({{"experiment", x}, {"direction", "canary_more"}});
+    sh.cost_less = &shadow_cost.Add({{"experiment", x}, {"direction", "canary_less"}});
+    sh.latency_delta = &shadow_latency.Add(
+        {{"experiment", x}},
+        prometheus::Histogram::BucketBoundaries{-10,  -5,    -2.5, -1,  -0.5, -0.25, -0.1, -0.05, -0.025, -0.01, 0,
+                                                0.01, 0.025, 0.05, 0.1, 0.25, 0.5,   1,    2.5,   5,      10});
+    shadow_.push_back(sh);
+  }
 
   // ---- Redis topology (issue 16): what canaryd followed, per process ----
   redis_failovers_ = &prometheus::BuildCounter()
@@ -296,30 +315,36 @@ void Metrics::add_tokens(int provider, int model, std::uint64_t prompt, std::uin
 
 void Metrics::observe_overhead(double seconds) noexcept { overhead_->observe(seconds); }
 
-void Metrics::add_fallback(std::string_view from, std::string_view to, std::string_view reason) noexcept {
+void Metrics::add_fallback(std::size_t experiment, std::string_view from, std::string_view to,
+                           std::string_view reason) noexcept {
   const int f = provider_index(from);
   const int t = provider_index(to);
-  if (f < 0 || t < 0 || f == t) return;
+  if (f < 0 || t < 0 || f == t || !has_experiment(experiment)) return;
+  const std::size_t np = providers_.size();
   const std::size_t r = index_or_last(kFallbackReasons, reason);
-  fallbacks_[(static_cast<std::size_t>(f) * providers_.size() + static_cast<std::size_t>(t)) *
+  fallbacks_[((experiment * np + static_cast<std::size_t>(f)) * np + static_cast<std::size_t>(t)) *
                  std::size(kFallbackReasons) +
              r]
       ->Increment();
 }
 
-void Metrics::set_canary_weight(double percent) noexcept { canary_weight_->Set(percent); }
+void Metrics::set_canary_weight(std::size_t experiment, double percent) noexcept {
+  if (has_experiment(experiment)) canary_weight_[experiment]->Set(percent);
+}
 
-void Metrics::set_rollout_state(std::string_view state) {
+void Metrics::set_rollout_state(std::size_t experiment, std::string_view state) {
   const int current = index_of(kRolloutStates, state);
-  if (current < 0) return;
+  if (current < 0 || !has_experiment(experiment)) return;
+  constexpr std::size_t kStates = std::size(kRolloutStates);
   std::lock_guard lock(rollout_state_mutex_);
-  for (std::size_t s = 0; s < rollout_state_.size(); ++s) {
-    rollout_state_[s]->Set(static_cast<int>(s) == current ? 1.0 : 0.0);
+  for (std::size_t s = 0; s < kStates; ++s) {
+    rollout_state_[experiment * kStates + s]->Set(static_cast<int>(s) == current ? 1.0 : 0.0);
   }
 }
 
-void Metrics::add_rollback(std::string_view reason) noexcept {
-  rollbacks_[index_or_last(kRollbackReasons, reason)]->Increment();
+void Metrics::add_rollback(std::size_t experiment, std::string_view reason) noexcept {
+  if (!has_experiment(experiment)) return;
+  rollbacks_[experiment * std::size(kRollbackReasons) + index_or_last(kRollbackReasons, reason)]->Increment();
 }
 
 void Metrics::add_redis_error(std::string_view op) noexcept {
@@ -328,17 +353,20 @@ void Metrics::add_redis_error(std::string_view op) noexcept {
 
 void Metrics::add_random_key() noexcept { random_keys_->Increment(); }
 
-void Metrics::add_shadow_result(std::size_t result) noexcept {
-  if (result < shadow_results_.size()) shadow_results_[result]->Increment();
+void Metrics::add_shadow_result(std::size_t experiment, std::size_t result) noexcept {
+  if (has_experiment(experiment) && result < kShadowResults.size()) shadow_[experiment].results[result]->Increment();
 }
-void Metrics::add_shadow_drop(std::size_t reason) noexcept {
-  if (reason < shadow_drops_.size()) shadow_drops_[reason]->Increment();
+void Metrics::add_shadow_drop(std::size_t experiment, std::size_t reason) noexcept {
+  if (has_experiment(experiment) && reason < kShadowDrops.size()) shadow_[experiment].drops[reason]->Increment();
 }
-void Metrics::add_shadow_cost_delta(double canary_minus_control_usd) noexcept {
-  if (canary_minus_control_usd > 0) shadow_cost_more_->Increment(canary_minus_control_usd);
-  if (canary_minus_control_usd < 0) shadow_cost_less_->Increment(-canary_minus_control_usd);
+void Metrics::add_shadow_cost_delta(std::size_t experiment, double canary_minus_control_usd) noexcept {
+  if (!has_experiment(experiment)) return;
+  if (canary_minus_control_usd > 0) shadow_[experiment].cost_more->Increment(canary_minus_control_usd);
+  if (canary_minus_control_usd < 0) shadow_[experiment].cost_less->Increment(-canary_minus_control_usd);
 }
-void Metrics::observe_shadow_latency_delta(double seconds) noexcept { shadow_latency_delta_->Observe(seconds); }
+void Metrics::observe_shadow_latency_delta(std::size_t experiment, double seconds) noexcept {
+  if (has_experiment(experiment)) shadow_[experiment].latency_delta->Observe(seconds);
+}
 
 // ---- Redis topology (issue 16) ----
 void Metrics::add_redis_failover() noexcept { redis_failovers_->Increment(); }
@@ -397,16 +425,22 @@ void Metrics::build_judge_families() {
                        .Name(prefix_ + "_analysis_verdicts_total")
                        .Help("Canary analysis verdicts by kind (pass, fail, inconclusive), one per analysis interval.")
                        .Register(*registry_);
-  for (auto kind : kVerdictKinds) verdicts_.push_back(&verdicts.Add({{"kind", std::string(kind)}}));
+  for (const auto& x : experiments_) {
+    for (auto kind : kVerdictKinds)
+      verdicts_.push_back(&verdicts.Add({{"experiment", x}, {"kind", std::string(kind)}}));
+  }
   auto& checks = prometheus::BuildGauge()
                      .Name(prefix_ + "_analysis_check")
                      .Help(
                          "1 for each analysis check's outcome at the last verdict (pass, fail, inconclusive, "
                          "skipped); 0 for the others, and for all of a check that is off.")
                      .Register(*registry_);
-  for (auto check : config::kCheckNames) {
-    for (auto outcome : kCheckOutcomes) {
-      check_outcomes_.push_back(&checks.Add({{"check", std::string(check)}, {"outcome", std::string(outcome)}}));
+  for (const auto& x : experiments_) {
+    for (auto check : config::kCheckNames) {
+      for (auto outcome : kCheckOutcomes) {
+        check_outcomes_.push_back(
+            &checks.Add({{"experiment", x}, {"check", std::string(check)}, {"outcome", std::string(outcome)}}));
+      }
     }
   }
   auto& holds = prometheus::BuildCounter()
@@ -415,22 +449,26 @@ void Metrics::build_judge_families() {
                         "Rollouts paused by the analysis, by reason: srm (sample-ratio mismatch), inconclusive "
                         "(inconclusive_limit looks without a verdict).")
                     .Register(*registry_);
-  for (auto reason : kHoldReasons) holds_.push_back(&holds.Add({{"reason", std::string(reason)}}));
-  srm_mismatch_ = &prometheus::BuildGauge()
-                       .Name(prefix_ + "_analysis_srm_mismatch")
-                       .Help(
-                           "1 when the last verdict found a sample-ratio mismatch (users on the canary against the "
-                           "weight), else 0.")
-                       .Register(*registry_)
-                       .Add({});
-  canary_user_share_ = &prometheus::BuildGauge()
-                            .Name(prefix_ + "_analysis_canary_user_share")
-                            .Help(
-                                "Share of the users seen since the weight took effect that the split put on the "
-                                "canary (NaN when not checked); compare with the weight.")
-                            .Register(*registry_)
-                            .Add({});
-  canary_user_share_->Set(std::numeric_limits<double>::quiet_NaN());
+  for (const auto& x : experiments_) {
+    for (auto reason : kHoldReasons) holds_.push_back(&holds.Add({{"experiment", x}, {"reason", std::string(reason)}}));
+  }
+  auto& srm_mismatch = prometheus::BuildGauge()
+                           .Name(prefix_ + "_analysis_srm_mismatch")
+                           .Help(
+                               "1 when the last verdict found a sample-ratio mismatch (users on the canary against the "
+                               "weight), else 0.")
+                           .Register(*registry_);
+  auto& user_share = prometheus::BuildGauge()
+                         .Name(prefix_ + "_analysis_canary_user_share")
+                         .Help(
+                             "Share of the users seen since the weight took effect that the split put on the "
+                             "canary (NaN when not checked); compare with the weight.")
+                         .Register(*registry_);
+  for (const auto& x : experiments_) {
+    srm_mismatch_.push_back(&srm_mismatch.Add({{"experiment", x}}));
+    canary_user_share_.push_back(&user_share.Add({{"experiment", x}}));
+    canary_user_share_.back()->Set(std::numeric_limits<double>::quiet_NaN());
+  }
 }
 
 void Metrics::add_quality(int provider, const QualityFlags& flags) noexcept {
@@ -444,21 +482,29 @@ void Metrics::add_quality(int provider, const QualityFlags& flags) noexcept {
   }
 }
 
-void Metrics::observe_verdict(std::string_view kind, const std::array<int, config::kCheckCount>& outcomes,
-                              bool srm_mismatch, double canary_user_share) noexcept {
-  if (const int k = index_of(kVerdictKinds, kind); k >= 0) verdicts_[static_cast<std::size_t>(k)]->Increment();
+void Metrics::observe_verdict(std::size_t experiment, std::string_view kind,
+                              const std::array<int, config::kCheckCount>& outcomes, bool srm_mismatch,
+                              double canary_user_share) noexcept {
+  if (!has_experiment(experiment)) return;
+  if (const int k = index_of(kVerdictKinds, kind); k >= 0) {
+    verdicts_[experiment * std::size(kVerdictKinds) + static_cast<std::size_t>(k)]->Increment();
+  }
   constexpr std::size_t kOutcomes = std::size(kCheckOutcomes);
+  const std::size_t base = experiment * config::kCheckCount * kOutcomes;
   for (std::size_t c = 0; c < config::kCheckCount; ++c) {
     for (std::size_t o = 0; o < kOutcomes; ++o) {
-      check_outcomes_[c * kOutcomes + o]->Set(outcomes[c] == static_cast<int>(o) ? 1 : 0);
+      check_outcomes_[base + c * kOutcomes + o]->Set(outcomes[c] == static_cast<int>(o) ? 1 : 0);
     }
   }
-  srm_mismatch_->Set(srm_mismatch ? 1 : 0);
-  canary_user_share_->Set(canary_user_share);
+  srm_mismatch_[experiment]->Set(srm_mismatch ? 1 : 0);
+  canary_user_share_[experiment]->Set(canary_user_share);
 }
 
-void Metrics::add_analysis_hold(std::string_view reason) noexcept {
-  if (const int k = index_of(kHoldReasons, reason); k >= 0) holds_[static_cast<std::size_t>(k)]->Increment();
+void Metrics::add_analysis_hold(std::size_t experiment, std::string_view reason) noexcept {
+  if (!has_experiment(experiment)) return;
+  if (const int k = index_of(kHoldReasons, reason); k >= 0) {
+    holds_[experiment * std::size(kHoldReasons) + static_cast<std::size_t>(k)]->Increment();
+  }
 }
 
 }  // namespace canaryd::metrics

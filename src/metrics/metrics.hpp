@@ -62,6 +62,9 @@ class Metrics {
     std::vector<std::string> providers;  // upstream names
     std::vector<std::string> models;     // known models; "other" is added
     std::map<std::string, config::Price> pricing;
+    // The `experiment` label's values (issue 17): config.experiments' names;
+    // empty = {"default"}.
+    std::vector<std::string> experiments;
 
     static Setup from_config(const config::Config& config) {
       Setup setup;
@@ -69,6 +72,7 @@ class Metrics {
       for (const auto& [name, upstream] : config.upstreams) setup.providers.push_back(name);
       setup.models = config.known_models();
       setup.pricing = config.pricing;
+      for (const auto& e : config.experiments) setup.experiments.push_back(e.name);
       return setup;
     }
   };
@@ -92,6 +96,11 @@ class Metrics {
   int other_model_index() const { return static_cast<int>(models_.size()) - 1; }
   const std::vector<std::string>& providers() const { return providers_; }
   const std::vector<std::string>& models() const { return models_; }  // last is "other"
+  const std::vector<std::string>& experiments() const { return experiments_; }
+
+  // The rollout, fallback, judge and shadow families carry an `experiment`
+  // label (issue 17): the `experiment` arguments below are indexes into
+  // experiments() (config.experiments' order); one out of range is ignored.
 
   // One finished upstream call (one per attempt: a fallback records both attempts).
   // Out-of-range indexes are ignored (they cannot come from provider_index/model_index).
@@ -102,11 +111,13 @@ class Metrics {
   void observe_overhead(double seconds) noexcept;
   // Upstream names; an unknown name or from == to is ignored; a reason outside
   // kFallbackReasons counts as "other".
-  void add_fallback(std::string_view from, std::string_view to, std::string_view reason) noexcept;
-  void set_canary_weight(double percent) noexcept;
+  void add_fallback(std::size_t experiment, std::string_view from, std::string_view to,
+                    std::string_view reason) noexcept;
+  void set_canary_weight(std::size_t experiment, double percent) noexcept;
   // progressing|paused|promoted|aborted: 1 for it, 0 for the others; unknown is ignored.
-  void set_rollout_state(std::string_view state);
-  void add_rollback(std::string_view reason) noexcept;  // error_rate|latency|manual, else "other"
+  void set_rollout_state(std::size_t experiment, std::string_view state);
+  void add_rollback(std::size_t experiment,
+                    std::string_view reason) noexcept;  // error_rate|latency|manual, else "other"
   void add_redis_error(std::string_view op) noexcept;   // pin|get|set|publish|connect|rollout, else "other"
   void inflight_add(int delta) noexcept;
   void add_random_key() noexcept;  // ai_proxy_sticky_random_keys_total (extension)
@@ -121,20 +132,24 @@ class Metrics {
   // check's outcome (kCheckOutcomes index; -1: not judged, all 0);
   // <prefix>_analysis_srm_mismatch 0/1 and <prefix>_analysis_canary_user_share
   // (NaN: not checked).
-  void observe_verdict(std::string_view kind, const std::array<int, config::kCheckCount>& outcomes, bool srm_mismatch,
+  void observe_verdict(std::size_t experiment, std::string_view kind,
+                       const std::array<int, config::kCheckCount>& outcomes, bool srm_mismatch,
                        double canary_user_share) noexcept;
   // A pause by the judge: <prefix>_analysis_holds_total{reason} (srm, inconclusive).
-  void add_analysis_hold(std::string_view reason) noexcept;
+  void add_analysis_hold(std::size_t experiment, std::string_view reason) noexcept;
 
   // ---- Shadow mode (shadow/): comparisons of mirrored pairs ----
   static constexpr std::array<std::string_view, 4> kShadowResults{"both_succeeded", "status_differs", "shadow_failed",
                                                                   "both_failed"};
   static constexpr std::array<std::string_view, 4> kShadowDrops{"rate", "in_flight", "rolled_back",
                                                                 "control_incomplete"};
-  void add_shadow_result(std::size_t result) noexcept;  // _shadow_requests_total{result}: index into kShadowResults
-  void add_shadow_drop(std::size_t reason) noexcept;    // _shadow_dropped_total{reason}: index into kShadowDrops
-  void add_shadow_cost_delta(double canary_minus_control_usd) noexcept;  // _shadow_cost_delta_usd_total{direction}
-  void observe_shadow_latency_delta(double seconds) noexcept;            // _shadow_latency_delta_seconds
+  void add_shadow_result(std::size_t experiment,
+                         std::size_t result) noexcept;  // _shadow_requests_total{result}: index into kShadowResults
+  void add_shadow_drop(std::size_t experiment,
+                       std::size_t reason) noexcept;  // _shadow_dropped_total{reason}: index into kShadowDrops
+  void add_shadow_cost_delta(std::size_t experiment,
+                             double canary_minus_control_usd) noexcept;  // _shadow_cost_delta_usd_total{direction}
+  void observe_shadow_latency_delta(std::size_t experiment, double seconds) noexcept;  // _shadow_latency_delta_seconds
 
   // ---- Redis topology (issue 16: Sentinel and Cluster) ----
   void add_redis_failover() noexcept;                       // ai_proxy_redis_failovers_total
@@ -159,6 +174,7 @@ class Metrics {
   std::string prefix_;
   std::vector<std::string> providers_;
   std::vector<std::string> models_;
+  std::vector<std::string> experiments_;
   std::map<std::string, int, std::less<>> model_lookup_;
   std::set<std::string> priced_;  // pricing keys at start-up: the set a reload may not change
   // By model index; "other" and unpriced models cost 0. Atomic so a reload can
@@ -176,38 +192,44 @@ class Metrics {
   HistogramFamily overhead_family_;
 
   // Indexed by pm(provider, model) (× status / × token type).
-  std::vector<prometheus::Counter*> requests_;      // [pm * 3 + status]
-  std::vector<ShardedHistogram*> duration_;         // [pm]
-  std::vector<ShardedHistogram*> ttfb_;             // [pm]
-  std::vector<prometheus::Counter*> tokens_;        // [pm * 2 + (0 prompt | 1 completion)]
-  std::vector<prometheus::Counter*> cost_;          // [pm]
-  std::vector<prometheus::Counter*> fallbacks_;     // [(from * P + to) * reasons + reason], null for from == to
-  std::vector<prometheus::Counter*> rollbacks_;     // by kRollbackReasons
+  std::vector<prometheus::Counter*> requests_;  // [pm * 3 + status]
+  std::vector<ShardedHistogram*> duration_;     // [pm]
+  std::vector<ShardedHistogram*> ttfb_;         // [pm]
+  std::vector<prometheus::Counter*> tokens_;    // [pm * 2 + (0 prompt | 1 completion)]
+  std::vector<prometheus::Counter*> cost_;      // [pm]
+  // [((experiment * P + from) * P + to) * reasons + reason], null for from == to
+  std::vector<prometheus::Counter*> fallbacks_;
+  std::vector<prometheus::Counter*> rollbacks_;     // [experiment * reasons + reason]
   std::vector<prometheus::Counter*> redis_errors_;  // by kRedisOps
-  std::vector<prometheus::Gauge*> rollout_state_;   // by kRolloutStates
-  prometheus::Gauge* canary_weight_ = nullptr;
+  std::vector<prometheus::Gauge*> rollout_state_;   // [experiment * states + state]
+  std::vector<prometheus::Gauge*> canary_weight_;   // by experiment
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Counter* random_keys_ = nullptr;
   // The judge v2's families (build_judge_families).
   void build_judge_families();
   std::vector<prometheus::Counter*> quality_answers_;  // [provider * kQualitySignals + signal]
   std::vector<prometheus::Counter*> quality_flagged_;
-  std::vector<prometheus::Counter*> verdicts_;      // by kVerdictKinds
-  std::vector<prometheus::Gauge*> check_outcomes_;  // [check * 4 + outcome]
-  std::vector<prometheus::Counter*> holds_;         // by kHoldReasons
-  prometheus::Gauge* srm_mismatch_ = nullptr;
-  prometheus::Gauge* canary_user_share_ = nullptr;
-  std::array<prometheus::Counter*, 4> shadow_results_{};
-  std::array<prometheus::Counter*, 4> shadow_drops_{};
-  prometheus::Counter* shadow_cost_more_ = nullptr;
-  prometheus::Counter* shadow_cost_less_ = nullptr;
-  prometheus::Histogram* shadow_latency_delta_ = nullptr;
+  std::vector<prometheus::Counter*> verdicts_;         // [experiment * kinds + kind]
+  std::vector<prometheus::Gauge*> check_outcomes_;     // [(experiment * checks + check) * 4 + outcome]
+  std::vector<prometheus::Counter*> holds_;            // [experiment * reasons + reason]
+  std::vector<prometheus::Gauge*> srm_mismatch_;       // by experiment
+  std::vector<prometheus::Gauge*> canary_user_share_;  // by experiment
+  // Shadow mode, by experiment.
+  struct ShadowSeries {
+    std::array<prometheus::Counter*, 4> results{};
+    std::array<prometheus::Counter*, 4> drops{};
+    prometheus::Counter* cost_more = nullptr;
+    prometheus::Counter* cost_less = nullptr;
+    prometheus::Histogram* latency_delta = nullptr;
+  };
+  std::vector<ShadowSeries> shadow_;
+  bool has_experiment(std::size_t e) const noexcept { return e < experiments_.size(); }
   // Redis topology (issue 16).
   prometheus::Counter* redis_failovers_ = nullptr;
   prometheus::Counter* redis_redirects_[2] = {nullptr, nullptr};  // moved, ask
   prometheus::Counter* redis_discovery_errors_ = nullptr;
   ShardedHistogram* overhead_ = nullptr;
-  std::mutex rollout_state_mutex_;  // keeps "exactly one state is 1" under concurrent setters
+  std::mutex rollout_state_mutex_;  // keeps "exactly one state is 1" (per experiment) under concurrent setters
 };
 
 }  // namespace canaryd::metrics

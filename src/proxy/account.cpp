@@ -58,7 +58,7 @@ void ActiveRequest::account_attempt(const Error& error, int status, bool client_
     if (o && o->relayed && !o->write_pending) m->observe_overhead(seconds(overhead_before() + o->client_write));
   }
   if (route_ != RouteKind::split) return;  // control-only routes: metrics only
-  if (auto* ro = r_.services.rollout) {
+  if (auto* ro = ro_) {
     // A client that left is not the upstream's fault.
     const bool counts = !client_gone && rollout::analysis_error(error, status);
     rollout::Observation obs;
@@ -71,7 +71,7 @@ void ActiveRequest::account_attempt(const Error& error, int status, bool client_
     if (auto* m = r_.services.metrics; m && obs.quality.eligible)
       m->add_quality(m->provider_index(up_->name), obs.quality);
   }
-  if (auto* report = r_.services.report) {
+  if (auto* report = report_) {
     const std::uint64_t prompt = usage ? usage->prompt : 0;
     const std::uint64_t completion = usage ? usage->completion : 0;
     std::optional<std::chrono::nanoseconds> ttfb;
@@ -89,6 +89,7 @@ void ActiveRequest::log_access(int status, std::string_view error) {
   a.method = r_.req.method_string();
   a.path = r_.path;
   a.arm = arm_name(arm_);
+  a.experiment = experiment_name();
   a.provider = up_ ? std::string_view(up_->name) : std::string_view();
   a.model = sent_model_;
   a.status = status;

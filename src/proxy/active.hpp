@@ -3,7 +3,8 @@
 // free functions. The phases, in order, each in its own file:
 //
 //   inspect.cpp   read the JSON body once: model, stream, user (400s here)
-//   decide.cpp    the arm: override, rollback, hash, pin (split::decide's order)
+//   decide.cpp    the experiment (config/match.hpp), then the arm: override,
+//                 rollback, hash, pin (split::decide's order)
 //   attempt.cpp   send to the arm's upstream; a failed canary attempt falls back once to control
 //   relay.cpp     the answer to the client: whole (with a Content-Length) or event by event
 //   account.cpp   metrics, the analysis window, the report, the access log, the shadow pair
@@ -29,6 +30,12 @@
 
 namespace canaryd::shadow {
 class ShadowPair;
+}
+namespace canaryd::rollout {
+class RolloutController;
+}
+namespace canaryd::admin {
+class Report;
 }
 
 namespace canaryd::proxy {
@@ -90,11 +97,13 @@ class ActiveRequest {
   // inspect.cpp: the split routes' body checks; an error answers the client.
   Error inspect();
   // decide.cpp
+  void select_experiment();  // the experiment that decides this request, if any
   net::awaitable<void> decide();
   void start_shadow();
   // attempt.cpp: the upstream call, with one fallback to control.
   net::awaitable<void> attempt();
   std::string_view prepare_attempt();  // model rename, body, head for arm_; returns the body to send
+  const config::UpstreamConfig& control_upstream() const;  // the experiment's control, or the default upstream
   // relay.cpp
   net::awaitable<void> relay();
   net::awaitable<void> relay_whole();
@@ -118,6 +127,16 @@ class ActiveRequest {
   std::string body_;  // the client's body (moved out of the request)
   Inspected in_;
   Decision decision_;
+
+  // The experiment deciding the request (issue 17); all null when none
+  // matched (or the route is not split): the request goes to the default
+  // upstream, judged by no rollout.
+  const config::ExperimentConfig* exp_ = nullptr;
+  const ExperimentRuntime* exp_rt_ = nullptr;
+  std::size_t exp_index_ = 0;
+  rollout::RolloutController* ro_ = nullptr;
+  admin::Report* report_ = nullptr;
+  std::string_view experiment_name() const;
 
   // The attempt in flight (or the last one).
   Arm arm_ = Arm::control;

@@ -9,12 +9,17 @@
 
 namespace canaryd::proxy {
 
+const config::UpstreamConfig& ActiveRequest::control_upstream() const {
+  return exp_rt_ ? *exp_rt_->control : *r_.rt->unmatched;
+}
+
 std::string_view ActiveRequest::prepare_attempt() {
-  up_ = &(arm_ == Arm::canary ? cfg_.canary() : cfg_.control());
+  up_ = arm_ == Arm::canary && exp_rt_ ? exp_rt_->canary : &control_upstream();
   // The model the provider sees: on fallback the fallback rename first, then the arm's.
   sent_model_ = in_.model;
-  if (!fallback_.empty()) {
-    if (auto f = cfg_.fallback.models.find(sent_model_); f != cfg_.fallback.models.end()) sent_model_ = f->second;
+  if (!fallback_.empty() && exp_) {
+    const auto& models = exp_->fallback.models;
+    if (auto f = models.find(sent_model_); f != models.end()) sent_model_ = f->second;
   }
   if (auto m = up_->models.find(sent_model_); m != up_->models.end()) sent_model_ = m->second;
   std::string_view out = body_;
@@ -36,14 +41,16 @@ net::awaitable<void> ActiveRequest::attempt() {
                                                   watch_->gone_flag()));
     if (watch_->gone()) co_return;  // the client left: no fallback, no relay
     const std::string_view reason = rollout::fallback_reason(ex_->error, ex_->status);
-    if (rollout::may_fall_back(cfg_.fallback, reason, arm_, decision_.forced, attempt) && r_.services.rollout &&
-        r_.services.rollout->take_fallback()) {
+    if (exp_ && ro_ && rollout::may_fall_back(exp_->fallback, reason, arm_, decision_.forced, attempt) &&
+        ro_->take_fallback()) {
       // Account for the canary's attempt, drop its answer, ask control.
       earlier_upstream_ += Clock::now() - ex_->sent;
       account_attempt(ex_->error, ex_->status, false, nullptr);
       ex_->release(false);
       current_ = nullptr;
-      if (r_.services.metrics) r_.services.metrics->add_fallback(up_->name, cfg_.control().name, reason);
+      if (r_.services.metrics) {
+        r_.services.metrics->add_fallback(exp_index_, up_->name, control_upstream().name, reason);
+      }
       fallback_ = std::string(reason);
       arm_ = Arm::control;
       continue;

@@ -5,14 +5,22 @@
 #include <cerrno>
 
 #include "common/access_log.hpp"
+#include "store/store.hpp"
 
 namespace canaryd::proxy {
 
 namespace {
 
-split::Splitter make_splitter(const config::Config& c) {
-  return split::Splitter(split::parse_sources(c.split.sticky_key), split::CidrSet::parse(c.server.trusted_proxies),
-                         c.split.salt);
+std::vector<ExperimentRuntime> make_experiments(const config::Config& c) {
+  std::vector<ExperimentRuntime> out;
+  const std::string_view ns = c.redis ? std::string_view(c.redis->ns) : std::string_view("canaryd");
+  for (const auto& e : c.experiments) {
+    out.push_back({split::Splitter(split::parse_sources(e.split.sticky_key),
+                                   split::CidrSet::parse(c.server.trusted_proxies), e.split.salt),
+                   &c.upstreams.at(e.split.control), &c.upstreams.at(e.split.canary),
+                   store::pin_namespace(ns, e.name)});
+  }
+  return out;
 }
 
 std::atomic<std::uint64_t> g_generation{0};
@@ -20,7 +28,10 @@ std::atomic<std::uint64_t> g_generation{0};
 }  // namespace
 
 Runtime::Runtime(std::shared_ptr<const config::Config> cfg)
-    : config(std::move(cfg)), splitter(make_splitter(*config)), generation(++g_generation) {
+    : config(std::move(cfg)),
+      experiments(make_experiments(*config)),
+      unmatched(&config->unmatched_upstream()),
+      generation(++g_generation) {
   for (const auto& [name, up] : config->upstreams) {
     if (up.tls) tls.emplace(name, upstream::make_tls_context(up));
   }

@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <optional>
 
+#include "admin/experiment.hpp"
 #include "canaryd/config.hpp"
 #include "proxy/runtime.hpp"
 #include "upstream/connection.hpp"
@@ -46,9 +47,11 @@ namespace canaryd::proxy {
 // Shared by every I/O thread (each pointer may be null: that part is off).
 struct Services {
   metrics::Metrics* metrics = nullptr;
-  rollout::RolloutController* rollout = nullptr;
+  // Each experiment's rollout, report (per-arm tokens/cost/TTFB for
+  // /admin/report) and history, indexed like config.experiments; set before
+  // the server starts, never changed after.
+  admin::Experiments experiments;
   log::AccessLog* access_log = nullptr;
-  admin::Report* report = nullptr;   // per-arm tokens/cost/TTFB for /admin/report
   shadow::Shadow* shadow = nullptr;  // mirrored control requests to the canary (null: shadow off)
   int threads = 1;                   // I/O threads (pools divide max_connections among them)
   std::atomic<std::int64_t> inflight{0};

@@ -1,7 +1,11 @@
-// Phase 2: which arm serves the request (SPEC §4), in split::decide's order:
+// Phase 2: which experiment decides the request (issue 17: the first whose
+// match takes it, else the catch-all "default", else none: the default
+// upstream), then which arm serves it (SPEC §4), in split::decide's order:
 // the override header, then a rollback, then the hash upgraded by a canary
 // pin. The pin lookup between the last two is the only I/O. Then, for a
 // request control serves, whether it is mirrored to the canary (shadow mode).
+#include "admin/experiment.hpp"
+#include "config/match.hpp"
 #include "metrics/metrics.hpp"
 #include "proxy/active.hpp"
 #include "rollout/controller.hpp"
@@ -55,34 +59,56 @@ std::string renamed_body(std::string_view body, const json::Span& model, std::st
   return out;
 }
 
+std::string_view ActiveRequest::experiment_name() const {
+  return exp_ ? std::string_view(exp_->name) : config::kNoExperiment;
+}
+
+void ActiveRequest::select_experiment() {
+  // Routes that are not split have no canary counterpart: no experiment.
+  if (route_ != RouteKind::split) return;
+  HeaderView headers(r_.req);
+  const config::MatchInput in{in_.model, r_.path, [&headers](std::string_view name) { return headers.get(name); }};
+  const std::optional<std::size_t> i = config::select(cfg_, in);
+  if (!i || *i >= r_.rt->experiments.size()) return;
+  exp_index_ = *i;
+  exp_ = &cfg_.experiments[*i];
+  exp_rt_ = &r_.rt->experiments[*i];
+  if (*i < r_.services.experiments.size()) {
+    ro_ = r_.services.experiments[*i].rollout;
+    report_ = r_.services.experiments[*i].report;
+  }
+}
+
 net::awaitable<void> ActiveRequest::decide() {
-  rollout::RolloutController* ro = r_.services.rollout;
+  select_experiment();
+  rollout::RolloutController* ro = ro_;
   if (ro) r_.rollout_epoch = ro->epoch();
-  if (route_ == RouteKind::control_only) co_return;
+  if (!exp_) co_return;
+  const config::SplitConfig& sc = exp_->split;
   HeaderView headers(r_.req);
   const std::uint32_t threshold = ro ? ro->threshold() : 0;
   const bool rolled_back = !ro || ro->rolled_back() || threshold == 0;
-  if (auto early =
-          split::decide_before_hash(split::parse_override(headers.get(cfg_.split.override_header)), rolled_back)) {
+  if (auto early = split::decide_before_hash(split::parse_override(headers.get(sc.override_header)), rolled_back)) {
     apply(decision_, *early);
     co_return;
   }
   std::optional<std::string_view> body_user;
   if (in_.user) body_user = *in_.user;
-  split::StickyKey key = r_.rt->splitter.sticky_key(headers, body_user, r_.peer_ip);
+  const split::Splitter& splitter = exp_rt_->splitter;
+  split::StickyKey key = splitter.sticky_key(headers, body_user, r_.peer_ip);
   decision_.sticky_source = source_name(key);
   if (key.random && r_.services.metrics) r_.services.metrics->add_random_key();
-  const split::KeyHash kh = r_.rt->splitter.key_hash(key.value);
+  const split::KeyHash kh = splitter.key_hash(key.value);
   const Arm hash = split::hash_arm(kh.bucket, threshold);
   decision_.user_hash = kh.user;
   std::optional<Arm> pin;
-  if (cfg_.split.pin_ttl.count() > 0 && !key.random && r_.thread.store) {
-    std::string_view ns = cfg_.redis ? std::string_view(cfg_.redis->ns) : std::string_view("canaryd");
-    std::string pkey = store::pin_key(ns, ro->epoch(), key.value);
+  if (sc.pin_ttl.count() > 0 && !key.random && r_.thread.store && ro) {
+    // Each experiment's pins live under its own namespace (and its own epoch).
+    std::string pkey = store::pin_key(exp_rt_->pin_ns, ro->epoch(), key.value);
     // Only canary pins are stored (store.hpp): one store call either way.
     if (hash == Arm::canary) {
       (void)co_await r_.thread.store->pin_canary(std::move(pkey),
-                                                 std::chrono::duration_cast<std::chrono::seconds>(cfg_.split.pin_ttl));
+                                                 std::chrono::duration_cast<std::chrono::seconds>(sc.pin_ttl));
     } else {
       std::optional<bool> has = co_await r_.thread.store->has_canary_pin(std::move(pkey));
       if (has.value_or(false)) pin = Arm::canary;
@@ -98,12 +124,13 @@ net::awaitable<void> ActiveRequest::decide() {
 // background, on this I/O thread; the client never waits for it.
 void ActiveRequest::start_shadow() {
   shadow::Shadow* sh = r_.services.shadow;
-  if (route_ != RouteKind::split || decision_.arm != Arm::control || !sh) return;
-  pair_ = sh->admit(r_.rt->config, r_.services.rollout ? r_.services.rollout->canary_off() : false);
+  // Only a request an experiment decides has a canary to mirror it to.
+  if (route_ != RouteKind::split || !exp_ || decision_.arm != Arm::control || !sh) return;
+  pair_ = sh->admit(r_.rt->config, exp_index_, ro_ ? ro_->canary_off() : false);
   if (!pair_) return;
   shadow::ShadowPair& pair = *pair_;
-  const config::UpstreamConfig& canary = cfg_.canary();
-  const config::UpstreamConfig& control = cfg_.control();
+  const config::UpstreamConfig& canary = *exp_rt_->canary;
+  const config::UpstreamConfig& control = *exp_rt_->control;
   pair.request_id = r_.request_id;
   pair.path = r_.path;
   pair.stream = in_.stream;

@@ -27,6 +27,7 @@ constexpr std::size_t kRelayBuffer = 16 * 1024;
 void ActiveRequest::add_arm_headers(http::fields& f) const {
   f.set("X-Request-ID", r_.request_id);
   f.set("X-Canaryd-Arm", arm_name(arm_));
+  f.set("X-Canaryd-Experiment", experiment_name());
   f.set("X-Canaryd-Provider", up_->name);
   if (!fallback_.empty()) f.set("X-Canaryd-Fallback", fallback_);
 }
@@ -74,6 +75,7 @@ net::awaitable<void> ActiveRequest::relay_whole() {
       out.pending_head, static_cast<unsigned>(ex.status), ex.parser->get(),
       {{"X-Request-ID", r_.request_id},
        {"X-Canaryd-Arm", arm_name(arm_)},
+       {"X-Canaryd-Experiment", experiment_name()},
        {"X-Canaryd-Provider", up_->name},
        {fallback_.empty() ? std::string_view() : "X-Canaryd-Fallback", fallback_},
        {"Content-Length", std::string_view(length, static_cast<std::size_t>(length_end - length))},
@@ -110,6 +112,7 @@ net::awaitable<void> ActiveRequest::relay_stream() {
   wire::append_client_response_head(head, static_cast<unsigned>(ex.status), ures,
                                     {{"X-Request-ID", r_.request_id},
                                      {"X-Canaryd-Arm", arm_name(arm_)},
+                                     {"X-Canaryd-Experiment", experiment_name()},
                                      {"X-Canaryd-Provider", up_->name},
                                      {fallback_.empty() ? std::string_view() : "X-Canaryd-Fallback", fallback_},
                                      {"Transfer-Encoding", "chunked"},

@@ -26,7 +26,7 @@ struct RolloutController::Op {
 
 class RolloutState {
  public:
-  RolloutState(const config::Config& cfg, const Clock& clock)
+  RolloutState(const config::ExperimentConfig& cfg, const Clock& clock)
       : machine(cfg.rollout, clock),
         analysis(cfg.rollout.analysis),
         budget(cfg.fallback.budget),
@@ -72,20 +72,25 @@ std::string_view rollback_reason(const rollout::Transition& t) {
 
 // The verdict's metrics: per check its outcome (ai_proxy_analysis_check), the
 // kind, the sample-ratio check.
-void observe_verdict(metrics::Metrics& m, const rollout::Verdict& v) {
+void observe_verdict(metrics::Metrics& m, std::size_t experiment, const rollout::Verdict& v) {
   std::array<int, config::kCheckCount> outcomes;
   outcomes.fill(-1);
   for (const auto& c : v.checks) outcomes[static_cast<std::size_t>(c.id)] = static_cast<int>(c.outcome);
   const bool mismatch = v.srm && v.srm->outcome == rollout::Outcome::fail;
   const double share = v.srm && v.srm->outcome != rollout::Outcome::skipped ? v.srm->user_share
                                                                             : std::numeric_limits<double>::quiet_NaN();
-  m.observe_verdict(rollout::verdict_kind_name(v.kind), outcomes, mismatch, share);
+  m.observe_verdict(experiment, rollout::verdict_kind_name(v.kind), outcomes, mismatch, share);
 }
 
 }  // namespace
 
-RolloutController::RolloutController(const config::Config& config, metrics::Metrics* metrics, const Clock& clock)
-    : state_(std::make_unique<RolloutState>(config, clock)), metrics_(metrics), clock_(clock) {
+RolloutController::RolloutController(const config::ExperimentConfig& experiment, metrics::Metrics* metrics,
+                                     const Clock& clock, std::size_t index)
+    : name_(experiment.name),
+      index_(index),
+      state_(std::make_unique<RolloutState>(experiment, clock)),
+      metrics_(metrics),
+      clock_(clock) {
   std::lock_guard lock(mu_);
   publish();
 }
@@ -102,8 +107,8 @@ void RolloutController::publish() {
   canary_off_.store(off, std::memory_order_relaxed);
   epoch_.store(m.epoch(), std::memory_order_relaxed);
   if (metrics_) {
-    metrics_->set_canary_weight(off ? 0 : m.weight());
-    metrics_->set_rollout_state(rollout::state_name(m.state()));
+    metrics_->set_canary_weight(index_, off ? 0 : m.weight());
+    metrics_->set_rollout_state(index_, rollout::state_name(m.state()));
   }
 }
 
@@ -159,7 +164,8 @@ bool RolloutController::apply(const Op& op, bool replay) {
   if (!t) return false;
   restart_judging_on_new_epoch(epoch_before);
   log::info(replay ? "rollout transition re-applied on the shared state" : "rollout transition",
-            {{"from", rollout::state_name(t->from)},
+            {{"experiment", name_},
+             {"from", rollout::state_name(t->from)},
              {"to", rollout::state_name(t->to)},
              {"step", t->step},
              {"weight", t->weight},
@@ -167,9 +173,9 @@ bool RolloutController::apply(const Op& op, bool replay) {
              {"cause", t->cause},
              {"version", m.version()},
              {"epoch", m.epoch()}});
-  if (!replay && t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(rollback_reason(*t));
+  if (!replay && t->to == rollout::State::aborted && metrics_) metrics_->add_rollback(index_, rollback_reason(*t));
   if (!replay && t->to == rollout::State::paused && (t->cause == "srm" || t->cause == "inconclusive") && metrics_) {
-    metrics_->add_analysis_hold(t->cause);
+    metrics_->add_analysis_hold(index_, t->cause);
   }
   return true;
 }
@@ -209,7 +215,7 @@ void RolloutController::tick() {
     ctx.progressing = m.state() == rollout::State::progressing;
     ctx.pins = state_->pins;
     rollout::Verdict verdict = state_->judge.look(state_->windows(), clock_.now(), ctx);
-    if (metrics_) observe_verdict(*metrics_, verdict);
+    if (metrics_) observe_verdict(*metrics_, index_, verdict);
     // Shared: nothing moves before the stored state is known, and only the
     // lease holder advances (anyone may roll back or pause).
     if (shared_ && (!loaded_ || (verdict.kind == rollout::Verdict::Kind::pass && !lease_))) {
@@ -243,6 +249,7 @@ nlohmann::json RolloutController::status() const {
   {
     std::lock_guard lock(mu_);
     j = rollout::to_json(state_->machine.status());
+    j["experiment"] = name_;
     if (shared_) {
       j["sync"] = {{"store", "redis"},
                    {"loaded", loaded_},
@@ -285,7 +292,7 @@ bool RolloutController::operate(Verb verb, double weight) {
   return changed;
 }
 
-void RolloutController::reconfigure(const config::Config& config) {
+void RolloutController::reconfigure(const config::ExperimentConfig& config) {
   bool changed = false;
   {
     std::lock_guard lock(mu_);
@@ -300,7 +307,8 @@ void RolloutController::reconfigure(const config::Config& config) {
       // on empty windows (insufficient data until min_requests again).
       state_->replace_windows(config.rollout.analysis.window);
       log::info("analysis window changed: the rollout windows restart empty",
-                {{"key", "rollout.analysis.window"},
+                {{"experiment", name_},
+                 {"key", "rollout.analysis.window"},
                  {"from_seconds", std::chrono::duration<double>(old_window).count()},
                  {"to_seconds", std::chrono::duration<double>(config.rollout.analysis.window).count()}});
     }
@@ -368,7 +376,10 @@ bool RolloutController::shared_observed(const std::optional<std::string>& stored
       // No key (first replica ever, or Redis lost it): our state is the last
       // known one and gets written as is.
       confirmed_.reset();
-      if (first) log::info("no shared rollout state yet: this replica writes its own", {{"version", m.version()}});
+      if (first) {
+        log::info("no shared rollout state yet: this replica writes its own",
+                  {{"experiment", name_}, {"version", m.version()}});
+      }
       publish();
       return true;
     }
@@ -393,7 +404,8 @@ bool RolloutController::shared_observed(const std::optional<std::string>& stored
     if (first || before.state != adopted.state || before.weight != adopted.weight || before.step != adopted.step ||
         before.epoch != adopted.epoch) {
       log::info(first ? "rollout state loaded from the shared store" : "rollout state changed by another replica",
-                {{"state", rollout::state_name(adopted.state)},
+                {{"experiment", name_},
+                 {"state", rollout::state_name(adopted.state)},
                  {"step", adopted.step},
                  {"weight", adopted.weight},
                  {"reason", adopted.reason},
@@ -408,7 +420,7 @@ bool RolloutController::shared_observed(const std::optional<std::string>& stored
 
 void RolloutController::set_lease(bool held) {
   std::lock_guard lock(mu_);
-  if (held != lease_) log::info(held ? "rollout lease acquired" : "rollout lease lost");
+  if (held != lease_) log::info(held ? "rollout lease acquired" : "rollout lease lost", {{"experiment", name_}});
   lease_ = held;
 }
 

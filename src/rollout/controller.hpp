@@ -45,7 +45,13 @@ class RolloutState;  // pimpl over rollout::Rollout + windows
 
 class RolloutController {
  public:
-  RolloutController(const config::Config& config, metrics::Metrics* metrics, const Clock& clock);
+  // One experiment's rollout (issue 17); `index` is its place in
+  // config.experiments, the `experiment` label of its metrics.
+  RolloutController(const config::ExperimentConfig& experiment, metrics::Metrics* metrics, const Clock& clock,
+                    std::size_t index = 0);
+  // The top-level split's experiment, "default" (tests, simulate).
+  RolloutController(const config::Config& config, metrics::Metrics* metrics, const Clock& clock)
+      : RolloutController(config::default_experiment(config), metrics, clock, 0) {}
   ~RolloutController();
 
   // Hot path, any thread.
@@ -91,7 +97,10 @@ class RolloutController {
   // A reload: new steps/thresholds; the current state, step and weight stay.
   // A changed analysis.window swaps in new, empty windows (recorders on other
   // threads move over at their next record(); the old ones are kept alive).
-  void reconfigure(const config::Config& config);
+  void reconfigure(const config::ExperimentConfig& experiment);
+  void reconfigure(const config::Config& config) { reconfigure(config::default_experiment(config)); }
+  const std::string& experiment() const { return name_; }
+  std::size_t index() const { return index_; }
   // analysis.interval as last configured (RolloutSync sizes the lease from it).
   config::Duration analysis_interval() const;
 
@@ -140,6 +149,8 @@ class RolloutController {
   void record_verdict_only(const rollout::Verdict& verdict);
   void notify();
 
+  std::string name_;       // the experiment's name (logs, status)
+  std::size_t index_ = 0;  // its index in config.experiments (metric labels)
   std::unique_ptr<RolloutState> state_;
   mutable std::mutex mu_;
   metrics::Metrics* metrics_;

@@ -14,9 +14,6 @@
 namespace canaryd::store {
 class Stores;
 }
-namespace canaryd::admin {
-class History;
-}
 
 namespace canaryd::server {
 
@@ -26,7 +23,6 @@ using proxy::Runtime;
 // what only canaryd's own endpoints use, the lifecycle flags and the current
 // config generation.
 struct App : proxy::Services {
-  admin::History* history = nullptr;  // 15 minutes of per-arm samples for /admin/history and /admin/ui
   // Every I/O thread's store (each worker holds its own): /health, served on
   // one thread, reports all of them (each thread has its own Redis connection).
   const store::Stores* stores = nullptr;

@@ -49,23 +49,40 @@ nlohmann::json health(App& app, Request& ctx) {
   nlohmann::json j;
   bool draining = app.draining.load();
   j["status"] = draining ? "draining" : "ok";
-  j["split"] = {{"control", cfg.split.control},
-                {"canary", cfg.split.canary},
-                {"salt_set", !cfg.split.salt.empty()},
-                {"sticky_key", cfg.split.sticky_key},
-                {"pin_ttl_seconds", std::chrono::duration<double>(cfg.split.pin_ttl).count()},
-                {"override_header", cfg.split.override_header}};
-  if (app.rollout) {
-    nlohmann::json st = app.rollout->status();
-    j["rollout"] = {
-        {"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
-    if (st.contains("arms")) {
-      for (auto& [arm, a] : st["arms"].items()) {
-        j["error_rates"][arm] = a.value("error_rate", 0.0);
-        j["arms"][arm] = {{"requests", a.value("requests", 0)}, {"error_rate", a.value("error_rate", 0.0)}};
+  // split, rollout and arms: the experiment "default" (the top-level split),
+  // else the first; "experiments": each one's split and rollout (issue 17).
+  std::size_t main_index = 0;
+  if (int d = cfg.experiment_index(config::kDefaultExperiment); d >= 0) main_index = static_cast<std::size_t>(d);
+  for (std::size_t i = 0; i < cfg.experiments.size(); ++i) {
+    const config::ExperimentConfig& x = cfg.experiments[i];
+    const config::SplitConfig& sp = x.split;
+    nlohmann::json split = {{"control", sp.control},
+                            {"canary", sp.canary},
+                            {"salt_set", !sp.salt.empty()},
+                            {"sticky_key", sp.sticky_key},
+                            {"pin_ttl_seconds", std::chrono::duration<double>(sp.pin_ttl).count()},
+                            {"override_header", sp.override_header}};
+    nlohmann::json e = {{"name", x.name}, {"split", split}};
+    nlohmann::json arms;
+    if (i < app.experiments.size() && app.experiments[i].rollout) {
+      nlohmann::json st = app.experiments[i].rollout->status();
+      e["rollout"] = {
+          {"state", st.value("state", "")}, {"step", st.value("step", 0)}, {"weight", st.value("weight", 0.0)}};
+      if (st.contains("arms")) arms = st["arms"];
+    }
+    if (i == main_index) {
+      j["split"] = split;
+      if (e.contains("rollout")) j["rollout"] = e["rollout"];
+      if (arms.is_object()) {
+        for (auto& [arm, a] : arms.items()) {
+          j["error_rates"][arm] = a.value("error_rate", 0.0);
+          j["arms"][arm] = {{"requests", a.value("requests", 0)}, {"error_rate", a.value("error_rate", 0.0)}};
+        }
       }
     }
+    j["experiments"].push_back(std::move(e));
   }
+  j["default_upstream"] = cfg.unmatched_upstream().name;
   if (ctx.thread.store) {
     // Every I/O thread's store, not only the one serving this request: each
     // thread has its own Redis connection.
@@ -129,7 +146,7 @@ net::awaitable<bool> handle_own(Worker& worker, Request& ctx) {
     co_return co_await respond(ctx, http::status::ok, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
   }
   if (path.rfind("/admin/", 0) == 0 || path == "/admin") {
-    const admin::Services services{app.rollout, app.report, app.history, app.shadow};
+    const admin::Services services{app.experiments, app.shadow};
     admin::Answer answer =
         admin::handle(services, *ctx.rt->config,
                       {ctx.req.method_string(), path, ctx.req.body(), ctx.req[http::field::authorization]});

@@ -56,7 +56,7 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
     Shadow& s;
     ~Slot() { s.shadow_call_ended(); }
   } slot{owner};
-  const config::UpstreamConfig& up = pair->config->canary();
+  const config::UpstreamConfig& up = pair->config->upstreams.at(pair->exp().split.canary);
   AnswerSummary& s = pair->shadow;
   upstream::Connection* current = nullptr;
   upstream::Exchange ex = co_await upstream::start_exchange(std::move(pool), up, head, body, false, &current);
@@ -125,8 +125,8 @@ net::awaitable<void> shadow_call(Shadow& owner, std::shared_ptr<ShadowPair> pair
 
 // ---------------------------------------------------------------------------- ShadowPair
 
-ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> cfg)
-    : config(std::move(cfg)), owner_(owner) {}
+ShadowPair::ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> cfg, std::size_t exp)
+    : config(std::move(cfg)), experiment(exp), owner_(owner) {}
 
 ShadowPair::~ShadowPair() = default;
 
@@ -157,7 +157,7 @@ void ShadowPair::finish() {
   if (finished_) return;
   finished_ = true;
   if (control_abandoned_) {
-    owner_.dropped(Shadow::Drop::control_incomplete);
+    owner_.dropped(experiment, Shadow::Drop::control_incomplete);
     return;
   }
   const auto& pricing = config->pricing;
@@ -209,24 +209,25 @@ bool Shadow::take_token(double per_second) {
   return true;
 }
 
-std::shared_ptr<ShadowPair> Shadow::admit(const std::shared_ptr<const config::Config>& config, bool canary_off) {
+std::shared_ptr<ShadowPair> Shadow::admit(const std::shared_ptr<const config::Config>& config, std::size_t experiment,
+                                          bool canary_off) {
   const config::ShadowConfig& cfg = config->shadow;
   if (!cfg.enabled || cfg.percent <= 0 || !sample(cfg.percent)) return nullptr;
   if (canary_off) {
-    dropped(Drop::rolled_back);
+    dropped(experiment, Drop::rolled_back);
     return nullptr;
   }
   if (in_flight_.fetch_add(1, std::memory_order_relaxed) >= static_cast<std::int64_t>(cfg.max_in_flight)) {
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
-    dropped(Drop::in_flight);
+    dropped(experiment, Drop::in_flight);
     return nullptr;
   }
   if (!take_token(cfg.max_per_second)) {
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
-    dropped(Drop::rate);
+    dropped(experiment, Drop::rate);
     return nullptr;
   }
-  auto pair = std::make_shared<ShadowPair>(*this, config);
+  auto pair = std::make_shared<ShadowPair>(*this, config, experiment);
   {
     std::lock_guard lock(mu_);
     pair->log_bodies = cfg.log_bodies && bodies_ != nullptr;
@@ -240,9 +241,9 @@ void Shadow::start(const net::any_io_executor& ex, std::shared_ptr<ShadowPair> p
                 net::detached);
 }
 
-void Shadow::dropped(Drop why) {
+void Shadow::dropped(std::size_t experiment, Drop why) {
   const auto i = static_cast<std::size_t>(why);
-  if (metrics_) metrics_->add_shadow_drop(i);
+  if (metrics_) metrics_->add_shadow_drop(experiment, i);
   std::lock_guard lock(mu_);
   ++totals_.dropped[i];
 }
@@ -250,9 +251,9 @@ void Shadow::dropped(Drop why) {
 void Shadow::record(const ShadowPair& pair, const Comparison& c) {
   const auto r = static_cast<std::size_t>(c.result);
   if (metrics_) {
-    metrics_->add_shadow_result(r);
-    metrics_->observe_shadow_latency_delta(c.latency_delta_seconds);
-    metrics_->add_shadow_cost_delta(c.shadow_cost_usd - c.control_cost_usd);
+    metrics_->add_shadow_result(pair.experiment, r);
+    metrics_->observe_shadow_latency_delta(pair.experiment, c.latency_delta_seconds);
+    metrics_->add_shadow_cost_delta(pair.experiment, c.shadow_cost_usd - c.control_cost_usd);
   }
 
   nlohmann::json line;
@@ -260,8 +261,9 @@ void Shadow::record(const ShadowPair& pair, const Comparison& c) {
   line["time"] = rfc3339(clock_.wall());
   line["request_id"] = pair.request_id;
   line["path"] = pair.path;
-  line["control"] = pair.config->split.control;
-  line["canary"] = pair.config->split.canary;
+  line["experiment"] = pair.exp().name;
+  line["control"] = pair.exp().split.control;
+  line["canary"] = pair.exp().split.canary;
   line["control_model"] = pair.control_model;
   line["shadow_model"] = pair.shadow_model;
   line["stream"] = pair.stream;

@@ -58,7 +58,9 @@ class Shadow;
 // (its client left), the comparison is dropped and counted.
 class ShadowPair {
  public:
-  ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> config);
+  // `experiment`: the index in config->experiments of the experiment whose
+  // control served the request (its canary gets the shadow).
+  ShadowPair(Shadow& owner, std::shared_ptr<const config::Config> config, std::size_t experiment = 0);
   ~ShadowPair();
   ShadowPair(const ShadowPair&) = delete;
   ShadowPair& operator=(const ShadowPair&) = delete;
@@ -74,6 +76,8 @@ class ShadowPair {
   void log_text(std::string& side, std::string_view text) const;
 
   std::shared_ptr<const config::Config> config;  // the generation the pair was made under
+  std::size_t experiment = 0;
+  const config::ExperimentConfig& exp() const { return config->experiments.at(experiment); }
   std::string request_id;
   std::string path;
   std::string control_model;  // as sent to each arm
@@ -112,8 +116,9 @@ class Shadow {
   void configure(const config::ShadowConfig& cfg);
 
   // For a split request control is about to serve: sampling, then the caps.
-  // `canary_off`: the rollout is aborted. Returns null when not mirrored.
-  std::shared_ptr<ShadowPair> admit(const std::shared_ptr<const config::Config>& config, bool canary_off);
+  // `canary_off`: the experiment's rollout is aborted. Returns null when not mirrored.
+  std::shared_ptr<ShadowPair> admit(const std::shared_ptr<const config::Config>& config, std::size_t experiment,
+                                    bool canary_off);
 
   // Sends the pair's request to the canary on `ex` (the request's own I/O
   // thread) and reads the answer to the end; never throws, never blocks.
@@ -125,7 +130,7 @@ class Shadow {
 
   // The comparison of one finished pair (called by ShadowPair).
   void record(const ShadowPair& pair, const Comparison& c);
-  void dropped(Drop why);
+  void dropped(std::size_t experiment, Drop why);
   void shadow_call_ended() { in_flight_.fetch_sub(1, std::memory_order_relaxed); }
   std::int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 

@@ -15,6 +15,7 @@
 #include "common/log.hpp"
 #include "rollout/controller.hpp"
 #include "store/redis_topology.hpp"
+#include "store/store.hpp"
 
 namespace canaryd::store {
 namespace {
@@ -127,8 +128,9 @@ std::shared_ptr<RolloutSync> RolloutSync::create(net::any_io_executor executor, 
                                        std::move(topology));
 }
 
-RolloutSync::Keys RolloutSync::keys(const std::string& ns) {
-  const std::string tag = "{" + ns + "}";
+RolloutSync::Keys RolloutSync::keys(const std::string& ns, const std::string& experiment) {
+  // The experiment's namespace, as its pins use it ("<ns>" or "<ns>:<experiment>").
+  const std::string tag = "{" + store::pin_namespace(ns, experiment) + "}";
   return {tag + ":rollout", tag + ":rollout:lease", tag + ":rollout:events"};
 }
 
@@ -145,9 +147,12 @@ RolloutSync::RolloutSync(Private, net::any_io_executor executor, const config::C
       wake_timer_(executor_),
       events_timer_(executor_) {
   const config::RedisConfig& redis = *config.redis;
-  keys_ = keys(redis.ns);
+  keys_ = keys(redis.ns, controller.experiment());
   legacy_ = legacy_keys(redis.ns);
-  both_layouts_ = redis.mode != config::RedisMode::cluster;
+  // Only the default experiment existed before issue 16.
+  const bool is_default = controller.experiment() == config::kDefaultExperiment;
+  both_layouts_ = is_default && redis.mode != config::RedisMode::cluster;
+  legacy_checked_ = !is_default;
   auto tls = redis.tls ? store::RedisClient::make_tls_context(redis) : nullptr;
   // Both connections follow one watcher: the process's, or one of our own
   // (its failovers are not counted: the process's watcher counts them).
@@ -307,7 +312,8 @@ net::awaitable<void> RolloutSync::sync_once() {
   auto malformed = [&] {
     client_->report_error(kOp);
     controller_.set_shared_healthy(false);
-    log::warn("the shared rollout state in Redis is malformed; keeping the local state", {{"key", keys_.state}});
+    log::warn("the shared rollout state in Redis is malformed; keeping the local state",
+              {{"key", keys_.state}, {"experiment", controller_.experiment()}});
   };
 
   // g++ 12 mis-destroys non-trivial locals declared inside a loop body that

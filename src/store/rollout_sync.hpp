@@ -6,6 +6,12 @@
 //   {<ns>}:rollout:lease   the advance lease: the replica id, SET PX, renewed every poll
 //   {<ns>}:rollout:events  a stream (XADD MAXLEN ~100) with one entry per written change
 //
+// One RolloutSync per experiment (issue 17). The experiment "default" (the
+// top-level split) keeps the keys above; any other experiment E has its own
+// three, {<ns>:E}:rollout, {<ns>:E}:rollout:lease and {<ns>:E}:rollout:events
+// (one hash tag per experiment: its script touches its slot alone), and no
+// layout from before issue 16 to keep in step.
+//
 // The three keys share the hash tag {<ns>}, so on Redis Cluster they live in
 // one slot and the compare-and-set, the lease check and the event stay one
 // script (issue 16). canaryd before issue 16 used <ns>:rollout... (no tag):
@@ -58,6 +64,7 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   // `topology`: Sentinel/Cluster, the process's watcher (Stores::topology());
   // null = one of its own for its two connections. Throws at start-up only
   // (an unreadable redis.ca_file).
+  // `controller.experiment()` names the keys.
   static std::shared_ptr<RolloutSync> create(boost::asio::any_io_executor executor, const config::Config& config,
                                              rollout::RolloutController& controller,
                                              store::RedisClient::ErrorSink on_error = {},
@@ -84,7 +91,9 @@ class RolloutSync : public std::enable_shared_from_this<RolloutSync> {
   struct Keys {
     std::string state, lease, events;
   };
-  static Keys keys(const std::string& ns);
+  // `experiment`: "default" (or "") is the top-level split's, whose keys are
+  // those of canaryd before issue 17.
+  static Keys keys(const std::string& ns, const std::string& experiment = "");
   static Keys legacy_keys(const std::string& ns);
 
  private:

@@ -17,4 +17,11 @@ std::string pin_key(std::string_view ns, std::uint64_t epoch, std::string_view s
   return out;
 }
 
+std::string pin_namespace(std::string_view ns, std::string_view experiment) {
+  if (experiment.empty() || experiment == config::kDefaultExperiment) return std::string(ns);
+  std::string out(ns);
+  out.append(":").append(experiment);
+  return out;
+}
+
 }  // namespace canaryd::store

@@ -26,6 +26,7 @@
 
 #include "canaryd/arm.hpp"
 #include "canaryd/clock.hpp"
+#include "canaryd/config.hpp"
 
 namespace canaryd::store {
 
@@ -49,6 +50,11 @@ class AssignmentStore {
 // Hashing keeps user ids out of the store and bounds the key length; the epoch
 // (bumped by a rollback) makes every older pin unreachable at once.
 std::string pin_key(std::string_view ns, std::uint64_t epoch, std::string_view sticky_key);
+
+// The `ns` of pin_key for an experiment (issue 17): redis.namespace for the
+// experiment "default" (the keys of canaryd before experiments), else
+// "<namespace>:<experiment>", so one experiment's pins never answer another's.
+std::string pin_namespace(std::string_view ns, std::string_view experiment);
 
 // The in-process store: sharded so I/O threads rarely contend, and bounded so a
 // flood of distinct users cannot grow memory without limit (when a shard is

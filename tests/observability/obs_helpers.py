@@ -28,17 +28,20 @@ UPSTREAM_KEYS = {"OBS_OPENAI_KEY": "sk-obs-openai-5b1c9d7e2f", "OBS_HOLYSHEEP_KE
 PROMETHEUS_BIN = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL_BIN = os.environ.get("PROMTOOL_BIN") or shutil.which("promtool") or "/usr/bin/promtool"
 
-# SPEC §7: name -> (type, labels other than le)
+# SPEC §7: name -> (type, labels other than le). The rollout and fallback
+# families carry the experiment label since issue 17 (one series set per
+# experiment, "default" for the top-level split); the seed's request families
+# do not change.
 SPEC_METRICS = {
     "ai_proxy_requests_total": ("counter", {"provider", "model", "status"}),
     "ai_proxy_request_duration_seconds": ("histogram", {"provider", "model"}),
     "ai_proxy_time_to_first_byte_seconds": ("histogram", {"provider", "model"}),
     "ai_proxy_tokens_total": ("counter", {"provider", "model", "type"}),
     "ai_proxy_cost_usd_total": ("counter", {"provider", "model"}),
-    "ai_proxy_fallbacks_total": ("counter", {"from", "to", "reason"}),
-    "ai_proxy_canary_weight": ("gauge", set()),
-    "ai_proxy_rollout_state": ("gauge", {"state"}),
-    "ai_proxy_rollbacks_total": ("counter", {"reason"}),
+    "ai_proxy_fallbacks_total": ("counter", {"experiment", "from", "to", "reason"}),
+    "ai_proxy_canary_weight": ("gauge", {"experiment"}),
+    "ai_proxy_rollout_state": ("gauge", {"experiment", "state"}),
+    "ai_proxy_rollbacks_total": ("counter", {"experiment", "reason"}),
     "ai_proxy_redis_errors_total": ("counter", {"op"}),
     "ai_proxy_inflight_requests": ("gauge", set()),
     "ai_proxy_overhead_seconds": ("histogram", set()),

@@ -317,58 +317,94 @@ TEST(MetricsTest, LogDroppedCountsLinesTheFullQueueOverran) {
   sink->release();
 }
 
+// Issue 17: the rollout, fallback, judge and shadow families have one series
+// set per experiment; the seed's request families keep their labels.
+TEST(MetricsTest, ExperimentLabelIsBoundedByTheConfig) {
+  Metrics::Setup setup = test_setup();
+  setup.experiments = {"gpt", "claude"};
+  Metrics metrics(setup);
+  metrics.set_canary_weight(1, 25);
+  metrics.set_rollout_state(0, "aborted");
+  metrics.set_rollout_state(1, "progressing");
+  metrics.add_rollback(0, "error_rate");
+  metrics.add_fallback(1, "holysheep", "openai", "5xx");
+  metrics.add_shadow_result(1, 0);
+  metrics.add_rollback(7, "error_rate");  // no such experiment: ignored
+  const std::string text = metrics.expose();
+  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight", {{"experiment", "gpt"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight", {{"experiment", "claude"}}), 25);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "gpt"}, {"state", "aborted"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "claude"}, {"state", "aborted"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "claude"}, {"state", "progressing"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "gpt"}, {"reason", "error_rate"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "claude"}, {"reason", "error_rate"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total",
+                     {{"experiment", "claude"}, {"from", "holysheep"}, {"to", "openai"}, {"reason", "5xx"}}),
+            1);
+  EXPECT_EQ(value_of(text, "ai_proxy_shadow_requests_total", {{"experiment", "claude"}, {"result", "both_succeeded"}}),
+            1);
+  EXPECT_EQ(series_count(text, "ai_proxy_canary_weight"), 2u);
+  EXPECT_EQ(text.find("experiment=\"default\""), std::string::npos);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_requests_total", {{"provider", "openai"}, {"model", "other"}, {"status", "error"}}), 0);
+}
+
 TEST(MetricsTest, FixedLabelSetsExistAtZero) {
   Metrics metrics(test_setup());
   const std::string text = metrics.expose();
   for (auto reason : kFallbackReasons) {
-    EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total",
-                       {{"from", "holysheep"}, {"to", "openai"}, {"reason", std::string(reason)}}),
-              0);
+    EXPECT_EQ(
+        value_of(text, "ai_proxy_fallbacks_total",
+                 {{"experiment", "default"}, {"from", "holysheep"}, {"to", "openai"}, {"reason", std::string(reason)}}),
+        0);
   }
   EXPECT_EQ(series_count(text, "ai_proxy_fallbacks_total"), 2 * std::size(kFallbackReasons));
   for (auto state : kRolloutStates) {
-    EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"state", std::string(state)}}), 0);
+    EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "default"}, {"state", std::string(state)}}), 0);
   }
   for (auto reason : kRollbackReasons) {
-    EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", std::string(reason)}}), 0);
+    EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "default"}, {"reason", std::string(reason)}}),
+              0);
   }
   for (auto op : kRedisOps) {
     EXPECT_EQ(value_of(text, "ai_proxy_redis_errors_total", {{"op", std::string(op)}}), 0);
   }
-  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight"), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight", {{"experiment", "default"}}), 0);
   EXPECT_EQ(value_of(text, "ai_proxy_inflight_requests"), 0);
   EXPECT_EQ(value_of(text, "ai_proxy_overhead_seconds_count"), 0);
 }
 
 TEST(MetricsTest, EventsLandOnTheirFixedLabels) {
   Metrics metrics(test_setup());
-  metrics.add_fallback("holysheep", "openai", "timeout");
-  metrics.add_fallback("holysheep", "openai", "something-new");
-  metrics.add_fallback("holysheep", "nowhere", "timeout");  // ignored
-  metrics.add_rollback("error_rate");
-  metrics.add_rollback("cosmic-ray");
+  metrics.add_fallback(0, "holysheep", "openai", "timeout");
+  metrics.add_fallback(0, "holysheep", "openai", "something-new");
+  metrics.add_fallback(0, "holysheep", "nowhere", "timeout");  // ignored
+  metrics.add_rollback(0, "error_rate");
+  metrics.add_rollback(0, "cosmic-ray");
   metrics.add_redis_error("pin");
   metrics.add_redis_error("eval");
-  metrics.set_canary_weight(25);
-  metrics.set_rollout_state("paused");
-  metrics.set_rollout_state("aborted");
-  metrics.set_rollout_state("bogus");  // ignored: stays aborted
+  metrics.set_canary_weight(0, 25);
+  metrics.set_rollout_state(0, "paused");
+  metrics.set_rollout_state(0, "aborted");
+  metrics.set_rollout_state(0, "bogus");  // ignored: stays aborted
   metrics.inflight_add(3);
   metrics.inflight_add(-1);
   const std::string text = metrics.expose();
-  EXPECT_EQ(
-      value_of(text, "ai_proxy_fallbacks_total", {{"from", "holysheep"}, {"to", "openai"}, {"reason", "timeout"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total", {{"from", "holysheep"}, {"to", "openai"}, {"reason", "other"}}),
+  EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total",
+                     {{"experiment", "default"}, {"from", "holysheep"}, {"to", "openai"}, {"reason", "timeout"}}),
+            1);
+  EXPECT_EQ(value_of(text, "ai_proxy_fallbacks_total",
+                     {{"experiment", "default"}, {"from", "holysheep"}, {"to", "openai"}, {"reason", "other"}}),
             1);
   EXPECT_EQ(text.find("nowhere"), std::string::npos);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "error_rate"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "other"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "default"}, {"reason", "error_rate"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "default"}, {"reason", "other"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_redis_errors_total", {{"op", "pin"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_redis_errors_total", {{"op", "other"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight"), 25);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"state", "aborted"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"state", "paused"}}), 0);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"state", "progressing"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_canary_weight", {{"experiment", "default"}}), 25);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "default"}, {"state", "aborted"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "default"}, {"state", "paused"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollout_state", {{"experiment", "default"}, {"state", "progressing"}}), 0);
   EXPECT_EQ(value_of(text, "ai_proxy_inflight_requests"), 2);
 }
 
@@ -496,9 +532,9 @@ TEST(MetricsTest, PassesPromtoolCheckMetrics) {
   const int p = metrics.provider_index("openai");
   metrics.observe_request(p, 0, Metrics::Status::success, 0.7);
   metrics.add_tokens(p, 0, 100, 200);
-  metrics.add_fallback("holysheep", "openai", "5xx");
-  metrics.set_rollout_state("progressing");
-  metrics.set_canary_weight(10);
+  metrics.add_fallback(0, "holysheep", "openai", "5xx");
+  metrics.set_rollout_state(0, "progressing");
+  metrics.set_canary_weight(0, 10);
 
   char path[] = "/tmp/canaryd_metrics_XXXXXX";
   const int fd = mkstemp(path);
@@ -535,7 +571,7 @@ TEST(MetricsTest, JudgeFamilies) {
   EXPECT_EQ(series_count(text, "ai_proxy_analysis_check"), config::kCheckCount * std::size(kCheckOutcomes));
   EXPECT_EQ(series_count(text, "ai_proxy_analysis_verdicts_total"), std::size(kVerdictKinds));
   EXPECT_EQ(series_count(text, "ai_proxy_analysis_holds_total"), std::size(kHoldReasons));
-  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "quality"}}), 0);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "default"}, {"reason", "quality"}}), 0);
 
   QualityFlags q;
   q.mark(QualitySignal::truncated, true);
@@ -547,24 +583,33 @@ TEST(MetricsTest, JudgeFamilies) {
   outcomes.fill(-1);
   outcomes[0] = 0;  // error_rate pass
   outcomes[2] = 2;  // duration inconclusive
-  metrics.observe_verdict("inconclusive", outcomes, true, 0.15);
-  metrics.add_analysis_hold("srm");
-  metrics.add_rollback("quality");
+  metrics.observe_verdict(0, "inconclusive", outcomes, true, 0.15);
+  metrics.add_analysis_hold(0, "srm");
+  metrics.add_rollback(0, "quality");
   text = metrics.expose();
   EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "holysheep"}, {"signal", "truncated"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_quality_flagged_total", {{"provider", "holysheep"}, {"signal", "truncated"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "holysheep"}, {"signal", "empty"}}), 1);
   EXPECT_EQ(value_of(text, "ai_proxy_quality_flagged_total", {{"provider", "holysheep"}, {"signal", "empty"}}), 0);
   EXPECT_EQ(value_of(text, "ai_proxy_quality_answers_total", {{"provider", "openai"}, {"signal", "truncated"}}), 0);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_verdicts_total", {{"kind", "inconclusive"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "error_rate"}, {"outcome", "pass"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "error_rate"}, {"outcome", "fail"}}), 0);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "duration"}, {"outcome", "inconclusive"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check", {{"check", "ttfb"}, {"outcome", "pass"}}), 0);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_srm_mismatch"), 1);
-  EXPECT_DOUBLE_EQ(value_of(text, "ai_proxy_analysis_canary_user_share"), 0.15);
-  EXPECT_EQ(value_of(text, "ai_proxy_analysis_holds_total", {{"reason", "srm"}}), 1);
-  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"reason", "quality"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_verdicts_total", {{"experiment", "default"}, {"kind", "inconclusive"}}),
+            1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check",
+                     {{"experiment", "default"}, {"check", "error_rate"}, {"outcome", "pass"}}),
+            1);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check",
+                     {{"experiment", "default"}, {"check", "error_rate"}, {"outcome", "fail"}}),
+            0);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_check",
+                     {{"experiment", "default"}, {"check", "duration"}, {"outcome", "inconclusive"}}),
+            1);
+  EXPECT_EQ(
+      value_of(text, "ai_proxy_analysis_check", {{"experiment", "default"}, {"check", "ttfb"}, {"outcome", "pass"}}),
+      0);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_srm_mismatch", {{"experiment", "default"}}), 1);
+  EXPECT_DOUBLE_EQ(value_of(text, "ai_proxy_analysis_canary_user_share", {{"experiment", "default"}}), 0.15);
+  EXPECT_EQ(value_of(text, "ai_proxy_analysis_holds_total", {{"experiment", "default"}, {"reason", "srm"}}), 1);
+  EXPECT_EQ(value_of(text, "ai_proxy_rollbacks_total", {{"experiment", "default"}, {"reason", "quality"}}), 1);
 }
 
 }  // namespace

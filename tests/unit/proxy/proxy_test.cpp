@@ -273,7 +273,7 @@ class ProxyTest : public ::testing::Test {
     metrics_ = std::make_unique<metrics::Metrics>(*shared);
     rollout_ = std::make_unique<rollout::RolloutController>(*shared, metrics_.get(), SystemClock::instance());
     services_.metrics = metrics_.get();
-    services_.rollout = rollout_.get();
+    services_.experiments = {{"default", rollout_.get(), nullptr, nullptr}};
   }
 
   // Serves one request with proxy::proxy() on the server end of a socket
@@ -370,7 +370,7 @@ TEST_F(ProxyTest, AFailedCanaryAttemptFallsBackAndBothAttemptsAreAccounted) {
   EXPECT_EQ(arms["control"]["errors"], 0);
   EXPECT_EQ(metric("ai_proxy_requests_total{model=\"gpt-4.1\",provider=\"cny\",status=\"error\"}"), 1);
   EXPECT_EQ(metric("ai_proxy_requests_total{model=\"gpt-4.1\",provider=\"ctl\",status=\"success\"}"), 1);
-  EXPECT_EQ(metric("ai_proxy_fallbacks_total{from=\"cny\",reason=\"5xx\",to=\"ctl\"}"), 1);
+  EXPECT_EQ(metric("ai_proxy_fallbacks_total{experiment=\"default\",from=\"cny\",reason=\"5xx\",to=\"ctl\"}"), 1);
   EXPECT_EQ(services_.inflight.load(), 0);
 }
 
