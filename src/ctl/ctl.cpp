@@ -24,8 +24,9 @@ namespace http = beast::http;
 
 constexpr const char* kUsage =
     "usage: canaryd ctl [--url http://host:8080] [--token TOKEN] "
-    "status|pause|resume|promote|abort|retry|weight N|report\n"
-    "  the token defaults to $CANARYD_ADMIN_TOKEN; the URL to $CANARYD_URL or http://127.0.0.1:8080\n";
+    "[--experiment NAME] status|list|pause|resume|promote|abort|retry|weight N|report\n"
+    "  the token defaults to $CANARYD_ADMIN_TOKEN; the URL to $CANARYD_URL or http://127.0.0.1:8080\n"
+    "  --experiment: the experiment to act on (default: the only one; with several, status lists them)\n";
 
 struct Url {
   std::string host;
@@ -348,10 +349,58 @@ std::string render_report(const nlohmann::json& r) {
   return o.str();
 }
 
+std::string render_experiments(const nlohmann::json& j) {
+  std::ostringstream o;
+  o << "  EXPERIMENT       MATCH                              CONTROL -> CANARY          STATE        WEIGHT  VERDICT\n";
+  const auto& list = member(j, "experiments");
+  if (list.is_array()) {
+    for (const auto& e : list) {
+      std::string match;
+      const auto& m = member(e, "match");
+      if (member(m, "any").is_boolean()) match = "everything else";
+      for (const char* k : {"models", "routes"}) {
+        if (const auto& v = member(m, k); v.is_array()) {
+          for (const auto& x : v) match += (match.empty() ? "" : ", ") + (x.is_string() ? x.get<std::string>() : "?");
+        }
+      }
+      if (const auto& h = member(m, "header"); h.is_object()) {
+        match += (match.empty() ? "" : ", ") + text(h, "name", "?") + ": " + text(h, "value", "");
+      }
+      const std::string arms = text(e, "control", "?") + " -> " + text(e, "canary", "?");
+      char line[512];
+      std::snprintf(line, sizeof line, "  %-16s %-34s %-26s %-12s %-7s %s\n", text(e, "name", "?").c_str(),
+                    match.c_str(), arms.c_str(), text(e, "state", "?").c_str(),
+                    (num(member(e, "weight"), "%g") + "%").c_str(), text(e, "verdict", "-").c_str());
+      o << line;
+    }
+  }
+  if (const auto& d = member(j, "default_upstream"); d.is_string()) {
+    o << "\nRequests no experiment matches go to " << d.get<std::string>() << ".\n";
+  }
+  return o.str();
+}
+
+std::string render_reports(const nlohmann::json& r) {
+  std::ostringstream o;
+  if (const auto& list = member(r, "experiments"); list.is_array()) {
+    for (const auto& e : list) o << "Experiment " << text(e, "experiment", "?") << "\n" << render_report(e) << "\n";
+  }
+  const auto& t = member(r, "total");
+  o << "Total (" << count(member(t, "experiments")) << " experiments): $" << num(member(t, "cost_usd"), "%.4f")
+    << " so far, $" << num(member(t, "projected_monthly_cost_usd"), "%.2f") << " a month projected";
+  if (const auto& saving = member(t, "projected_monthly_saving_usd"); saving.is_number()) {
+    o << "; moving every experiment's traffic to its canary would save $" << num(saving, "%.2f") << " a month";
+  }
+  o << "\n";
+  if (const auto& shadow = member(r, "shadow"); shadow.is_object()) o << "\n" << render_shadow(shadow);
+  return o.str();
+}
+
 int main(int argc, char** argv) {
   std::string url_text = std::getenv("CANARYD_URL") ? std::getenv("CANARYD_URL") : "http://127.0.0.1:8080";
   std::string token = std::getenv("CANARYD_ADMIN_TOKEN") ? std::getenv("CANARYD_ADMIN_TOKEN") : "";
   bool as_json = false;
+  std::string experiment;
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -361,6 +410,10 @@ int main(int argc, char** argv) {
       url_text = a.substr(6);
     } else if (a.rfind("--token=", 0) == 0) {
       token = a.substr(8);
+    } else if (a == "--experiment" && i + 1 < argc) {
+      experiment = argv[++i];
+    } else if (a.rfind("--experiment=", 0) == 0) {
+      experiment = a.substr(13);
     } else if (a == "--json") {
       as_json = true;
     } else if (a == "-h" || a == "--help") {
@@ -379,14 +432,30 @@ int main(int argc, char** argv) {
   http::verb method = http::verb::post;
   std::string path;
   std::string body;
-  if (verb == "status" || verb == "get") {
+  // One experiment's routes, or (no --experiment) those of the only one.
+  const std::string base = experiment.empty() ? "/admin/rollout" : "/admin/experiments/" + experiment;
+  if (verb == "list") {
     method = http::verb::get;
-    path = "/admin/rollout";
+    path = "/admin/experiments";
+  } else if (verb == "status" || verb == "get") {
+    method = http::verb::get;
+    path = base;
+    if (experiment.empty()) {
+      // Several experiments and none named: the list, not an error.
+      nlohmann::json list;
+      std::string error;
+      if (call(url, token, http::verb::get, "/admin/experiments", "", list, error) == 0 &&
+          member(list, "experiments").is_array() && member(list, "experiments").size() > 1) {
+        std::cout << (as_json ? list.dump(2) + "\n"
+                              : render_experiments(list) + "\nName one with --experiment NAME for its status.\n");
+        return 0;
+      }
+    }
   } else if (verb == "report") {
     method = http::verb::get;
-    path = "/admin/report";
+    path = experiment.empty() ? "/admin/report" : base + "/report";
   } else if (verb == "pause" || verb == "resume" || verb == "promote" || verb == "abort" || verb == "retry") {
-    path = "/admin/rollout/" + verb;
+    path = base + "/" + verb;
   } else if (verb == "weight" || verb == "set-weight") {
     if (args.size() != 2) {
       std::cerr << "canaryd ctl weight: give the percentage, e.g. `weight 25`\n";
@@ -398,7 +467,7 @@ int main(int argc, char** argv) {
       std::cerr << "canaryd ctl weight: '" << args[1] << "' is not a number\n";
       return 2;
     }
-    path = "/admin/rollout/weight";
+    path = base + "/weight";
     body = nlohmann::json{{"weight", w}}.dump();
   } else {
     std::cerr << "canaryd ctl: unknown verb '" << verb << "'\n" << kUsage;
@@ -413,7 +482,15 @@ int main(int argc, char** argv) {
   if (as_json) {
     std::cout << out.dump(2) << "\n";
   } else {
-    std::cout << (verb == "report" ? render_report(out) : render_status(out));
+    if (verb == "list") {
+      std::cout << render_experiments(out);
+    } else if (verb == "report") {
+      const auto& list = member(out, "experiments");
+      std::cout << (list.is_array() && list.size() > 1 ? render_reports(out) : render_report(out));
+    } else {
+      if (!experiment.empty()) std::cout << "Experiment: " << experiment << "\n";
+      std::cout << render_status(out);
+    }
   }
   return 0;
 }

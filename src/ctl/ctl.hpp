@@ -15,5 +15,9 @@ int main(int argc, char** argv);
 std::string render_status(const nlohmann::json& status);
 std::string render_report(const nlohmann::json& report);
 std::string render_shadow(const nlohmann::json& shadow);
+// GET /admin/experiments (issue 17): one line per experiment.
+std::string render_experiments(const nlohmann::json& list);
+// GET /admin/report with several experiments: each one's report, then the total.
+std::string render_reports(const nlohmann::json& report);
 
 }  // namespace canaryd::ctl

@@ -261,13 +261,16 @@ describe('status page /admin/ui in Chromium', () => {
     assert.doesNotMatch(body, /progressing|25%/, `no state after a wrong token: ${body}`);
     assert.equal(await page.evaluate(() => sessionStorage.getItem('canaryd.admin_token')), null,
       'a refused token is not kept');
-    assert.ok(adminAnswers.some(([u, st]) => u.endsWith('/admin/rollout') && st === 401), JSON.stringify(adminAnswers));
+    // The page's first call is the experiments list (issue 17).
+    assert.ok(adminAnswers.some(([u, st]) => u.endsWith('/admin/experiments') && st === 401), JSON.stringify(adminAnswers));
   });
 
   test('with the token: state, weight, steps, verdict, window figures and charts match the API', async () => {
     await page.fill('#token', TOKEN);
     await page.click('#login-button');
     await page.waitForSelector('#dashboard', { state: 'visible' });
+    // One card per experiment (issue 17): a config with only a top-level split has "default", selected.
+    await page.waitForSelector('#experiments .card.selected[data-experiment="default"]');
     assert.ok(await page.isHidden('#login'), 'the prompt goes away');
     assert.equal(await page.evaluate(() => sessionStorage.getItem('canaryd.admin_token')), TOKEN);
 

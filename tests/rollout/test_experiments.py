@@ -224,6 +224,37 @@ class ExperimentsTest(unittest.TestCase):
         self.assertAlmostEqual(rep["total"]["projected_monthly_cost_usd"],
                                sum(x["projected_monthly_cost_usd"] for x in rep["experiments"]))
 
+    def test_headers_access_log_and_ctl(self):
+        r1 = self.replicas[0]
+        for model, name in (("gpt-4.1", "gpt"), ("claude-sonnet-4.5", "claude"), ("mistral-large", "none")):
+            status, h = chat(r1.url, model, f"log-{name}")
+            self.assertEqual(status, 200)
+            self.assertEqual(h["x-canaryd-experiment"], name)
+        # The access log carries the experiment of each request.
+        for user_model, name in (("gpt-4.1", "gpt"), ("claude-sonnet-4.5", "claude"), ("mistral-large", "none")):
+            wait_until(lambda: any(l.get("experiment") == name and l.get("path") == "/v1/chat/completions"
+                                   for l in r1.log_lines()), 5, 0.05, f"an access line of experiment {name}")
+        # canaryd ctl: the list without --experiment, one experiment's status and verbs with it.
+        env = dict(os.environ, CANARYD_ADMIN_TOKEN=ADMIN_TOKEN, CANARYD_URL=r1.url)
+        out = subprocess.run([canaryd_bin(), "ctl", "status"], env=env, capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("gpt", out.stdout)
+        self.assertIn("claude", out.stdout)
+        self.assertIn("Name one with --experiment NAME", out.stdout)
+        out = subprocess.run([canaryd_bin(), "ctl", "--experiment", "claude", "weight", "7"], env=env,
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("Experiment: claude", out.stdout)
+        self.assertEqual(admin(r1, "/admin/experiments/claude")["weight"], 7)
+        self.assertEqual(admin(r1, "/admin/experiments/gpt")["weight"], 50, "the other experiment did not move")
+        out = subprocess.run([canaryd_bin(), "ctl", "pause"], env=env, capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(out.returncode, 0, "a verb without --experiment with two experiments names them")
+        self.assertIn("2 experiments (gpt, claude)", out.stderr)
+        out = subprocess.run([canaryd_bin(), "ctl", "report"], env=env, capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("Experiment gpt", out.stdout)
+        self.assertIn("Total (2 experiments)", out.stdout)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -226,5 +226,42 @@ TEST(RenderReport, ToleratesNullsAndMissingArms) {
   ASSERT_NO_THROW(render_report(nlohmann::json{{"arms", {{"control", 5}}}}));
 }
 
+// Issue 17: the experiments list and the report of several experiments.
+TEST(RenderExperiments, OneLineEach) {
+  nlohmann::json list = nlohmann::json::parse(R"({"experiments": [
+    {"name": "gpt", "match": {"models": ["gpt-4.1"]}, "control": "openai", "canary": "a", "state": "aborted",
+     "weight": 0, "verdict": "fail"},
+    {"name": "claude", "match": {"models": ["claude-*"], "header": {"name": "X-Team", "value": "web"}},
+     "control": "openai", "canary": "b", "state": "progressing", "weight": 25, "verdict": "pass"}],
+    "default_upstream": "openai"})");
+  const std::string out = render_experiments(list);
+  EXPECT_THAT(out, HasSubstr("gpt              gpt-4.1"));
+  EXPECT_THAT(out, HasSubstr("openai -> a"));
+  EXPECT_THAT(out, HasSubstr("aborted      0%      fail"));
+  EXPECT_THAT(out, HasSubstr("claude-*, X-Team: web"));
+  EXPECT_THAT(out, HasSubstr("progressing  25%     pass"));
+  EXPECT_THAT(out, HasSubstr("Requests no experiment matches go to openai."));
+  ASSERT_NO_THROW(render_experiments(nlohmann::json()));
+}
+
+TEST(RenderReports, EachExperimentThenTheTotal) {
+  auto a = sample_report();
+  a["experiment"] = "gpt";
+  auto b = sample_report();
+  b["experiment"] = "claude";
+  nlohmann::json r = {{"experiments", {a, b}},
+                      {"total",
+                       {{"experiments", 2},
+                        {"cost_usd", 1.5},
+                        {"projected_monthly_cost_usd", 1234.5},
+                        {"projected_monthly_saving_usd", 99.0}}}};
+  const std::string out = render_reports(r);
+  EXPECT_THAT(out, HasSubstr("Experiment gpt\n"));
+  EXPECT_THAT(out, HasSubstr("Experiment claude\n"));
+  EXPECT_THAT(out, HasSubstr("Total (2 experiments): $1.5000 so far, $1234.50 a month projected; moving every "
+                             "experiment's traffic to its canary would save $99.00 a month"));
+  ASSERT_NO_THROW(render_reports(nlohmann::json()));
+}
+
 }  // namespace
 }  // namespace canaryd::ctl
