@@ -324,12 +324,13 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: canaryd simulate --config FILE --scenario FILE [--scenario FILE ...] [--runs N] [--seed S]\n"
-    "                        [--threads N] [--json]\n"
+    "                        [--threads N] [--json] [--experiment NAME]\n"
     "Runs the rollout section of FILE (the real analysis and state machine) over the synthetic\n"
     "traffic of each scenario N times (default 1000) on a simulated clock and prints, per\n"
     "scenario, the share of runs rolled back / promoted / paused / still running and the time\n"
     "and canary requests to the decision. Scenario format: docs/rollout.md; examples in\n"
-    "config/scenarios/.\n";
+    "config/scenarios/. --experiment NAME runs that experiment's rollout (issue 17); the default is\n"
+    "the top-level rollout, or the only experiment.\n";
 
 bool parse_u64(const char* s, std::uint64_t& out) {
   char* end = nullptr;
@@ -345,6 +346,7 @@ bool parse_u64(const char* s, std::uint64_t& out) {
 // `canaryd simulate`: flags, scenarios, runs across threads, the table.
 int main(int argc, char** argv) {
   std::string config_path;
+  std::string experiment;
   std::vector<std::string> scenario_paths;
   Options options;
   bool json = false;
@@ -380,6 +382,10 @@ int main(int argc, char** argv) {
         options.seed = n;
       else
         options.threads = static_cast<unsigned>(std::min<std::uint64_t>(n, 256));
+    } else if (a == "--experiment") {
+      const char* v = value("--experiment");
+      if (!v) return 2;
+      experiment = v;
     } else if (a == "--json") {
       json = true;
     } else if (a == "--help" || a == "-h") {
@@ -404,6 +410,23 @@ int main(int argc, char** argv) {
     }
   } catch (const config::ConfigError& e) {
     std::cerr << "canaryd simulate: " << e.what() << "\n";
+    return 2;
+  }
+  // One experiment's rollout and split stand in for the top-level ones: the
+  // simulation below reads config.rollout and config.split.
+  if (experiment.empty() && config.split.control.empty() && config.experiments.size() == 1) {
+    experiment = config.experiments[0].name;
+  }
+  if (!experiment.empty()) {
+    const int i = config.experiment_index(experiment);
+    if (i < 0) {
+      std::cerr << "canaryd simulate: " << config_path << ": no experiment named \"" << experiment << "\"\n";
+      return 2;
+    }
+    config.rollout = config.experiments[static_cast<std::size_t>(i)].rollout;
+    config.split = config.experiments[static_cast<std::size_t>(i)].split;
+  } else if (config.split.control.empty()) {
+    std::cerr << "canaryd simulate: " << config_path << ": several experiments: name one with --experiment NAME\n";
     return 2;
   }
   if (config.rollout.steps.empty()) {

@@ -785,6 +785,17 @@ TEST(ConfigShipped, CanarydYamlLoads) {
   EXPECT_EQ(c.pricing.size(), 4u);
 }
 
+// The worked config of README "Migrating several models".
+TEST(ConfigShipped, ExperimentsYamlLoads) {
+  Config c = load_file(CANARYD_CONFIG_DIR "/experiments.yaml");
+  ASSERT_EQ(c.experiments.size(), 3u);
+  EXPECT_EQ(c.experiments[0].name, "gpt");
+  EXPECT_EQ(c.experiments[1].split.canary, "deepseek");
+  EXPECT_EQ(c.experiments[2].match.header_value, "batch");
+  EXPECT_EQ(c.unmatched_upstream().name, "openai");
+  EXPECT_TRUE(c.split.control.empty());
+}
+
 TEST(ConfigShipped, DemoYamlLoads) {
   Config c = load_file(CANARYD_CONFIG_DIR "/demo.yaml");
   EXPECT_EQ(c.server.listen_host, "127.0.0.1");
