@@ -6,6 +6,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <tuple>
 
 #include "http/headers.hpp"
 #include "http/strict.hpp"
@@ -236,20 +237,30 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     const auto& sc = rt->config->server;
     guard.handle.idle = true;
     if (app.draining.load(std::memory_order_relaxed) && !first && buffer.size() == 0) break;
-    // Between requests: no buffer and no timer of its own while it waits (a
-    // pipelined request is already in the buffer). The worker's sweep closes
-    // it past idle_timeout; readable, it takes a buffer and reads.
+    // Between requests (a pipelined one would already be in the buffer): no
+    // timer of its own, the worker's sweep closes it past idle_timeout. A
+    // client that sends again soon finds the read already queued with the
+    // buffer (no syscall). Idle past Worker::kKeepBuffer, the sweep ends that
+    // read: the buffer goes back to the pool and the session waits for
+    // readability alone (Asio queues that wait with one epoll_ctl).
     if (!first && buffer.size() == 0) {
-      worker.give_buffer(std::move(buffer));
       worker.idle_started(&guard.handle, sc.idle_timeout);
       stream.expires_never();
-      auto [wec] = co_await stream.socket().async_wait(net::ip::tcp::socket::wait_read, kTuple);
-      if (wec || guard.handle.idle_limit.count() == 0) break;  // idle timeout, the client closed, or a drain cut
-      buffer = worker.take_buffer();
-      buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
-      stream.expires_after(sc.header_timeout);
-      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
-      if (rec) break;  // closed
+      guard.handle.reading = true;
+      beast::error_code rec;
+      std::size_t n = 0;
+      std::tie(rec, n) = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
+      guard.handle.reading = false;
+      if (rec == net::error::operation_aborted && guard.handle.demoted && guard.handle.idle_limit.count() != 0) {
+        worker.give_buffer(std::move(buffer));
+        auto [wec] = co_await stream.socket().async_wait(net::ip::tcp::socket::wait_read, kTuple);
+        if (wec || guard.handle.idle_limit.count() == 0) break;  // idle timeout, the client closed, or a drain cut
+        buffer = worker.take_buffer();
+        buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
+        stream.expires_after(sc.header_timeout);
+        std::tie(rec, n) = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
+      }
+      if (rec) break;  // closed, idle timeout or a drain cut
       buffer.commit(n);
     }
     buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);

@@ -52,6 +52,7 @@ void Worker::give_buffer(boost::beast::flat_buffer&& buffer) {
 void Worker::idle_started(SessionHandle* s, std::chrono::milliseconds limit) {
   s->idle_since = std::chrono::steady_clock::now();
   s->idle_limit = limit;
+  s->demoted = false;
   if (!idle_armed_) arm_idle_sweep();
 }
 
@@ -72,6 +73,11 @@ void Worker::sweep_idle() {
     if (!s->idle || s->idle_limit.count() == 0) continue;
     if (now - s->idle_since < s->idle_limit) {
       waiting = true;
+      if (s->reading && !s->demoted && now - s->idle_since >= kKeepBuffer) {
+        boost::beast::error_code ec;
+        s->demoted = true;
+        s->stream->socket().cancel(ec);  // its read ends; the session hands its buffer back
+      }
       continue;
     }
     boost::beast::error_code ec;

@@ -25,6 +25,8 @@ struct SessionHandle {
   // (server.idle_timeout of its generation); the worker's sweep closes it after.
   std::chrono::steady_clock::time_point idle_since{};
   std::chrono::milliseconds idle_limit{0};
+  bool reading = false;  // idle with its read (and buffer) queued
+  bool demoted = false;  // the sweep ended that read: wait without the buffer
 };
 
 class Worker {
@@ -53,6 +55,7 @@ class Worker {
   // idle past their limit, and take_buffer / give_buffer lend read buffers,
   // so an idle keep-alive connection holds no buffer at all.
   static constexpr std::chrono::milliseconds kIdleSweep{250};
+  static constexpr std::chrono::milliseconds kKeepBuffer{250};  // idle this long: the buffer goes back
   void idle_started(SessionHandle* s, std::chrono::milliseconds limit);
   boost::beast::flat_buffer take_buffer();
   void give_buffer(boost::beast::flat_buffer&& buffer);

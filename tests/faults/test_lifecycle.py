@@ -132,6 +132,14 @@ class IdleKeepAliveTest(unittest.TestCase):
             self.assertGreaterEqual(closed_at, 0.6)
             self.assertLess(closed_at, 1.6)
             self.request(busy)  # still open and serving
+            # Idle past the buffer hand-back (Worker::kKeepBuffer, 250 ms) but
+            # within idle_timeout: the session waits without its buffer, and
+            # the next request is still read and answered.
+            slow = socket.create_connection(("127.0.0.1", cd.port), timeout=10)
+            self.request(slow)
+            time.sleep(0.45)  # the client's think time (the scenario, not a wait for a result)
+            self.request(slow)
+            slow.close()
             idle.close()
             busy.close()
         print(f"[measured] idle keep-alive closed after {closed_at:.2f}s (idle_timeout 600ms)")
