@@ -8,6 +8,7 @@ shared): processes are stopped by PID, waits poll with a deadline.
 from __future__ import annotations
 
 import http.client as httpclient
+import sys
 import json
 import os
 import shutil
@@ -123,6 +124,17 @@ class _Reader:
 
 # ---------------------------------------------------------------------------
 # config and admin
+
+
+def end_replicas(tc, replicas) -> None:
+    """tearDown of a test with canaryd replicas: each one ended (by PID) and
+    its files removed; when the test failed, each one's log tail first."""
+    failed = not getattr(tc._outcome, "success", True)
+    for c in replicas:
+        if failed:
+            sys.stderr.write(c.tail() + "\n")
+        c.kill()
+        c.cleanup()
 
 
 def rollout_config(control_url: str, canary_url: str, steps: list[dict], analysis: Optional[dict] = None,

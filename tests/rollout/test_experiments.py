@@ -19,7 +19,7 @@ import unittest
 import uuid
 
 from harness import Canaryd, Mock, canaryd_bin, http, http_json, metric_samples, wait_until
-from rollout_helpers import ADMIN_ENV, ADMIN_TOKEN, RedisServer
+from rollout_helpers import ADMIN_ENV, ADMIN_TOKEN, RedisServer, end_replicas
 
 ANALYSIS = {"interval": "1s", "window": "30s", "min_requests": 30, "max_error_rate": 0.01, "max_p99_latency": "5s",
             "relative_to_control": True}
@@ -120,12 +120,7 @@ class ExperimentsTest(unittest.TestCase):
         self.replicas = [Canaryd(cfg, env=ADMIN_ENV).start(), Canaryd(cfg, env=ADMIN_ENV).start()]
 
     def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        for c in self.replicas:
-            if failed:
-                sys.stderr.write(c.tail() + "\n")
-            c.kill()
-            c.cleanup()
+        end_replicas(self, self.replicas)
         for m in (self.cnb, self.cna, self.ctl):
             m.stop()
         self.redis.stop()

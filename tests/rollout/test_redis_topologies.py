@@ -29,7 +29,7 @@ import uuid
 import harness
 from harness import Canaryd, Mock, http, http_json, metric_samples, wait_until
 from redis_topologies import ClusterSet, SentinelSet
-from rollout_helpers import ADMIN_ENV, RedisServer, Traffic, admin, rollout_config
+from rollout_helpers import ADMIN_ENV, RedisServer, Traffic, admin, end_replicas, rollout_config
 
 SALT = "it"  # harness.base_config's split.salt
 
@@ -73,12 +73,7 @@ class Topologies(unittest.TestCase):
         self.replicas: list[Canaryd] = []
 
     def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        for c in self.replicas:
-            if failed:
-                sys.stderr.write(c.tail() + "\n")
-            c.kill()
-            c.cleanup()
+        end_replicas(self, self.replicas)
         self.stack.close()
 
     def config(self, redis: dict, weight: float = 50) -> dict:

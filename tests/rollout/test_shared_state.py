@@ -15,7 +15,7 @@ import unittest
 import uuid
 
 from harness import Canaryd, Mock, wait_until
-from rollout_helpers import ADMIN_ENV, RedisServer, Traffic, admin, rollout_config, send, transitions
+from rollout_helpers import ADMIN_ENV, RedisServer, Traffic, admin, end_replicas, rollout_config, send, transitions
 
 
 def report(msg: str) -> None:
@@ -38,12 +38,7 @@ class SharedStateTest(unittest.TestCase):
         self.replicas: list[Canaryd] = []
 
     def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        for c in self.replicas:
-            if failed:
-                sys.stderr.write(c.tail() + "\n")
-            c.kill()
-            c.cleanup()
+        end_replicas(self, self.replicas)
         self.canary.stop()
         self.control.stop()
         self.redis.stop()
