@@ -124,16 +124,6 @@ void append_upstream_request_head(std::string& out, http::verb method, std::stri
   out.append("\r\n");
 }
 
-void client_response_headers(const http::fields& in, http::fields& out) {
-  const std::string connection = connection_tokens(in);
-  for (const auto& f : in) {
-    std::string_view name = f.name_string();
-    if (is_hop_by_hop(name, connection)) continue;
-    if (f.name() == http::field::content_length) continue;
-    out.insert(f.name() == http::field::unknown ? http::field::unknown : f.name(), name, f.value());
-  }
-}
-
 void append_client_response_head(std::string& out, unsigned status, const http::fields& upstream,
                                  std::initializer_list<HeadField> own, bool no_cache_unless_set) {
   append_status_line(out, status);

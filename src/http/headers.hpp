@@ -38,12 +38,9 @@ void upstream_request_headers(const http::fields& in, http::fields& out, const U
 void append_upstream_request_head(std::string& out, http::verb method, std::string_view target, const http::fields& in,
                                   const UpstreamHeaderContext& ctx, std::optional<std::size_t> content_length);
 
-// Upstream response headers -> the client response's headers: hop-by-hop and
-// Content-Length dropped (the serializer sets framing).
-void client_response_headers(const http::fields& in, http::fields& out);
-
 // The client response head written at once: the status line, the upstream's
-// fields as client_response_headers keeps them, minus any the proxy sets itself
+// fields minus hop-by-hop ones and Content-Length (canaryd sets the framing),
+// minus any the proxy sets itself
 // (`own`, by name, case-insensitively) and any X-Canaryd-* (an upstream cannot
 // speak for canaryd), then `own` in order, "Cache-Control: no-cache" when
 // `no_cache_unless_set` and the upstream sent none, and the blank line.

@@ -13,10 +13,6 @@ namespace canaryd::wire {
 
 namespace http = boost::beast::http;
 
-// "POST /v1/chat/completions HTTP/1.1\r\n" + fields + "\r\n"
-void append_request_head(std::string& out, http::verb method, std::string_view target, const http::fields& fields);
-// "HTTP/1.1 200 OK\r\n" + fields + "\r\n"
-void append_response_head(std::string& out, unsigned status, const http::fields& fields);
 // "HTTP/1.1 200 OK\r\n" alone
 void append_status_line(std::string& out, unsigned status);
 // "1a2b\r\n" (the size line of one chunk)
