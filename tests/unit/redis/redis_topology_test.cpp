@@ -28,6 +28,7 @@
 #include <atomic>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 
@@ -447,7 +448,10 @@ class FakeSentinel {
   static std::string bulk(const std::string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; }
 
   static net::awaitable<void> session(net::ip::tcp::socket socket, std::shared_ptr<State> state) {
-    redisReader* reader = redisReaderCreate();
+    // Owned, not freed at the end: a session still reading when the loop stops is
+    // destroyed with its frame, and only a destructor runs then.
+    std::unique_ptr<redisReader, void (*)(redisReader*)> owner(redisReaderCreate(), redisReaderFree);
+    redisReader* reader = owner.get();
     char buf[4096];
     std::string out;
     boost::system::error_code ec;
@@ -480,7 +484,6 @@ class FakeSentinel {
       co_await net::async_write(socket, net::buffer(out), net::redirect_error(net::use_awaitable, ec));
       if (ec) break;
     }
-    redisReaderFree(reader);
   }
 
   static net::awaitable<void> serve(std::shared_ptr<net::ip::tcp::acceptor> acceptor, std::shared_ptr<State> state) {
