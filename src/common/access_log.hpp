@@ -1,8 +1,10 @@
 // One JSON line per request (SPEC §6): request id, arm, provider, model,
 // status, latency, first-byte time, tokens, fallback. Never a key or a prompt.
-// Written through spdlog's async logger so an I/O thread never waits on stdout:
-// when stdout does not keep up and the queue (8,192 lines) is full, the oldest
-// queued line is dropped and counted in ai_proxy_log_dropped_total (log.hpp).
+// Written in per-thread batches (AccessBatch) to a writer thread of its own so
+// an I/O thread never waits on stdout: past kQueueBytes queued, the oldest
+// batches are dropped and their lines counted in ai_proxy_log_dropped_total.
+// Other records on the same stream (write_line, write) go through spdlog's
+// async logger and its queue of 1,024 lines (log.hpp).
 #pragma once
 
 #include <chrono>

@@ -46,7 +46,12 @@ void emit(spdlog::level::level_enum level, std::string_view msg, const nlohmann:
 
 void init(std::string_view level) {
   if (!g_app) {
-    spdlog::init_thread_pool(8192, 1);
+    // 1,024 slots: the pool preallocates every slot (an async_msg of ~400
+    // bytes), so 8,192 held 3.3 MB of an idle process's RSS. Access lines do
+    // not come here (AccessLog's batch writer has its own 2 MiB bound): only
+    // start-up lines, warnings and shadow comparisons, which a stdout that
+    // keeps up drains long before 1,024 wait (issue 15, idle RSS).
+    spdlog::init_thread_pool(1024, 1);
     auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
     // Lines are written on the I/O threads (access lines, warnings), so a full
     // queue drops its oldest line rather than wait: with stdout into a pipe

@@ -1,5 +1,5 @@
 // Application logging: JSON lines on stdout through spdlog's async logger, so
-// an I/O thread never waits on the terminal. The queue (8,192 lines, shared by
+// an I/O thread never waits on the terminal. The queue (1,024 lines, shared by
 // every logger here) drops its oldest line when full instead of blocking; the
 // drops are ai_proxy_log_dropped_total. Never pass a secret or a prompt.
 #pragma once
