@@ -4,7 +4,7 @@
 // an I/O thread never waits on stdout: past kQueueBytes queued, the oldest
 // batches are dropped and their lines counted in ai_proxy_log_dropped_total.
 // Other records on the same stream (write_line, write) go through spdlog's
-// async logger and its queue of 1,024 lines (log.hpp).
+// async logger and its bounded queue (log.hpp).
 #pragma once
 
 #include <chrono>

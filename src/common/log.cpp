@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 
@@ -20,6 +21,12 @@ namespace {
 // Every logger shares spdlog's one thread pool (queue), so none may block on
 // it: a blocking one would wait behind the others' lines (see init()).
 constexpr auto kOverflow = spdlog::async_overflow_policy::overrun_oldest;
+// The pool preallocates every slot (an async_msg of ~400 bytes): 8,192 held
+// 3.3 MB of an idle process's RSS. Access lines do not come here (AccessLog's
+// batch writer has its own 2 MiB bound): only start-up lines, warnings and
+// shadow comparisons, which a stdout that keeps up drains long before this
+// many wait (issue 15, idle RSS).
+constexpr std::size_t kQueueSlots = 1024;
 
 std::shared_ptr<spdlog::logger> g_app;
 std::shared_ptr<spdlog::logger> g_access;
@@ -46,14 +53,9 @@ void emit(spdlog::level::level_enum level, std::string_view msg, const nlohmann:
 
 void init(std::string_view level) {
   if (!g_app) {
-    // 1,024 slots: the pool preallocates every slot (an async_msg of ~400
-    // bytes), so 8,192 held 3.3 MB of an idle process's RSS. Access lines do
-    // not come here (AccessLog's batch writer has its own 2 MiB bound): only
-    // start-up lines, warnings and shadow comparisons, which a stdout that
-    // keeps up drains long before 1,024 wait (issue 15, idle RSS).
-    spdlog::init_thread_pool(1024, 1);
+    spdlog::init_thread_pool(kQueueSlots, 1);
     auto sink = std::make_shared<spdlog::sinks::stdout_sink_mt>();
-    // Lines are written on the I/O threads (access lines, warnings), so a full
+    // Lines are written on the I/O threads (warnings, shadow comparisons), so a full
     // queue drops its oldest line rather than wait: with stdout into a pipe
     // nobody reads, a blocking queue stalls every request once it fills.
     // Drops are counted (ai_proxy_log_dropped_total, from the pool's counter).

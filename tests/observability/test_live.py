@@ -449,8 +449,9 @@ class AccessLogTest(unittest.TestCase):
 
 
 class StuckStdoutTest(unittest.TestCase):
-    """stdout into a pipe nobody reads: the pipe (64 KiB) and then spdlog's
-    queues (the access log's 2 MiB, spdlog's 1,024 lines) fill up, and requests must still answer at once."""
+    """stdout into a pipe nobody reads: the pipe (64 KiB) and then the queues
+    (the access log's 2 MiB, spdlog's 1,024 lines) fill up, and requests must
+    still answer at once."""
 
     CLIENTS, PER_CLIENT = 8, 1250   # 10,000 access lines: well past the pipe and the queue
     BOUND = 2.0                     # seconds; a blocked I/O thread never answers
