@@ -244,6 +244,49 @@ std::vector<LatencySlice> ArmWindow::latency(TimePoint now, LatencyMetric metric
   return out;
 }
 
+// ---- FlatSet64 ------------------------------------------------------------
+
+bool FlatSet64::contains(std::uint64_t v) const {
+  if (v == 0) return has_zero_;
+  if (slots_.empty()) return false;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = v & mask;; i = (i + 1) & mask) {
+    if (slots_[i] == v) return true;
+    if (slots_[i] == 0) return false;
+  }
+}
+
+bool FlatSet64::insert(std::uint64_t v) {
+  if (v == 0) {
+    const bool added = !has_zero_;
+    has_zero_ = true;
+    return added;
+  }
+  if ((size_ + 1) * 2 > slots_.size()) {
+    std::vector<std::uint64_t> old(std::max<std::size_t>(16, slots_.size() * 2), 0);
+    old.swap(slots_);
+    size_ = 0;
+    for (std::uint64_t x : old) {
+      if (x != 0) insert(x);
+    }
+  }
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = v & mask;; i = (i + 1) & mask) {
+    if (slots_[i] == v) return false;
+    if (slots_[i] == 0) {
+      slots_[i] = v;
+      ++size_;
+      return true;
+    }
+  }
+}
+
+void FlatSet64::clear() {
+  std::vector<std::uint64_t>().swap(slots_);
+  size_ = 0;
+  has_zero_ = false;
+}
+
 // ---- DistinctUsers --------------------------------------------------------
 
 void DistinctUsers::add(Arm arm, std::uint64_t user_hash) {
@@ -251,7 +294,7 @@ void DistinctUsers::add(Arm arm, std::uint64_t user_hash) {
   if (h > threshold_.load(std::memory_order_relaxed)) return;
   std::lock_guard lock(mu_);
   if (h > threshold_.load(std::memory_order_relaxed)) return;
-  if (seen_[0].count(h) || seen_[1].count(h)) return;
+  if (seen_[0].contains(h) || seen_[1].contains(h)) return;
   const auto a = static_cast<std::size_t>(arm);
   seen_[a].insert(h);
   ++count_[a];
@@ -259,7 +302,7 @@ void DistinctUsers::add(Arm arm, std::uint64_t user_hash) {
     const std::uint64_t t = threshold_.load(std::memory_order_relaxed) / 2;
     threshold_.store(t, std::memory_order_relaxed);
     for (std::size_t i = 0; i < 2; ++i) {
-      std::erase_if(seen_[i], [t](std::uint64_t v) { return v > t; });
+      seen_[i].erase_if([t](std::uint64_t v) { return v > t; });
       count_[i] = seen_[i].size();
     }
   }

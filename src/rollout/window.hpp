@@ -19,7 +19,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -137,6 +136,37 @@ class ArmWindow {
   } totals_;
 };
 
+// A set of 64-bit values in one array (open addressing, linear probing, at
+// most half full), for DistinctUsers: a node-based set takes one heap block
+// per new user on the request path, scattered among the request's own
+// memory, where each keeps a page of a freed burst from going back to the
+// system. Values are used as their own hash (DistinctUsers stores mixed
+// hashes, uniform in their low bits).
+class FlatSet64 {
+ public:
+  bool contains(std::uint64_t v) const;
+  bool insert(std::uint64_t v);  // true when v was not there
+  template <class Pred>
+  void erase_if(Pred pred) {
+    std::vector<std::uint64_t> old;
+    old.swap(slots_);
+    const bool zero = has_zero_ && !pred(std::uint64_t{0});
+    clear();
+    has_zero_ = zero;
+    for (std::uint64_t v : old) {
+      if (v != 0 && !pred(v)) insert(v);
+    }
+  }
+  void clear();  // and gives the array back
+  std::size_t size() const { return size_ + (has_zero_ ? 1 : 0); }
+  std::size_t capacity() const { return slots_.size(); }
+
+ private:
+  std::vector<std::uint64_t> slots_;  // 0: empty (the value 0 is has_zero_)
+  std::size_t size_ = 0;              // non-zero values stored
+  bool has_zero_ = false;
+};
+
 // Distinct users per arm since restart(), for the sample-ratio check. Exact
 // over a sample of users chosen by their hash alone (never by their arm): a
 // user counts when mix(hash) <= a threshold that halves, dropping the users
@@ -162,7 +192,7 @@ class DistinctUsers {
  private:
   mutable std::mutex mu_;
   std::atomic<std::uint64_t> threshold_{~std::uint64_t{0}};
-  std::unordered_set<std::uint64_t> seen_[2];  // mixed hashes, by arm
+  FlatSet64 seen_[2];  // mixed hashes, by arm
   std::uint64_t count_[2] = {0, 0};
 };
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -240,6 +241,39 @@ TEST(ArmWindow, LatencyReservoirsPerSliceAndMetric) {
   // Slices leave the window as the counts do.
   EXPECT_EQ(w.latency(t0 + 62s, LatencyMetric::duration).size(), 1u);
   EXPECT_TRUE(w.latency(t0 + 70s, LatencyMetric::duration).empty());
+}
+
+TEST(FlatSet64, AgreesWithAStdSetThroughInsertsGrowthAndEraseIf) {
+  FlatSet64 flat;
+  std::unordered_set<std::uint64_t> ref;
+  std::uint64_t state = 7;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    // Small values collide in the low bits and 0 is the empty marker: both on purpose.
+    return (state >> 33) % 3 == 0 ? (state >> 60) : state;
+  };
+  for (int i = 0; i < 20000; ++i) {
+    const std::uint64_t v = next();
+    EXPECT_EQ(flat.insert(v), ref.insert(v).second) << v;
+  }
+  EXPECT_EQ(flat.size(), ref.size());
+  EXPECT_TRUE(flat.contains(0));
+  EXPECT_GE(flat.capacity(), 2 * flat.size()) << "at most half full";
+  for (std::uint64_t v : ref) EXPECT_TRUE(flat.contains(v)) << v;
+  const std::uint64_t t = ~std::uint64_t{0} / 4;
+  flat.erase_if([t](std::uint64_t v) { return v > t || v == 0; });
+  std::erase_if(ref, [t](std::uint64_t v) { return v > t || v == 0; });
+  EXPECT_EQ(flat.size(), ref.size());
+  EXPECT_FALSE(flat.contains(0));
+  for (std::uint64_t v : ref) EXPECT_TRUE(flat.contains(v)) << v;
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint64_t v = next();
+    EXPECT_EQ(flat.contains(v), ref.count(v) == 1) << v;
+  }
+  flat.clear();
+  EXPECT_EQ(flat.size(), 0u);
+  EXPECT_EQ(flat.capacity(), 0u);
+  EXPECT_FALSE(flat.contains(5));
 }
 
 TEST(DistinctUsers, CountsEachUserOnceInTheArmFirstSeen) {
