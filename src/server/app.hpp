@@ -29,6 +29,7 @@ struct App : proxy::Services {
   std::atomic<bool> ready{false};
   std::atomic<bool> draining{false};
   std::atomic<std::int64_t> connections{0};
+  std::atomic<std::int64_t> parked_connections{0};  // of those, idle and parked (server/parked.hpp)
   std::atomic<std::int64_t> rejected_connections{0};
 
   // Under a mutex, not std::atomic<shared_ptr>: libstdc++ 12's version

@@ -91,6 +91,7 @@ nlohmann::json health(App& app, Request& ctx) {
     if (!ok && !draining) j["status"] = "degraded";
   }
   j["connections"] = app.connections.load();
+  j["idle_connections"] = app.parked_connections.load();
   j["inflight"] = app.inflight.load();
   return j;
 }

@@ -66,7 +66,13 @@ net::awaitable<void> Server::accept_loop() {
       socket.close(ignored);
       continue;
     }
-    net::co_spawn(w.ioc(), run_session(w, std::move(socket)), net::detached);
+    // Started on its worker's thread, so its frames come from that thread's
+    // heap and recycling caches: allocated here, they would interleave with
+    // the sockets' reactor state (also allocated here, and long-lived) and
+    // keep this heap's pages from going back once the frames are freed.
+    net::post(w.ioc(), [&w, s = std::move(socket)]() mutable {
+      net::co_spawn(w.ioc(), run_session(w, std::move(s), {}, /*resumed=*/false), net::detached);
+    });
   }
 }
 

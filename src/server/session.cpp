@@ -24,16 +24,20 @@ namespace {
 
 constexpr auto kTuple = net::as_tuple(net::use_awaitable);
 
+// The session in its worker's table and in App::connections. A resumed
+// (parked) connection was counted when it first came; one that parks again
+// stays counted, by the worker's parked table.
 struct SessionGuard {
   Worker& worker;
   SessionHandle handle;
-  SessionGuard(Worker& w, beast::tcp_stream* s) : worker(w), handle{s, true} {
+  bool counted = true;
+  SessionGuard(Worker& w, beast::tcp_stream* s, bool already_counted) : worker(w), handle{s, true} {
     worker.add_session(&handle);
-    worker.app().connections.fetch_add(1, std::memory_order_relaxed);
+    if (!already_counted) worker.app().connections.fetch_add(1, std::memory_order_relaxed);
   }
   ~SessionGuard() {
     worker.remove_session(&handle);
-    worker.app().connections.fetch_sub(1, std::memory_order_relaxed);
+    if (counted) worker.app().connections.fetch_sub(1, std::memory_order_relaxed);
   }
 };
 
@@ -219,18 +223,20 @@ net::awaitable<bool> serve_one(Worker& worker, const std::shared_ptr<const Runti
 
 }  // namespace
 
-net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
+net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket, std::string peer_ip, bool resumed) {
   App& app = worker.app();
   beast::error_code ec;
-  socket.set_option(net::ip::tcp::no_delay(true), ec);
-  auto remote = socket.remote_endpoint(ec);
-  std::string peer_ip = ec ? std::string("0.0.0.0") : remote.address().to_string();
-  if (remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()) {
-    peer_ip = net::ip::make_address_v4(net::ip::v4_mapped, remote.address().to_v6()).to_string();
+  if (peer_ip.empty()) {
+    socket.set_option(net::ip::tcp::no_delay(true), ec);
+    auto remote = socket.remote_endpoint(ec);
+    peer_ip = ec ? std::string("0.0.0.0") : remote.address().to_string();
+    if (remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()) {
+      peer_ip = net::ip::make_address_v4(net::ip::v4_mapped, remote.address().to_v6()).to_string();
+    }
   }
 
   beast::tcp_stream stream(std::move(socket));
-  SessionGuard guard(worker, &stream);
+  SessionGuard guard(worker, &stream, resumed);
   beast::flat_buffer buffer = worker.take_buffer();
   for (bool first = true;; first = false) {
     auto rt = worker.runtime();
@@ -241,24 +247,21 @@ net::awaitable<void> run_session(Worker& worker, net::ip::tcp::socket socket) {
     // timer of its own, the worker's sweep closes it past idle_timeout. A
     // client that sends again soon finds the read already queued with the
     // buffer (no syscall). Idle past Worker::kKeepBuffer, the sweep ends that
-    // read: the buffer goes back to the pool and the session waits for
-    // readability alone (Asio queues that wait with one epoll_ctl).
+    // read and the session ends: its buffer goes back to the pool, its socket
+    // to the worker's parked table, where it waits for readability without
+    // a coroutine frame, a tcp_stream or a buffer; a new session starts on it
+    // when the client sends again.
     if (!first && buffer.size() == 0) {
       worker.idle_started(&guard.handle, sc.idle_timeout);
       stream.expires_never();
       guard.handle.reading = true;
-      beast::error_code rec;
-      std::size_t n = 0;
-      std::tie(rec, n) = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
       guard.handle.reading = false;
       if (rec == net::error::operation_aborted && guard.handle.demoted && guard.handle.idle_limit.count() != 0) {
         worker.give_buffer(std::move(buffer));
-        auto [wec] = co_await stream.socket().async_wait(net::ip::tcp::socket::wait_read, kTuple);
-        if (wec || guard.handle.idle_limit.count() == 0) break;  // idle timeout, the client closed, or a drain cut
-        buffer = worker.take_buffer();
-        buffer.max_size(std::max<std::size_t>(sc.max_header_bytes, buffer.size()) + kReadChunk);
-        stream.expires_after(sc.header_timeout);
-        std::tie(rec, n) = co_await stream.async_read_some(buffer.prepare(kReadChunk), kTuple);
+        worker.park(stream.release_socket(), std::move(peer_ip), guard.handle);
+        guard.counted = false;  // the parked table holds its count now
+        co_return;
       }
       if (rec) break;  // closed, idle timeout or a drain cut
       buffer.commit(n);

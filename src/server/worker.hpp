@@ -10,11 +10,13 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
 #include "proxy/context.hpp"
 #include "server/app.hpp"
+#include "server/parked.hpp"
 
 namespace canaryd::server {
 
@@ -26,7 +28,7 @@ struct SessionHandle {
   std::chrono::steady_clock::time_point idle_since{};
   std::chrono::milliseconds idle_limit{0};
   bool reading = false;  // idle with its read (and buffer) queued
-  bool demoted = false;  // the sweep ended that read: wait without the buffer
+  bool demoted = false;  // the sweep ended that read: the session parks its socket
 };
 
 class Worker {
@@ -37,6 +39,7 @@ class Worker {
   }
   ~Worker() {
     idle_timer_.reset();
+    parked_.close_all();
     ctx_->shutdown();
   }
 
@@ -46,6 +49,12 @@ class Worker {
   proxy::ThreadContext& context() { return *ctx_; }
 
   void add_session(SessionHandle* s) { sessions_.insert(s); }
+  // Parks an idle connection (counted in App::connections until its parked
+  // wait ends): when it becomes readable, a new session starts on it; past
+  // its idle limit or on a drain it is closed.
+  void park(boost::asio::ip::tcp::socket socket, std::string peer_ip, const SessionHandle& idle);
+  std::size_t parked() const { return parked_.size(); }
+  std::uint64_t trims() const { return trims_; }
   void remove_session(SessionHandle* s) { sessions_.erase(s); }
   // Drain: close connections that wait for a request; busy ones close after
   // their response. `all` cuts busy ones too (past shutdown_grace).
@@ -75,6 +84,9 @@ class Worker {
   // frames still parked in it (a cut shutdown), whose watches unregister from
   // the context. Its pools and timer are shut down first, in ~Worker.
   std::optional<proxy::ThreadContext> ctx_;
+  // Also before ioc_: its parked sockets are closed in ~Worker, and ioc_'s
+  // destruction then frees their cancelled waits into the table's entries.
+  ParkedTable parked_;
   boost::asio::io_context ioc_{1};
   std::unordered_set<SessionHandle*> sessions_;
   std::vector<boost::beast::flat_buffer> spare_buffers_;  // at most kSpareBuffers, each emptied
@@ -84,6 +96,17 @@ class Worker {
   void sweep_idle();
   std::shared_ptr<const Runtime> runtime_;
   std::uint64_t runtime_generation_ = 0;
+  friend struct ParkedWait;
+  void unpark(ParkedConnection* p, const boost::system::error_code& ec);
+  void close_parked(ParkedConnection& p);
+  // Gives a burst's freed heap back once its connections have all parked
+  // (worker.cpp).
+  static constexpr std::size_t kTrimAfterParks = 256;
+  static constexpr std::chrono::seconds kTrimEvery{1};
+  void maybe_trim(std::chrono::steady_clock::time_point now, std::size_t live_sessions);
+  std::size_t trim_mark_ = 0;  // parked connections at the last trim (lowered as they leave)
+  std::uint64_t trims_ = 0;
+  std::chrono::steady_clock::time_point last_trim_{};
 };
 
 }  // namespace canaryd::server

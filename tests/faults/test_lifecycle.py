@@ -12,7 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import Canaryd, Mock, base_config, chat_body, http, stream, wait_until
+from harness import Canaryd, Mock, base_config, chat_body, http, http_json, stream, wait_until
 from fault_helpers import CHAT, no_fallback_config
 
 
@@ -143,6 +143,57 @@ class IdleKeepAliveTest(unittest.TestCase):
             idle.close()
             busy.close()
         print(f"[measured] idle keep-alive closed after {closed_at:.2f}s (idle_timeout 600ms)")
+
+
+class ParkedConnectionTest(unittest.TestCase):
+    """A keep-alive connection idle past Worker::kKeepBuffer is parked (held
+    without a session: server/parked.hpp). It must still serve its next
+    request, stay counted, close when its client closes, and be closed by a
+    drain at once (not after shutdown_grace)."""
+
+    def test_parked_connections_resume_stay_counted_and_drain_at_once(self):
+        with Mock("parked-mock") as mock:
+            cfg = no_fallback_config(mock.base_url, server={"idle_timeout": "30s", "drain_delay": "0s",
+                                                            "shutdown_grace": "20s"})
+            cd = Canaryd(cfg).start()
+            try:
+                req = IdleKeepAliveTest.request
+                a = socket.create_connection(("127.0.0.1", cd.port), timeout=10)
+                b = socket.create_connection(("127.0.0.1", cd.port), timeout=10)
+                req(self, a)
+                req(self, b)
+
+                def health():
+                    return http_json("GET", cd.url + "/health", timeout=5)[2]
+
+                # Both park within kKeepBuffer plus a sweep (250-500 ms); /health's own
+                # connection is the third one counted.
+                h = wait_until(lambda: (lambda j: j if j["idle_connections"] == 2 else None)(health()),
+                               timeout=5, message="both idle connections parked")
+                self.assertEqual(h["connections"], 3, h)
+                for _ in range(3):  # resumed, answered, parked again: each time on the same socket
+                    req(self, a)
+                    wait_until(lambda: health()["idle_connections"] == 2, timeout=5,
+                               message="the resumed connection parked again")
+                b.close()  # a parked connection's client goes: its wait ends, it is no longer counted
+                h = wait_until(lambda: (lambda j: j if j["connections"] == 2 else None)(health()),
+                               timeout=5, message="b no longer counted")
+                self.assertEqual(h["idle_connections"], 1, h)
+                t0 = time.monotonic()
+                cd.signal(signal.SIGTERM)
+                # The drain closes the parked connection at once: the client sees EOF...
+                a.settimeout(5)
+                self.assertEqual(a.recv(1), b"", "a parked connection got bytes, not a close, on drain")
+                rc = cd.wait_exit(timeout=15)
+                elapsed = time.monotonic() - t0
+                self.assertEqual(rc, 0, cd.tail())
+                # ...and the process ends without waiting for shutdown_grace (20 s).
+                self.assertLess(elapsed, 5, f"drain waited {elapsed:.1f}s on a parked connection")
+                a.close()
+                print(f"[measured] drain with a parked connection took {elapsed:.2f}s")
+            finally:
+                cd.kill()
+                cd.cleanup()
 
 
 class ReloadTest(unittest.TestCase):
