@@ -83,6 +83,13 @@ std::shared_ptr<upstream::Pool> ThreadContext::pool(const Runtime& rt, const con
   return pool;
 }
 
+std::size_t ThreadContext::compact_idle_pools(std::chrono::steady_clock::time_point now,
+                                              std::chrono::steady_clock::duration after) {
+  std::size_t n = 0;
+  for (auto& [name, pool] : pools_) n += pool->compact_idle(now, after);
+  return n;
+}
+
 ClientWatch::ClientWatch(WatchList& list, int fd, upstream::Connection** current)
     : list_(list), fd_(fd), current_(current) {
   list_.watch(this);

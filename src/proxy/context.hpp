@@ -134,6 +134,8 @@ class ThreadContext {
   // generation stay alive as long as a request holds them. `threads` divides
   // the upstream's max_connections.
   std::shared_ptr<upstream::Pool> pool(const Runtime& rt, const config::UpstreamConfig& up, int threads);
+  // Pool::compact_idle over this thread's pools (the worker's idle sweep).
+  std::size_t compact_idle_pools(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration after);
 
   store::AssignmentStore* store = nullptr;
 

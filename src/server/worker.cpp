@@ -152,6 +152,9 @@ void Worker::sweep_idle() {
       close_parked(p);
     }
   });
+  // Upstream connections kept idle as long as a client connection keeps its
+  // buffer shed their stream and buffer in the same sweep, before the trim.
+  ctx_->compact_idle_pools(now, kKeepBuffer);
   maybe_trim(now, live_sessions);
   if (waiting) arm_idle_sweep();  // only while sessions wait: an idle worker does not wake up
 }

@@ -79,7 +79,47 @@ Pool::Pool(net::any_io_executor ex, const config::UpstreamConfig& cfg, std::shar
       idle_cap_(idle_cap.value_or(cfg.max_idle_connections)) {}
 
 Pool::~Pool() {
-  for (auto& c : idle_) c->close();
+  for (auto& c : idle_) c.close();
+}
+
+void Pool::Idle::close() {
+  if (conn) {
+    conn->close();
+  } else if (bare) {
+    beast::error_code ec;
+    bare->shutdown(tcp::socket::shutdown_both, ec);
+    bare->close(ec);
+  }
+}
+
+bool Pool::Idle::stale() const {
+  if (conn) return conn->stale();
+  if (!bare || !bare->is_open()) return true;
+  char byte;
+  ssize_t n = ::recv(const_cast<tcp::socket&>(*bare).native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+std::unique_ptr<Connection> Pool::revive(Idle& idle) {
+  if (idle.conn) return std::move(idle.conn);
+  auto c = std::make_unique<Connection>(std::move(*idle.bare));
+  c->requests = idle.requests;
+  c->idle_since = idle.idle_since;
+  return c;
+}
+
+std::size_t Pool::compact_idle(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration after) {
+  std::size_t n = 0;
+  for (auto& i : idle_) {
+    if (!i.conn || i.conn->is_tls() || now - i.idle_since < after) continue;
+    // An idle connection has no operation pending and no unread byte (release
+    // checked), so releasing its socket from the stream loses nothing.
+    i.requests = i.conn->requests;
+    i.bare.emplace(i.conn->tcp().release_socket());
+    i.conn.reset();
+    ++n;
+  }
+  return n;
 }
 
 void Pool::wake_one() {
@@ -93,7 +133,10 @@ void Pool::release(std::unique_ptr<Connection> conn, bool reusable) {
   if (!conn) return;
   if (reusable && idle_.size() < idle_cap_ && conn->tcp().socket().is_open() && !conn->has_unread_bytes()) {
     conn->idle_since = std::chrono::steady_clock::now();
-    idle_.push_back(std::move(conn));
+    Idle idle;
+    idle.idle_since = conn->idle_since;
+    idle.conn = std::move(conn);
+    idle_.push_back(std::move(idle));
   } else {
     conn->close();
     --open_;
@@ -107,21 +150,21 @@ net::awaitable<Pool::Lease> Pool::acquire(bool fresh) {
     if (!fresh) {
       auto now = std::chrono::steady_clock::now();
       while (!idle_.empty()) {
-        std::unique_ptr<Connection> c = std::move(idle_.back());  // LIFO: the warmest one
+        Idle idle = std::move(idle_.back());  // LIFO: the warmest one
         idle_.pop_back();
         // Peeked every time (one syscall): besides a close, the upstream may
         // have sent bytes after its response, and those would be read as the
         // next user's answer (the stale-reuse retry only covers a close).
-        if (now - c->idle_since > kMaxIdle || c->stale()) {
-          c->close();
+        if (now - idle.idle_since > kMaxIdle || idle.stale()) {
+          idle.close();
           --open_;
           continue;
         }
-        co_return Lease{{}, std::move(c), true};
+        co_return Lease{{}, revive(idle), true};
       }
     } else if (open_ >= cap_ && !idle_.empty()) {
       // Make room for the fresh connection by closing an idle one.
-      idle_.front()->close();
+      idle_.front().close();
       idle_.erase(idle_.begin());
       --open_;
     }

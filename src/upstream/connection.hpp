@@ -34,6 +34,8 @@ class Connection {
 
   explicit Connection(const net::any_io_executor& ex) : stream_(std::in_place_type<Plain>, ex) {}
   Connection(const net::any_io_executor& ex, net::ssl::context& tls) : stream_(std::in_place_type<Tls>, ex, tls) {}
+  // A plain connection rebuilt around the socket of a compacted idle one.
+  explicit Connection(net::ip::tcp::socket&& socket) : stream_(std::in_place_type<Plain>, std::move(socket)) {}
 
   beast::tcp_stream& tcp() {
     if (auto* t = std::get_if<Tls>(&stream_)) return beast::get_lowest_layer(*t);
@@ -92,6 +94,15 @@ class Pool {
   // response, otherwise closed.
   void release(std::unique_ptr<Connection> conn, bool reusable);
 
+  // Plain idle connections idle for `after` or longer keep only their socket:
+  // the stream (its two timers), the read buffer and the Connection are
+  // freed, and rebuilt when the socket is next leased. After a burst the
+  // connections the pool keeps were allocated amid the burst's frames, each
+  // piece pinning a heap page of its own once the rest is freed; this lets
+  // those pages go back (Worker's sweep calls it before it trims). Returns
+  // how many it compacted. TLS connections keep their state (OpenSSL's).
+  std::size_t compact_idle(std::chrono::steady_clock::time_point now, std::chrono::steady_clock::duration after);
+
   const config::UpstreamConfig& config() const { return cfg_; }
   std::size_t open() const { return open_; }
   std::size_t idle() const { return idle_.size(); }
@@ -106,7 +117,16 @@ class Pool {
   std::shared_ptr<net::ssl::context> tls_;
   std::uint32_t cap_;
   std::uint32_t idle_cap_;  // idle connections kept; one released beyond it is closed
-  std::vector<std::unique_ptr<Connection>> idle_;
+  struct Idle {
+    std::unique_ptr<Connection> conn;          // null once compacted
+    std::optional<net::ip::tcp::socket> bare;  // the compacted connection's socket
+    std::uint64_t requests = 0;
+    std::chrono::steady_clock::time_point idle_since{};
+    void close();
+    bool stale() const;
+  };
+  std::vector<Idle> idle_;
+  static std::unique_ptr<Connection> revive(Idle& idle);
   std::size_t open_ = 0;  // idle + leased + connecting
   std::uint64_t connects_ = 0;
   std::deque<net::steady_timer*> waiters_;

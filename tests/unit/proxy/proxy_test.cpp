@@ -233,6 +233,32 @@ TEST_F(ExchangeTest, IdleConnectionsBeyondTheIdleLimitAreClosed) {
   EXPECT_EQ(kept->connects(), 1u);
 }
 
+TEST_F(ExchangeTest, ACompactedIdleConnectionIsReusedAndStillRetiredWhenTheUpstreamClosesIt) {
+  // Request 3 is answered and then the upstream closes that connection.
+  FakeUpstream fake(ioc_, [](int i, const Seen&) { return Reply{{json_answer("c" + std::to_string(i))}, i == 2}; });
+  config::Config cfg = test_config(fake.base_url(), fake.base_url(), 0);
+  const auto& up = cfg.control();
+  auto pool = std::make_shared<upstream::Pool>(ioc_.get_executor(), up, nullptr, 4);
+  EXPECT_EQ(run(ioc_, call(pool, up)), 200);
+  const auto now = std::chrono::steady_clock::now();
+  EXPECT_EQ(pool->compact_idle(now, 1h), 0u);  // not idle long enough
+  EXPECT_EQ(pool->compact_idle(now + 2h, 1h), 1u);
+  EXPECT_EQ(pool->compact_idle(now + 2h, 1h), 0u);  // once
+  EXPECT_EQ(pool->idle(), 1u);
+  // The socket alone is rebuilt into a connection: same TCP connection.
+  EXPECT_EQ(run(ioc_, call(pool, up)), 200);
+  EXPECT_EQ(run(ioc_, call(pool, up)), 200);  // answered, then closed by the upstream
+  EXPECT_EQ(pool->connects(), 1u);
+  EXPECT_EQ(pool->compact_idle(std::chrono::steady_clock::now() + 2h, 1h), 1u);
+  // Its close is found (peek) or the request is retried on a fresh connection.
+  EXPECT_EQ(run(ioc_, call(pool, up)), 200);
+  EXPECT_EQ(pool->connects(), 2u);
+  ASSERT_EQ(fake.seen().size() >= 4u, true);
+  EXPECT_EQ(fake.seen()[1].connection, 0);
+  EXPECT_EQ(fake.seen()[2].connection, 0);
+  EXPECT_EQ(fake.seen().back().connection, 1);
+}
+
 TEST_F(ExchangeTest, AnInterimAnswerThenACloseIsNotRetried) {
   // The upstream answered (100 Continue) before it closed: it read the request.
   FakeUpstream fake(ioc_, [](int i, const Seen&) {
