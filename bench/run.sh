@@ -94,9 +94,9 @@ esac
 
 # ---- durations ---------------------------------------------------------------
 if ((QUICK)); then
-  D_SAT=2; D_LAT=1; ROUNDS=1; LAT_ROUNDS=3; STREAMS=24; SLOW_CHUNKS=4; IDLE_HOLD=0.5; WARM=1; D_ALLOC=1; D_IDLE=0.5
+  D_SAT=2; D_LAT=1; ROUNDS=1; LAT_ROUNDS=3; STREAMS=24; SLOW_CHUNKS=4; IDLE_HOLD=2.5; WARM=1; D_ALLOC=1; D_IDLE=0.5
 else
-  D_SAT=8; D_LAT=5; ROUNDS=3; LAT_ROUNDS=3; STREAMS=120; SLOW_CHUNKS=16; IDLE_HOLD=2; WARM=2; D_ALLOC=4; D_IDLE=2
+  D_SAT=8; D_LAT=5; ROUNDS=3; LAT_ROUNDS=3; STREAMS=120; SLOW_CHUNKS=16; IDLE_HOLD=2.5; WARM=2; D_ALLOC=4; D_IDLE=2
 fi
 PIN_ROUNDS=$ROUNDS
 [[ $ONLY == pins ]] && PIN_ROUNDS=5
@@ -379,22 +379,30 @@ stream_run() {  # stream_run KEY PORT
   log "$1: $j"
 }
 
-memory_run() {  # memory_run NAME PORT: idle, 1,000 idle keep-alive conns, 500 slow streams
+memory_run() {  # memory_run NAME PORT: idle, 1,000 and 2,000 idle keep-alive conns, 500 slow streams
   local name=$1 port=$2 fifo="$TMP/$1.fifo" cpid line
   record "mem.$name.idle_kb" "$(mem_kb "$name" | cut -d' ' -f1)"
   record "mem.$name.idle_pss_kb" "$(mem_kb "$name" | cut -d' ' -f2)"
-  mkfifo "$fifo"
-  client "$CPU_LOAD" idle --port "$port" --connections "$IDLE_CONNS" --hold "$IDLE_HOLD" >"$fifo" &
-  cpid=$!
-  exec 4<"$fifo"
-  read -r line <&4
-  sleep 0.3
-  record "mem.$name.conns_kb" "$(mem_kb "$name" | cut -d' ' -f1)"
-  record "mem.$name.conns_pss_kb" "$(mem_kb "$name" | cut -d' ' -f2)"
-  log "mem $name: $IDLE_CONNS idle keep-alive: $line, $(mem_kb "$name") KiB rss/pss"
-  read -r line <&4 || true
-  exec 4<&-; wait "$cpid" || true; rm -f "$fifo"
-  sleep 0.5
+  # Read twice: 0.3 s after the last connection got its answer ("just idle":
+  # canaryd's sessions still hold their read buffers, Worker::kKeepBuffer),
+  # and 1.5 s after (settled: every connection parked, the burst's heap given
+  # back), which the target is judged on. Then the same with 2,000.
+  local n
+  for n in "$IDLE_CONNS" "$((2 * IDLE_CONNS))"; do
+    mkfifo "$fifo"
+    client "$CPU_LOAD" idle --port "$port" --connections "$n" --hold "$IDLE_HOLD" >"$fifo" &
+    cpid=$!
+    exec 4<"$fifo"
+    read -r line <&4
+    sleep 0.3
+    record "mem.$name.conns${n}_fresh_kb" "$(mem_kb "$name" | cut -d' ' -f1)"
+    sleep 1.2
+    record "mem.$name.conns${n}_kb" "$(mem_kb "$name" | cut -d' ' -f1)"
+    log "mem $name: $n idle keep-alive: $line, $(mem_kb "$name") KiB rss/pss"
+    read -r line <&4 || true
+    exec 4<&-; wait "$cpid" || true; rm -f "$fifo"
+    sleep 0.5
+  done
   mkfifo "$fifo"
   client "$CPU_LOAD" slow --port "$port" --concurrency "$SLOW_STREAMS" --chunks "$SLOW_CHUNKS" \
     --delay-ms "$SLOW_DELAY_MS" --timeout 60 >"$fifo" &
